@@ -1,0 +1,299 @@
+//! Command-line interface: argument definitions and the code that prints results.
+//!
+//! Exit codes: 0 success, 1 error, 2 usage error, 3 an image failed an integrity check.
+
+mod demo;
+
+use crate::container::reader::DEFAULT_CACHE_BYTES;
+use crate::error::{Error, Result};
+use crate::ops::{create, info, restore, verify};
+use clap::{Parser, Subcommand};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Exit code for an image that failed an integrity check.
+pub const EXIT_INTEGRITY: u8 = 3;
+
+/// strata: block-level disk backup images that open like a drive.
+#[derive(Debug, Parser)]
+#[command(name = "strata", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Image a disk, a partition or a raw disk file.
+    Create(CreateArgs),
+    /// Show what an image holds.
+    Info {
+        /// The image file.
+        image: PathBuf,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check every checksum of an image (exit code 3 when anything is damaged).
+    Verify {
+        /// The image file.
+        image: PathBuf,
+        /// Worker threads (default: all cores).
+        #[arg(long, short = 't')]
+        threads: Option<usize>,
+        /// No progress bar.
+        #[arg(long, short = 'q')]
+        quiet: bool,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the disk held by an image back to a device or a file.
+    Restore {
+        /// The image file.
+        image: PathBuf,
+        /// A block device, or a file (created sparse).
+        target: PathBuf,
+        /// Replace an existing non-empty file.
+        #[arg(long, short = 'f')]
+        force: bool,
+        /// Worker threads (default: all cores).
+        #[arg(long, short = 't')]
+        threads: Option<usize>,
+        /// No progress bar.
+        #[arg(long, short = 'q')]
+        quiet: bool,
+        /// Print a JSON summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the whole job on the built-in sample disk: image, inspect, verify, restore, compare.
+    Demo {
+        /// Keep the files in this directory (default: a temporary directory, removed after).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct CreateArgs {
+    /// Disk, partition or raw disk file to image.
+    source: PathBuf,
+    /// Image file to write.
+    dest: PathBuf,
+    /// Store every sector (free space included) instead of only used blocks.
+    #[arg(long)]
+    clone: bool,
+    /// zstd compression level, 1 (fastest) to 22 (smallest).
+    #[arg(long, short = 'l', default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=22))]
+    level: i32,
+    /// Compression threads (default: all cores). The image is identical whatever the count.
+    #[arg(long, short = 't')]
+    threads: Option<usize>,
+    /// Replace DEST if it exists.
+    #[arg(long, short = 'f')]
+    force: bool,
+    /// No progress bar.
+    #[arg(long, short = 'q')]
+    quiet: bool,
+    /// Print a JSON summary.
+    #[arg(long)]
+    json: bool,
+    /// Logical sector size of a raw disk file (block devices report their own).
+    #[arg(long, value_name = "BYTES")]
+    sector_size: Option<u32>,
+    /// Uncompressed bytes per chunk (a power-of-two multiple of 4096).
+    #[arg(long, value_name = "BYTES", default_value_t = crate::container::DEFAULT_CHUNK_SIZE)]
+    chunk_size: u32,
+    /// Set the image UUID instead of a random one (for reproducible images; with
+    /// SOURCE_DATE_EPOCH the output is byte-identical between runs).
+    #[arg(long, value_name = "UUID")]
+    uuid: Option<uuid::Uuid>,
+}
+
+fn threads(n: Option<usize>) -> usize {
+    n.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+        .max(1)
+}
+
+/// Parses arguments, runs the command and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    crate::progress::install_interrupt_handler();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            let is_pipe = matches!(&e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::BrokenPipe);
+            if is_pipe {
+                return ExitCode::SUCCESS; // the reader went away (`| head`): not an error
+            }
+            eprintln!("strata: error: {e}");
+            if e.is_integrity_failure() {
+                ExitCode::from(EXIT_INTEGRITY)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+fn out(text: &str) -> Result<()> {
+    let mut o = std::io::stdout().lock();
+    writeln!(o, "{text}")
+        .and_then(|_| o.flush())
+        .map_err(|e| Error::io("stdout", "cannot write", e))
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Result<()> {
+    out(&serde_json::to_string_pretty(v).expect("serialisable"))
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Create(a) => {
+            if a.chunk_size < 4096
+                || !a.chunk_size.is_power_of_two()
+                || a.chunk_size > crate::container::MAX_CHUNK_SIZE
+            {
+                return Err(Error::Invalid(format!(
+                    "--chunk-size {} must be a power of two from 4096 to {}",
+                    a.chunk_size,
+                    crate::container::MAX_CHUNK_SIZE
+                )));
+            }
+            let opts = create::CreateOptions {
+                level: a.level,
+                threads: threads(a.threads),
+                force: a.force,
+                clone: a.clone,
+                sector_size: a.sector_size,
+                uuid: a.uuid,
+                chunk_size: a.chunk_size,
+                progress: !a.quiet && !a.json,
+                ..create::CreateOptions::new(a.source, a.dest)
+            };
+            let s = create::create(&opts)?;
+            if a.json {
+                json(&s)?;
+            } else if !a.quiet {
+                out(&create_text(&s))?;
+            }
+        }
+        Command::Info { image, json: j } => {
+            let i = info::info(&image)?;
+            if j {
+                json(&i)?;
+            } else {
+                out(&i.to_string())?;
+            }
+        }
+        Command::Verify {
+            image,
+            threads: t,
+            quiet,
+            json: j,
+        } => {
+            let r = verify::verify(&image, threads(t), !quiet && !j)?;
+            if j {
+                json(&r)?;
+            } else {
+                out(&verify_text(&r))?;
+            }
+            if !r.ok() {
+                return Ok(ExitCode::from(EXIT_INTEGRITY));
+            }
+        }
+        Command::Restore {
+            image,
+            target,
+            force,
+            threads: t,
+            quiet,
+            json: j,
+        } => {
+            let opts = restore::RestoreOptions {
+                image,
+                target,
+                force,
+                threads: threads(t),
+                progress: !quiet && !j,
+            };
+            let s = restore::restore(&opts)?;
+            if j {
+                json(&s)?;
+            } else if !quiet {
+                out(&restore_text(&s))?;
+            }
+        }
+        Command::Demo { dir } => demo::run(dir)?,
+    }
+    // Keeps the constant referenced for later readers of the cache size.
+    let _ = DEFAULT_CACHE_BYTES;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn create_text(s: &create::CreateSummary) -> String {
+    format!(
+        "created {} (uuid {})\n  disk {}, read {}, stored {} of data in {} chunks\n  \
+         image {} (ratio {:.2}:1) in {:.1} s",
+        s.image.display(),
+        s.uuid,
+        info::human_bytes(s.disk_bytes),
+        info::human_bytes(s.bytes_read),
+        info::human_bytes(s.data_bytes),
+        s.chunks,
+        info::human_bytes(s.image_bytes),
+        s.ratio,
+        s.seconds
+    )
+}
+
+fn verify_text(r: &verify::VerifyReport) -> String {
+    let mut t = String::new();
+    for p in &r.problems {
+        t.push_str(&format!("BAD {}: {}", p.what, p.detail));
+        if !p.disk_ranges.is_empty() {
+            let ranges: Vec<String> = p
+                .disk_ranges
+                .iter()
+                .take(8)
+                .map(|(a, b)| format!("{a}-{b}"))
+                .collect();
+            t.push_str(&format!("\n    affects disk bytes {}", ranges.join(", ")));
+            if p.disk_ranges.len() > 8 {
+                t.push_str(&format!(" and {} more ranges", p.disk_ranges.len() - 8));
+            }
+        }
+        t.push('\n');
+    }
+    let speed = r.image_bytes as f64 / r.seconds.max(1e-9) / (1 << 20) as f64;
+    if r.ok() {
+        t.push_str(&format!(
+            "OK {}: {} chunks, {} of data verified in {:.1} s ({speed:.0} MiB/s of image)",
+            r.image.display(),
+            r.chunks,
+            info::human_bytes(r.data_bytes),
+            r.seconds
+        ));
+    } else {
+        t.push_str(&format!(
+            "FAILED {}: {} problem(s) in {} chunks checked",
+            r.image.display(),
+            r.problems.len(),
+            r.chunks
+        ));
+    }
+    t
+}
+
+fn restore_text(s: &restore::RestoreSummary) -> String {
+    format!(
+        "restored {} to {}\n  disk {}, {} of data written, checked, in {:.1} s",
+        s.image.display(),
+        s.target.display(),
+        info::human_bytes(s.disk_bytes),
+        info::human_bytes(s.data_bytes),
+        s.seconds
+    )
+}

@@ -1,0 +1,210 @@
+//! Chunk records: one independently decompressible unit of stored blocks
+//! (docs/FORMAT.md, "Chunk records").
+
+use super::index::{ChunkEntry, Method};
+use crate::le::{LeFields, LeWriter};
+use xxhash_rust::xxh3::xxh3_64;
+
+/// Chunk record magic.
+pub const CHUNK_MAGIC: [u8; 4] = *b"SCHK";
+/// Bytes before the payload in a chunk record.
+pub const CHUNK_RECORD_HEADER: usize = 24;
+
+/// A chunk ready to be appended: payload plus everything the index records about it.
+#[derive(Debug, Clone)]
+pub struct SealedChunk {
+    pub method: Method,
+    pub payload: Vec<u8>,
+    pub raw_len: u32,
+    pub payload_checksum: u64,
+    pub content_hash: u64,
+    /// xxh3-64 of each block of the uncompressed data, in order.
+    pub block_hashes: Vec<u64>,
+}
+
+impl SealedChunk {
+    /// Hashes and compresses `raw` (whole blocks). The payload is stored raw when zstd
+    /// does not make it smaller, so incompressible data costs no decompression later.
+    pub fn seal(
+        raw: &[u8],
+        block_size: usize,
+        compressor: &mut zstd::bulk::Compressor<'_>,
+    ) -> std::io::Result<SealedChunk> {
+        debug_assert!(raw.len() % block_size == 0 && !raw.is_empty());
+        let block_hashes = raw.chunks_exact(block_size).map(xxh3_64).collect();
+        let content_hash = xxh3_64(raw);
+        let compressed = compressor.compress(raw)?;
+        let (method, payload) = if compressed.len() < raw.len() {
+            (Method::Zstd, compressed)
+        } else {
+            (Method::Raw, raw.to_vec())
+        };
+        Ok(SealedChunk {
+            method,
+            payload_checksum: xxh3_64(&payload),
+            payload,
+            raw_len: raw.len() as u32,
+            content_hash,
+            block_hashes,
+        })
+    }
+
+    /// The 24-byte record header that precedes the payload in the file.
+    pub fn record_header(&self) -> [u8; CHUNK_RECORD_HEADER] {
+        let mut buf = [0u8; CHUNK_RECORD_HEADER];
+        let mut w = LeWriter(&mut buf);
+        w.put(0, &CHUNK_MAGIC);
+        w.u8(4, self.method.code());
+        w.u32(8, self.payload.len() as u32);
+        w.u32(12, self.raw_len);
+        w.u64(16, self.payload_checksum);
+        buf
+    }
+}
+
+/// What is wrong with a chunk record; `verify` reports it with the disk range it covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChunkFault {
+    /// The record header disagrees with the index.
+    Header(String),
+    /// The stored bytes do not match their checksum.
+    PayloadChecksum { stored: u64, computed: u64 },
+    /// zstd refused the payload.
+    Decompress(String),
+    /// Decompressed to the wrong length.
+    Length { expected: u32, got: usize },
+    /// The decompressed bytes do not match the content hash.
+    ContentHash { stored: u64, computed: u64 },
+}
+
+impl std::fmt::Display for ChunkFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChunkFault::Header(m) => write!(f, "record header: {m}"),
+            ChunkFault::PayloadChecksum { stored, computed } => write!(
+                f,
+                "stored-bytes checksum mismatch (expected {stored:016x}, computed {computed:016x})"
+            ),
+            ChunkFault::Decompress(m) => write!(f, "cannot decompress: {m}"),
+            ChunkFault::Length { expected, got } => {
+                write!(f, "decompressed to {got} bytes, expected {expected}")
+            }
+            ChunkFault::ContentHash { stored, computed } => write!(
+                f,
+                "content hash mismatch (expected {stored:016x}, computed {computed:016x})"
+            ),
+        }
+    }
+}
+
+/// Checks a chunk record (`record` = header + payload, as read from `entry.offset`) against
+/// its index entry and returns the uncompressed bytes.
+pub fn open_record(entry: &ChunkEntry, record: &[u8]) -> Result<Vec<u8>, ChunkFault> {
+    let f = LeFields(record);
+    if record.len() != CHUNK_RECORD_HEADER + entry.stored_len as usize {
+        return Err(ChunkFault::Header(format!(
+            "record is {} bytes, index says {}",
+            record.len(),
+            CHUNK_RECORD_HEADER + entry.stored_len as usize
+        )));
+    }
+    if record[..4] != CHUNK_MAGIC {
+        return Err(ChunkFault::Header("no chunk signature".into()));
+    }
+    if f.u8(4) != entry.method.code()
+        || record[5..8] != [0, 0, 0]
+        || f.u32(8) != entry.stored_len
+        || f.u32(12) != entry.raw_len
+        || f.u64(16) != entry.payload_checksum
+    {
+        return Err(ChunkFault::Header("fields disagree with the index".into()));
+    }
+    let payload = &record[CHUNK_RECORD_HEADER..];
+    let computed = xxh3_64(payload);
+    if computed != entry.payload_checksum {
+        return Err(ChunkFault::PayloadChecksum {
+            stored: entry.payload_checksum,
+            computed,
+        });
+    }
+    let raw = match entry.method {
+        Method::Raw => payload.to_vec(),
+        Method::Zstd => {
+            // Capacity is bounded by the index (raw_len <= chunk size), never by the payload.
+            zstd::bulk::decompress(payload, entry.raw_len as usize)
+                .map_err(|e| ChunkFault::Decompress(e.to_string()))?
+        }
+    };
+    if raw.len() != entry.raw_len as usize {
+        return Err(ChunkFault::Length {
+            expected: entry.raw_len,
+            got: raw.len(),
+        });
+    }
+    let computed = xxh3_64(&raw);
+    if computed != entry.content_hash {
+        return Err(ChunkFault::ContentHash {
+            stored: entry.content_hash,
+            computed,
+        });
+    }
+    Ok(raw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry_for(c: &SealedChunk) -> ChunkEntry {
+        ChunkEntry {
+            offset: 0,
+            stored_len: c.payload.len() as u32,
+            raw_len: c.raw_len,
+            method: c.method,
+            payload_checksum: c.payload_checksum,
+            content_hash: c.content_hash,
+        }
+    }
+
+    fn record(c: &SealedChunk) -> Vec<u8> {
+        let mut r = c.record_header().to_vec();
+        r.extend_from_slice(&c.payload);
+        r
+    }
+
+    #[test]
+    fn compressible_and_random_chunks_round_trip() {
+        let mut z = zstd::bulk::Compressor::new(3).unwrap();
+        let text: Vec<u8> = b"strata ".iter().cycle().take(8192).copied().collect();
+        let c = SealedChunk::seal(&text, 4096, &mut z).unwrap();
+        assert_eq!(c.method, Method::Zstd);
+        assert_eq!(open_record(&entry_for(&c), &record(&c)).unwrap(), text);
+
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let noise: Vec<u8> = (0..8192)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let c = SealedChunk::seal(&noise, 4096, &mut z).unwrap();
+        assert_eq!(c.method, Method::Raw);
+        assert_eq!(c.block_hashes.len(), 2);
+        assert_eq!(open_record(&entry_for(&c), &record(&c)).unwrap(), noise);
+    }
+
+    #[test]
+    fn any_flip_in_the_record_is_caught() {
+        let mut z = zstd::bulk::Compressor::new(3).unwrap();
+        let text: Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8).collect();
+        let c = SealedChunk::seal(&text, 4096, &mut z).unwrap();
+        let good = record(&c);
+        for i in 0..good.len() {
+            let mut r = good.clone();
+            r[i] ^= 0x10;
+            assert!(open_record(&entry_for(&c), &r).is_err(), "flip at {i}");
+        }
+    }
+}

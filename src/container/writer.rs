@@ -1,0 +1,219 @@
+//! Appends chunks to a new image and finishes it with the index and trailer.
+
+use super::chunk::{SealedChunk, CHUNK_RECORD_HEADER};
+use super::header::{Header, HEADER_SIZE};
+use super::index::{ChunkEntry, Extent, ExtentKind, Index, Trailer, BLOCK_HASH_SIZE};
+use crate::error::{Error, Result};
+use std::fs::File;
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+/// Writes one image front to back. The caller hands chunks and extents in ascending disk
+/// order; nothing is ever rewritten, so a killed writer leaves a file without a trailer.
+pub struct ImageWriter {
+    out: BufWriter<File>,
+    path: PathBuf,
+    pos: u64,
+    header: Header,
+    header_checksum: u64,
+    chunks: Vec<ChunkEntry>,
+    extents: Vec<Extent>,
+    /// Block hashes are spilled to an unnamed temporary file: 8 bytes per 4 KiB block would
+    /// otherwise grow the writer's memory with the disk (2 GiB per used TiB).
+    hashes: BufWriter<File>,
+    hash_count: u64,
+    hasher: blake3::Hasher,
+}
+
+/// Totals of a finished image.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WriteSummary {
+    pub chunks: u64,
+    pub extents: u64,
+    /// Uncompressed bytes held in chunks.
+    pub data_bytes: u64,
+    /// Size of the image file.
+    pub file_bytes: u64,
+}
+
+impl ImageWriter {
+    /// Starts an image in `file` (empty, opened for writing) by writing `header`.
+    /// `path` names the file in errors; the hash spill goes beside it.
+    pub fn new(file: File, path: &Path, header: Header) -> Result<ImageWriter> {
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let spill = tempfile::tempfile_in(&dir)
+            .map_err(|e| Error::io(&dir, "cannot create a temporary file", e))?;
+        let encoded = header.encode();
+        let header_checksum = Header::stored_checksum(&encoded);
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        out.write_all(&encoded)
+            .map_err(|e| Error::io(path, "cannot write", e))?;
+        Ok(ImageWriter {
+            out,
+            path: path.to_path_buf(),
+            pos: HEADER_SIZE as u64,
+            header,
+            header_checksum,
+            chunks: Vec::new(),
+            extents: Vec::new(),
+            hashes: BufWriter::new(spill),
+            hash_count: 0,
+            hasher: blake3::Hasher::new(),
+        })
+    }
+
+    /// The header being written.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// Bytes written so far.
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.out
+            .write_all(bytes)
+            .map_err(|e| Error::io(&self.path, "cannot write", e))?;
+        self.pos += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Appends a chunk whose `i`-th block belongs at disk block `blocks[i]`
+    /// (ascending, after every block already added).
+    pub fn append(&mut self, chunk: &SealedChunk, blocks: &[u64]) -> Result<()> {
+        let bs = self.header.block_size;
+        assert_eq!(
+            blocks.len() as u64 * u64::from(bs),
+            u64::from(chunk.raw_len)
+        );
+        let index = u32::try_from(self.chunks.len())
+            .map_err(|_| Error::Invalid("image would exceed 2^32 chunks".into()))?;
+        let offset = self.pos;
+        self.write(&chunk.record_header())?;
+        self.write(&chunk.payload)?;
+        debug_assert_eq!(
+            self.pos,
+            offset + (CHUNK_RECORD_HEADER + chunk.payload.len()) as u64
+        );
+        self.chunks.push(ChunkEntry {
+            offset,
+            stored_len: chunk.payload.len() as u32,
+            raw_len: chunk.raw_len,
+            method: chunk.method,
+            payload_checksum: chunk.payload_checksum,
+            content_hash: chunk.content_hash,
+        });
+        for h in &chunk.block_hashes {
+            let b = h.to_le_bytes();
+            self.hasher.update(&b);
+            self.hashes
+                .write_all(&b)
+                .map_err(|e| Error::io(&self.path, "cannot write the block-hash spill", e))?;
+        }
+        self.hash_count += chunk.block_hashes.len() as u64;
+        for (i, &block) in blocks.iter().enumerate() {
+            self.push_extent(Extent {
+                disk_block: block,
+                count: 1,
+                kind: ExtentKind::Data,
+                chunk: index,
+                block_in_chunk: i as u32,
+            });
+        }
+        Ok(())
+    }
+
+    /// Records `count` blocks from `disk_block` as zero or unreadable.
+    pub fn add_extent(&mut self, disk_block: u64, count: u32, kind: ExtentKind) {
+        assert_ne!(kind, ExtentKind::Data, "data extents come from append");
+        self.push_extent(Extent {
+            disk_block,
+            count,
+            kind,
+            chunk: 0,
+            block_in_chunk: 0,
+        });
+    }
+
+    fn push_extent(&mut self, e: Extent) {
+        if let Some(last) = self.extents.last_mut() {
+            assert!(
+                e.disk_block >= last.end(),
+                "extents must be added in disk order"
+            );
+            let follows = last.end() == e.disk_block
+                && last.kind == e.kind
+                && last.count.checked_add(e.count).is_some()
+                && (e.kind != ExtentKind::Data
+                    || (last.chunk == e.chunk
+                        && last.block_in_chunk + last.count == e.block_in_chunk));
+            if follows {
+                last.count += e.count;
+                return;
+            }
+        }
+        self.extents.push(e);
+    }
+
+    /// Writes the block-hash table, the index and the trailer, and flushes. Returns the
+    /// file (not yet synced: the caller syncs and renames it into place) and the totals.
+    pub fn finish(mut self) -> Result<(File, Trailer, WriteSummary)> {
+        let block_hashes_offset = self.pos;
+        let spill_err = |e| Error::io(&self.path, "cannot read back the block-hash spill", e);
+        let mut spill = self.hashes.into_inner().map_err(|e| {
+            Error::io(
+                &self.path,
+                "cannot write the block-hash spill",
+                e.into_error(),
+            )
+        })?;
+        spill.seek(SeekFrom::Start(0)).map_err(spill_err)?;
+        let copied = std::io::copy(
+            &mut (&mut spill).take(self.hash_count * BLOCK_HASH_SIZE),
+            &mut self.out,
+        )
+        .map_err(spill_err)?;
+        if copied != self.hash_count * BLOCK_HASH_SIZE {
+            return Err(Error::io(
+                &self.path,
+                "block-hash spill is short",
+                std::io::ErrorKind::UnexpectedEof.into(),
+            ));
+        }
+        self.pos += copied;
+        let index = Index {
+            image_uuid: self.header.image_uuid,
+            header_checksum: self.header_checksum,
+            chunks: std::mem::take(&mut self.chunks),
+            extents: std::mem::take(&mut self.extents),
+            block_hashes_offset,
+            block_hash_count: self.hash_count,
+            block_hashes_digest: *self.hasher.finalize().as_bytes(),
+        };
+        let encoded = index.encode();
+        let trailer = Trailer {
+            index_offset: self.pos,
+            index_length: encoded.len() as u64,
+            index_digest: *blake3::hash(&encoded).as_bytes(),
+        };
+        self.hashes = BufWriter::new(spill); // keep the struct whole for `write`
+        self.write(&encoded)?;
+        self.write(&trailer.encode())?;
+        let summary = WriteSummary {
+            chunks: index.chunks.len() as u64,
+            extents: index.extents.len() as u64,
+            data_bytes: index.chunks.iter().map(|c| u64::from(c.raw_len)).sum(),
+            file_bytes: self.pos,
+        };
+        let file = self
+            .out
+            .into_inner()
+            .map_err(|e| Error::io(&self.path, "cannot write", e.into_error()))?;
+        Ok((file, trailer, summary))
+    }
+}

@@ -1,0 +1,92 @@
+//! One error type for the whole crate.
+//!
+//! The split follows what a user can do about it: `Io` (the system refused), `NotAnImage`
+//! (wrong file), `Incomplete` and `Corrupt` (the image is damaged: integrity failures),
+//! `Unsupported` (a newer format or feature), `Invalid` (bad arguments or input).
+//! Every variant names the file; corruption also names the byte offset and what was expected.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Result alias used across strata.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in strata.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An operating-system call failed on `path`.
+    #[error("{}: {what}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        what: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    /// The file is not a strata image at all.
+    #[error("{}: not a strata image ({reason})", path.display())]
+    NotAnImage { path: PathBuf, reason: String },
+    /// The image has no valid trailer: its creation never finished, or it was truncated.
+    #[error("{}: image is incomplete: no trailer ({reason})", path.display())]
+    Incomplete { path: PathBuf, reason: String },
+    /// A checksum, digest or structural check failed.
+    #[error("{}: corrupt {what} at byte {offset}: {detail}", path.display())]
+    Corrupt {
+        path: PathBuf,
+        what: String,
+        offset: u64,
+        detail: String,
+    },
+    /// The image uses a format version or feature this build does not know.
+    #[error("{}: unsupported: {detail}", path.display())]
+    Unsupported { path: PathBuf, detail: String },
+    /// Bad input from the user: the message says what and why.
+    #[error("{0}")]
+    Invalid(String),
+    /// The user interrupted the operation (Ctrl-C); partial output was removed.
+    #[error("interrupted")]
+    Interrupted,
+}
+
+impl Error {
+    /// Wraps an I/O error with the file it happened on and what was being done.
+    pub fn io(path: impl AsRef<Path>, what: &'static str, source: io::Error) -> Self {
+        Error::Io {
+            path: path.as_ref().to_path_buf(),
+            what,
+            source,
+        }
+    }
+
+    /// A corruption error at `offset` in `path`.
+    pub fn corrupt(
+        path: impl AsRef<Path>,
+        what: impl Into<String>,
+        offset: u64,
+        detail: impl Into<String>,
+    ) -> Self {
+        Error::Corrupt {
+            path: path.as_ref().to_path_buf(),
+            what: what.into(),
+            offset,
+            detail: detail.into(),
+        }
+    }
+
+    /// True when the error means the image failed an integrity check (exit code 3).
+    pub fn is_integrity_failure(&self) -> bool {
+        matches!(self, Error::Corrupt { .. } | Error::Incomplete { .. })
+    }
+}
+
+impl From<Error> for io::Error {
+    fn from(e: Error) -> io::Error {
+        match e {
+            Error::Io { source, .. } => source,
+            Error::Invalid(m) => io::Error::new(io::ErrorKind::InvalidInput, m),
+            Error::Interrupted => io::Error::new(io::ErrorKind::Interrupted, "interrupted"),
+            // Damaged or foreign data reads as EIO, the errno front-ends expect.
+            other => io::Error::other(other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,29 @@
+//! strata: block-level disk backup images that open like a drive.
+//!
+//! # From the top
+//!
+//! ```text
+//! cli            strata create / info / verify / restore / demo
+//!  └ ops         the operations: create (pipeline), restore, verify, info
+//!     └ container  the .strata format: header, chunk records, index, trailer
+//!        └ blockdev  BlockDev: a read-only device read by byte position
+//! ```
+//!
+//! Layers depend downwards only. A [`blockdev::BlockDev`] is the one read interface:
+//! sources ([`blockdev::file::FileDev`]) and images ([`container::reader::Image`]) both
+//! implement it, so partitions and filesystems can later sit on either.
+//!
+//! The on-disk format is specified in `docs/FORMAT.md`.
+
+#![forbid(unsafe_op_in_unsafe_fn)]
+
+pub mod atomic_file;
+pub mod blockdev;
+pub mod cli;
+pub mod container;
+pub mod error;
+pub mod le;
+pub mod ops;
+pub mod progress;
+
+pub use error::{Error, Result};

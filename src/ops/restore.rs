@@ -1,0 +1,235 @@
+//! `strata restore`: writes the disk held by an image to a block device or a file.
+//!
+//! Chunks are loaded and checked by worker threads and written in chunk order. A file
+//! target is written as `TARGET.partial`, sparse where the disk is zero, and renamed when
+//! complete; a device target is written in place and its unstored ranges are zeroed.
+
+use crate::atomic_file::AtomicFile;
+use crate::blockdev::file::write_all_at;
+use crate::container::index::ExtentKind;
+use crate::container::reader::Image;
+use crate::error::{Error, Result};
+use crate::progress::{check_interrupt, Progress};
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+/// What to restore where.
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    pub image: PathBuf,
+    pub target: PathBuf,
+    pub force: bool,
+    pub threads: usize,
+    pub progress: bool,
+}
+
+/// What `restore` did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RestoreSummary {
+    pub image: PathBuf,
+    pub target: PathBuf,
+    pub disk_bytes: u64,
+    /// Bytes of stored data written (the rest is zeros: holes or zeroed ranges).
+    pub data_bytes: u64,
+    pub seconds: f64,
+}
+
+/// Restores `opts.image` to `opts.target`.
+pub fn restore(opts: &RestoreOptions) -> Result<RestoreSummary> {
+    let started = Instant::now();
+    let image = Image::open(&opts.image)?;
+    if image.header().kind != crate::container::header::ImageKind::Full {
+        return Err(Error::Invalid(format!(
+            "{}: is a {:?} image; restoring it needs its parent chain",
+            opts.image.display(),
+            image.header().kind
+        )));
+    }
+    if super::same_file(&opts.image, &opts.target) {
+        return Err(Error::Invalid(format!(
+            "{}: the target is the image itself",
+            opts.target.display()
+        )));
+    }
+    let disk = image.header().disk_size;
+    let is_device = is_block_device(&opts.target);
+    let progress = Progress::new(disk, "restoring", opts.progress);
+    let result = if is_device {
+        let dev = open_device(&opts.target, disk)?;
+        let data = write_chunks(&image, &dev, &opts.target, opts.threads, &progress)?;
+        zero_unstored(&image, &dev, &opts.target, &progress)?;
+        dev.sync_all()
+            .map_err(|e| Error::io(&opts.target, "cannot flush", e))?;
+        data
+    } else {
+        let mut out = AtomicFile::create(&opts.target, opts.force)?;
+        let file = out.take();
+        let partial = out.partial_path().to_path_buf();
+        // A fresh file of the disk's size: every unwritten range is a hole that reads as zeros.
+        file.set_len(disk)
+            .map_err(|e| Error::io(&partial, "cannot size the output", e))?;
+        let data = write_chunks(&image, &file, &partial, opts.threads, &progress)?;
+        out.commit(file)?;
+        data
+    };
+    progress.finish();
+    Ok(RestoreSummary {
+        image: opts.image.clone(),
+        target: opts.target.clone(),
+        disk_bytes: disk,
+        data_bytes: result,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn is_block_device(p: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        std::fs::metadata(p).is_ok_and(|m| m.file_type().is_block_device())
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = p;
+        false
+    }
+}
+
+/// Opens a device for writing, refusing one that is in use or too small.
+fn open_device(path: &Path, disk: u64) -> Result<File> {
+    let mut o = OpenOptions::new();
+    o.write(true);
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // O_EXCL on a block device fails with EBUSY while it is mounted or otherwise claimed.
+        o.custom_flags(libc::O_EXCL);
+    }
+    let dev = o.open(path).map_err(|e| {
+        if e.raw_os_error() == Some(16) {
+            Error::Invalid(format!(
+                "{}: the device is in use (mounted or claimed); unmount it first",
+                path.display()
+            ))
+        } else {
+            Error::io(path, "cannot open the target device", e)
+        }
+    })?;
+    let size = {
+        use std::io::{Seek, SeekFrom};
+        (&dev)
+            .seek(SeekFrom::End(0))
+            .map_err(|e| Error::io(path, "cannot read the device size", e))?
+    };
+    if size < disk {
+        return Err(Error::Invalid(format!(
+            "{}: the target is {size} bytes, smaller than the imaged disk ({disk} bytes)",
+            path.display()
+        )));
+    }
+    Ok(dev)
+}
+
+/// Loads chunks on worker threads and writes each one's extents, in chunk order.
+/// Returns the number of data bytes written.
+fn write_chunks(
+    image: &Image,
+    out: &File,
+    out_path: &Path,
+    threads: usize,
+    progress: &Progress,
+) -> Result<u64> {
+    let header = image.header();
+    let bs = u64::from(header.block_size);
+    let index = image.index();
+    // Extents per chunk, so each chunk is decompressed once.
+    let mut by_chunk: Vec<Vec<usize>> = vec![Vec::new(); index.chunks.len()];
+    for (i, e) in index.extents.iter().enumerate() {
+        if e.kind == ExtentKind::Data {
+            by_chunk[e.chunk as usize].push(i);
+        }
+    }
+    let threads = threads.max(1);
+    let next = AtomicUsize::new(0);
+    let (tx, rx) = crossbeam_channel::bounded(threads * 2);
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            let tx = tx.clone();
+            let next = &next;
+            s.spawn(move || loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= index.chunks.len() {
+                    return;
+                }
+                let loaded = image
+                    .load_chunk(i as u32)
+                    .map_err(|e| image.chunk_error(i as u32, e));
+                if tx.send((i, loaded)).is_err() {
+                    return;
+                }
+            });
+        }
+        drop(tx);
+        let mut pending = std::collections::BTreeMap::new();
+        let mut want = 0usize;
+        let mut written = 0u64;
+        let result = (|| {
+            for (i, loaded) in rx.iter() {
+                pending.insert(i, loaded);
+                while let Some(loaded) = pending.remove(&want) {
+                    check_interrupt()?;
+                    let data = loaded?;
+                    for &ei in &by_chunk[want] {
+                        let e = index.extents[ei];
+                        let pos = e.disk_block * bs;
+                        let len = (u64::from(e.count) * bs).min(header.disk_size - pos) as usize;
+                        let at = (u64::from(e.block_in_chunk) * bs) as usize;
+                        write_all_at(out, &data[at..at + len], pos)
+                            .map_err(|err| Error::io(out_path, "cannot write", err))?;
+                        written += len as u64;
+                        progress.inc(len as u64);
+                    }
+                    want += 1;
+                }
+            }
+            Ok(written)
+        })();
+        // Stop the workers early on error: dropping the receiver fails their sends.
+        drop(rx);
+        result
+    })
+}
+
+/// Writes zeros over every range the image does not store (device targets only: a file
+/// target is created empty and its holes already read as zeros).
+fn zero_unstored(image: &Image, dev: &File, path: &Path, progress: &Progress) -> Result<()> {
+    let bs = u64::from(image.header().block_size);
+    let disk = image.header().disk_size;
+    let zeros = vec![0u8; 1 << 20];
+    let mut gaps = Vec::new();
+    let mut pos = 0u64;
+    for e in &image.index().extents {
+        let start = e.disk_block * bs;
+        if e.kind == ExtentKind::Data {
+            if start > pos {
+                gaps.push((pos, start));
+            }
+            pos = (e.end() * bs).min(disk);
+        }
+    }
+    if pos < disk {
+        gaps.push((pos, disk));
+    }
+    for (mut a, b) in gaps {
+        while a < b {
+            check_interrupt()?;
+            let n = (b - a).min(zeros.len() as u64) as usize;
+            write_all_at(dev, &zeros[..n], a).map_err(|e| Error::io(path, "cannot write", e))?;
+            progress.inc(n as u64);
+            a += n as u64;
+        }
+    }
+    Ok(())
+}

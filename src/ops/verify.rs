@@ -1,0 +1,139 @@
+//! `strata verify`: re-checks the header, index digest, block-hash table and every chunk.
+
+use crate::container::reader::Image;
+use crate::error::Result;
+use crate::progress::{check_interrupt, Progress};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// One thing found wrong.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Problem {
+    /// What is damaged: "header", "block-hash table", "chunk 12", …
+    pub what: String,
+    /// Disk byte ranges `[start, end)` whose data is affected (empty for metadata).
+    pub disk_ranges: Vec<(u64, u64)>,
+    pub detail: String,
+}
+
+/// The outcome of a verification.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct VerifyReport {
+    pub image: PathBuf,
+    pub chunks: u64,
+    /// Uncompressed bytes checked.
+    pub data_bytes: u64,
+    /// Bytes of image file read.
+    pub image_bytes: u64,
+    pub seconds: f64,
+    pub problems: Vec<Problem>,
+}
+
+impl VerifyReport {
+    /// True when nothing was found wrong.
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// Verifies `path`. Damage to the trailer or index (which locate everything else) is an
+/// error; damage to the header, the block-hash table or chunks is reported and checking
+/// goes on, so one run lists everything that is lost.
+pub fn verify(path: &Path, threads: usize, progress: bool) -> Result<VerifyReport> {
+    let started = Instant::now();
+    let (image, header_problem) = Image::open_for_verify(path)?;
+    let mut problems = Vec::new();
+    if let Some(p) = header_problem {
+        problems.push(Problem {
+            what: "header".into(),
+            disk_ranges: Vec::new(),
+            detail: p,
+        });
+    }
+    let table_ok = match image.check_block_hash_table() {
+        Ok(()) => true,
+        Err(e) if e.is_integrity_failure() => {
+            problems.push(Problem {
+                what: "block-hash table".into(),
+                disk_ranges: Vec::new(),
+                detail: e.to_string(),
+            });
+            false
+        }
+        Err(e) => return Err(e),
+    };
+    let index = image.index();
+    let bs = image.header().block_size;
+    let first_hash = index.first_block_hashes(bs);
+    let total: u64 = index.chunks.iter().map(|c| u64::from(c.raw_len)).sum();
+    let bar = Progress::new(total, "verifying", progress);
+    let next = AtomicUsize::new(0);
+    let found = Mutex::new(Vec::new());
+    let fatal = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..threads.max(1) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= index.chunks.len() || check_interrupt().is_err() {
+                    return;
+                }
+                let entry = &index.chunks[i];
+                let fault = match image.load_chunk(i as u32) {
+                    Ok(data) if table_ok => {
+                        let n = u64::from(entry.raw_len / bs);
+                        match image.block_hashes(first_hash[i], n) {
+                            Ok(hashes) => data
+                                .chunks_exact(bs as usize)
+                                .zip(&hashes)
+                                .position(|(b, &h)| xxhash_rust::xxh3::xxh3_64(b) != h)
+                                .map(|k| format!("block {k} does not match its block hash")),
+                            Err(e) => {
+                                fatal.lock().expect("lock").get_or_insert(e);
+                                return;
+                            }
+                        }
+                    }
+                    Ok(_) => None,
+                    Err(crate::container::reader::ChunkLoadError::Fault(f)) => Some(f.to_string()),
+                    Err(crate::container::reader::ChunkLoadError::Io(e)) => {
+                        fatal.lock().expect("lock").get_or_insert(crate::Error::io(
+                            path,
+                            "cannot read",
+                            e,
+                        ));
+                        return;
+                    }
+                };
+                if let Some(detail) = fault {
+                    found.lock().expect("lock").push((
+                        i,
+                        Problem {
+                            what: format!("chunk {i} at byte {}", entry.offset),
+                            disk_ranges: image.chunk_disk_ranges(i as u32),
+                            detail,
+                        },
+                    ));
+                }
+                bar.inc(u64::from(entry.raw_len));
+            });
+        }
+    });
+    bar.finish();
+    check_interrupt()?;
+    if let Some(e) = fatal.into_inner().expect("lock") {
+        return Err(e);
+    }
+    let mut found = found.into_inner().expect("lock");
+    found.sort_by_key(|(i, _)| *i);
+    problems.extend(found.into_iter().map(|(_, p)| p));
+    Ok(VerifyReport {
+        image: path.to_path_buf(),
+        chunks: index.chunks.len() as u64,
+        data_bytes: total,
+        image_bytes: image.file_len(),
+        seconds: started.elapsed().as_secs_f64(),
+        problems,
+    })
+}
