@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 /// The sample disk (GPT with FAT32, NTFS and ext4 partitions), zstd-compressed;
 /// `fixtures/make-sample-disk.sh` builds it.
-static SAMPLE: &[u8] = &[]; // TEMP
+static SAMPLE: &[u8] = include_bytes!("../../fixtures/sample/sample-disk.img.zst");
 
 fn sha256_file(p: &Path) -> Result<String> {
     let mut f = std::fs::File::open(p).map_err(|e| Error::io(p, "cannot open", e))?;
