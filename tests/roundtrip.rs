@@ -113,7 +113,12 @@ fn thread_count_does_not_change_the_image() {
         let image = d.path().join(format!("t{t}.strata"));
         let o = strata()
             .env("SOURCE_DATE_EPOCH", "1767225600")
-            .args(["create", "-q", "--uuid", "6a1b7c2d-0000-4000-8000-000000000001"])
+            .args([
+                "create",
+                "-q",
+                "--uuid",
+                "6a1b7c2d-0000-4000-8000-000000000001",
+            ])
             .args(["--threads", t, "--chunk-size", "262144"])
             .arg(&disk)
             .arg(&image)
@@ -148,7 +153,10 @@ fn block_devices_with_512_and_4096_byte_sectors_round_trip() {
         ok(run(&[&"create", &lo.0, &image, &"-q"]));
         let info = info_json(&image);
         assert_eq!(info["sector_size"].as_u64().unwrap(), u64::from(ss));
-        assert!(info["source"].as_str().unwrap().starts_with("block device /dev/loop"));
+        assert!(info["source"]
+            .as_str()
+            .unwrap()
+            .starts_with("block device /dev/loop"));
         // Restore onto a second loop device of the same size, then compare.
         let target = d.path().join(format!("target{ss}.img"));
         std::fs::File::create(&target)

@@ -1,0 +1,257 @@
+//! Bad input gets a clear one-line error naming the file and the cause, the documented exit
+//! code, and never loses data.
+
+mod common;
+use common::*;
+use std::path::Path;
+
+fn fails(args: &[&dyn AsRef<std::ffi::OsStr>], code: i32, needles: &[&str]) -> String {
+    let (c, out, err) = outcome(&run(args));
+    assert_eq!(c, code, "stdout: {out}\nstderr: {err}");
+    assert_eq!(err.trim().lines().count(), 1, "not one line: {err}");
+    for n in needles {
+        assert!(err.contains(n), "{err:?} lacks {n:?}");
+    }
+    err
+}
+
+#[test]
+fn missing_source_directory_and_fifo_are_refused() {
+    let d = tempdir();
+    let dest = d.path().join("out.strata");
+    let missing = d.path().join("no-such-disk.img");
+    fails(
+        &[&"create", &missing, &dest],
+        1,
+        &["no-such-disk.img", "No such file"],
+    );
+    fails(&[&"create", &d.path(), &dest], 1, &["is a directory"]);
+    let empty = d.path().join("empty.img");
+    std::fs::write(&empty, b"").unwrap();
+    fails(&[&"create", &empty, &dest], 1, &["empty.img", "is empty"]);
+    #[cfg(unix)]
+    {
+        let fifo = d.path().join("fifo");
+        sh("mkfifo", &[fifo.to_str().unwrap()]);
+        fails(&[&"create", &fifo, &dest], 1, &["not a disk"]);
+    }
+    assert!(!dest.exists());
+    assert_eq!(
+        std::fs::read_dir(d.path()).unwrap().count(),
+        1 + cfg!(unix) as usize
+    );
+}
+
+#[test]
+fn existing_dest_is_kept_without_force() {
+    let d = tempdir();
+    let disk = d.path().join("disk.img");
+    std::fs::write(&disk, text(1 << 20, 41)).unwrap();
+    let dest = d.path().join("out.strata");
+    std::fs::write(&dest, b"precious").unwrap();
+    fails(
+        &[&"create", &disk, &dest],
+        1,
+        &["out.strata", "already exists", "--force"],
+    );
+    assert_eq!(std::fs::read(&dest).unwrap(), b"precious");
+    ok(run(&[&"create", &disk, &dest, &"--force", &"-q"]));
+    ok(run(&[&"verify", &dest, &"-q"]));
+    // The image cannot be written over its own source.
+    fails(
+        &[&"create", &disk, &disk, &"--force"],
+        1,
+        &["overwrite the source"],
+    );
+}
+
+#[test]
+fn non_images_are_refused_by_info_verify_and_restore() {
+    let d = tempdir();
+    let junk = d.path().join("holiday.jpg");
+    std::fs::write(&junk, noise(100_000, 42)).unwrap();
+    let target = d.path().join("restored.img");
+    for cmd in ["info", "verify"] {
+        fails(&[&cmd, &junk], 1, &["holiday.jpg", "not a strata image"]);
+    }
+    fails(&[&"restore", &junk, &target], 1, &["not a strata image"]);
+    assert!(!target.exists());
+    fails(&[&"info", &d.path()], 1, &["is a directory"]);
+    fails(
+        &[&"info", &d.path().join("nope.strata")],
+        1,
+        &["nope.strata", "No such file"],
+    );
+}
+
+#[test]
+fn newer_format_version_is_refused() {
+    let d = tempdir();
+    let disk = d.path().join("disk.img");
+    std::fs::write(&disk, text(1 << 20, 43)).unwrap();
+    let image = d.path().join("new.strata");
+    ok(run(&[&"create", &disk, &image, &"-q"]));
+    let mut b = std::fs::read(&image).unwrap();
+    b[8] = 2; // major version
+    std::fs::write(&image, b).unwrap();
+    fails(
+        &[&"info", &image],
+        1,
+        &["unsupported", "format version 2", "newer strata"],
+    );
+}
+
+#[test]
+fn restore_refuses_to_overwrite_and_to_target_the_image() {
+    let d = tempdir();
+    let disk = d.path().join("disk.img");
+    std::fs::write(&disk, text(2 << 20, 44)).unwrap();
+    let image = d.path().join("disk.strata");
+    ok(run(&[&"create", &disk, &image, &"-q"]));
+    let target = d.path().join("target.img");
+    std::fs::write(&target, b"important data").unwrap();
+    fails(
+        &[&"restore", &image, &target],
+        1,
+        &["target.img", "already exists", "--force"],
+    );
+    assert_eq!(std::fs::read(&target).unwrap(), b"important data");
+    ok(run(&[&"restore", &image, &target, &"--force", &"-q"]));
+    assert!(same_content(&disk, &target));
+    fails(
+        &[&"restore", &image, &image, &"--force"],
+        1,
+        &["the image itself"],
+    );
+    ok(run(&[&"verify", &image, &"-q"]));
+}
+
+#[test]
+fn usage_errors_exit_2_and_help_works() {
+    let (c, _, _) = outcome(&run(&[&"create"]));
+    assert_eq!(c, 2);
+    let (c, _, _) = outcome(&run(&[&"create", &"a", &"b", &"--level", &"99"]));
+    assert_eq!(c, 2);
+    let (c, _, _) = outcome(&run(&[&"frobnicate"]));
+    assert_eq!(c, 2);
+    for cmd in ["create", "info", "verify", "restore", "demo"] {
+        let out = ok(run(&[&cmd, &"--help"]));
+        assert!(out.contains("Usage: strata"), "{cmd}: {out}");
+    }
+}
+
+#[test]
+fn create_json_summary_has_the_figures() {
+    let d = tempdir();
+    let disk = d.path().join("disk.img");
+    std::fs::write(&disk, text(3 << 20, 45)).unwrap();
+    let image = d.path().join("disk.strata");
+    let out = ok(run(&[&"create", &disk, &image, &"--json"]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["bytes_read"], 3 << 20);
+    assert_eq!(v["image_bytes"], std::fs::metadata(&image).unwrap().len());
+    assert!(v["ratio"].as_f64().unwrap() > 2.0, "{v}");
+    assert!(v["seconds"].as_f64().is_some());
+    let info: serde_json::Value =
+        serde_json::from_str(&ok(run(&[&"info", &image, &"--json"]))).unwrap();
+    assert_eq!(info["uuid"], v["uuid"]);
+}
+
+/// Mounts a tmpfs of `size` at a fresh directory; unmounts on drop.
+struct Tmpfs(tempfile::TempDir);
+impl Tmpfs {
+    fn new(size: &str) -> Tmpfs {
+        let d = tempdir();
+        sh(
+            "mount",
+            &[
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size}"),
+                "tmpfs",
+                d.path().to_str().unwrap(),
+            ],
+        );
+        Tmpfs(d)
+    }
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+#[test]
+fn full_destination_fails_cleanly() {
+    if !require_root("full_destination_fails_cleanly") {
+        return;
+    }
+    let d = tempdir();
+    let disk = d.path().join("disk.img");
+    std::fs::write(&disk, noise(16 << 20, 46)).unwrap();
+    let fs = Tmpfs::new("4m");
+    let keep = fs.path().join("older.strata");
+    std::fs::write(&keep, b"an older backup").unwrap();
+    let dest = fs.path().join("new.strata");
+    fails(
+        &[&"create", &disk, &dest, &"-q"],
+        1,
+        &["new.strata.partial", "No space left"],
+    );
+    let names: Vec<_> = std::fs::read_dir(fs.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("older.strata")]);
+    assert_eq!(std::fs::read(&keep).unwrap(), b"an older backup");
+
+    // Restore onto a full filesystem: same guarantees.
+    let image = d.path().join("disk.strata");
+    ok(run(&[&"create", &disk, &image, &"-q"]));
+    let target = fs.path().join("restored.img");
+    fails(
+        &[&"restore", &image, &target, &"-q"],
+        1,
+        &["restored.img.partial", "No space left"],
+    );
+    assert!(!target.exists() && !fs.path().join("restored.img.partial").exists());
+}
+
+#[test]
+fn unusable_devices_are_refused() {
+    if !require_root("unusable_devices_are_refused") {
+        return;
+    }
+    let d = tempdir();
+    // A loop device with nothing attached: a device node with no medium.
+    let free = sh("losetup", &["--find"]);
+    let dest = d.path().join("out.strata");
+    let err = fails(&[&"create", &free, &dest], 1, &[&free]);
+    assert!(
+        err.contains("is empty") || err.contains("No such device"),
+        "{err}"
+    );
+    assert!(!dest.exists());
+
+    // Restoring onto a device smaller than the disk is refused before writing anything.
+    let disk = d.path().join("disk.img");
+    std::fs::write(&disk, text(8 << 20, 47)).unwrap();
+    let image = d.path().join("disk.strata");
+    ok(run(&[&"create", &disk, &image, &"-q"]));
+    let small = d.path().join("small.img");
+    std::fs::write(&small, vec![0x55u8; 4 << 20]).unwrap();
+    let lo = Loop::attach(&small, 512, false);
+    fails(
+        &[&"restore", &image, &lo.0],
+        1,
+        &["smaller than the imaged disk"],
+    );
+    drop(lo);
+    assert!(std::fs::read(&small).unwrap().iter().all(|&b| b == 0x55));
+}
