@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Runs strata's whole test suite. On a fresh machine run it as root: it installs the Debian
+# packages the tests use (real mkfs/mount tools, loop devices), then checks formatting and
+# lints and runs every test. As a normal user the tests that need root are skipped with a
+# note; with CI=true nothing may be skipped and a missing tool or privilege fails the run.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# Tools the tests and fixture scripts call.
+PKGS=(gdisk fdisk dosfstools mtools ntfs-3g e2fsprogs fuse3 zstd faketime util-linux mount python3)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  [[ $(dpkg-query -W -f='${Status}' "$p" 2>/dev/null) == *' installed' ]] || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  if [ "$(id -u)" = 0 ]; then
+    echo "==> installing: ${missing[*]}"
+    apt=(apt-get -o DPkg::Lock::Timeout=600 -o Acquire::Retries=3)
+    "${apt[@]}" update -qq
+    DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y -qq --no-install-recommends "${missing[@]}"
+  elif [ -n "${CI:-}" ]; then
+    echo "error: missing packages ${missing[*]} and not root to install them" >&2
+    exit 1
+  else
+    echo "note: missing packages ${missing[*]}; tests that need them will fail (run as root to install)" >&2
+  fi
+fi
+
+if ! command -v cargo >/dev/null; then
+  [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+fi
+command -v cargo >/dev/null || { echo "error: cargo not found; install Rust (rustup) first" >&2; exit 1; }
+cargo --version
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy --all-targets -D warnings"
+cargo clippy --all-targets --quiet -- -D warnings
+echo "==> cargo test"
+cargo test --all-targets
