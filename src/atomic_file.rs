@@ -43,12 +43,22 @@ impl AtomicFile {
             _ => {}
         }
         let partial = partial_path(target);
+        // Opened without truncation and locked first, so a second strata writing the same
+        // output is refused instead of clobbering the first one's file.
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
-            .truncate(true)
+            .truncate(false)
             .open(&partial)
+            .map_err(|e| Error::io(&partial, "cannot create output", e))?;
+        if file.try_lock().is_err() {
+            return Err(Error::Invalid(format!(
+                "{}: another strata process is writing this output",
+                partial.display()
+            )));
+        }
+        file.set_len(0)
             .map_err(|e| Error::io(&partial, "cannot create output", e))?;
         Ok(AtomicFile {
             target: target.to_path_buf(),
@@ -134,6 +144,21 @@ mod tests {
         }
         assert!(!partial_path(&target).exists());
         assert_eq!(std::fs::read(&target).unwrap(), b"old");
+    }
+
+    #[test]
+    fn a_second_writer_of_the_same_output_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let target = d.path().join("out.strata");
+        let mut first = AtomicFile::create(&target, false).unwrap();
+        let mut f = first.take();
+        f.write_all(b"first").unwrap();
+        let e = AtomicFile::create(&target, false).unwrap_err().to_string();
+        assert!(e.contains("another strata process"), "{e}");
+        // The refused writer neither truncated nor removed the first one's file.
+        assert_eq!(std::fs::read(partial_path(&target)).unwrap(), b"first");
+        first.commit(f).unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"first");
     }
 
     #[test]
