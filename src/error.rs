@@ -40,6 +40,13 @@ pub enum Error {
     /// The image uses a format version or feature this build does not know.
     #[error("{}: unsupported: {detail}", path.display())]
     Unsupported { path: PathBuf, detail: String },
+    /// A child image's parent cannot be found: the message says which and where it looked.
+    #[error("{}: {detail}", path.display())]
+    MissingParent { path: PathBuf, detail: String },
+    /// Images do not form a valid chain: a parent was modified or replaced, a cycle, or a
+    /// parent of another disk.
+    #[error("{}: {detail}", path.display())]
+    BrokenChain { path: PathBuf, detail: String },
     /// Bad input from the user: the message says what and why.
     #[error("{0}")]
     Invalid(String),
@@ -75,7 +82,10 @@ impl Error {
 
     /// True when the error means the image failed an integrity check (exit code 3).
     pub fn is_integrity_failure(&self) -> bool {
-        matches!(self, Error::Corrupt { .. } | Error::Incomplete { .. })
+        matches!(
+            self,
+            Error::Corrupt { .. } | Error::Incomplete { .. } | Error::BrokenChain { .. }
+        )
     }
 }
 

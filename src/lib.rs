@@ -19,6 +19,7 @@
 
 pub mod atomic_file;
 pub mod blockdev;
+pub mod chain;
 pub mod cli;
 pub mod container;
 pub mod error;

@@ -76,7 +76,7 @@ fn non_images_are_refused_by_info_verify_and_restore() {
     }
     fails(&[&"restore", &junk, &target], 1, &["not a strata image"]);
     assert!(!target.exists());
-    fails(&[&"info", &d.path()], 1, &["is a directory"]);
+    fails(&[&"verify", &d.path()], 1, &["is a directory"]);
     fails(
         &[&"info", &d.path().join("nope.strata")],
         1,

@@ -56,7 +56,7 @@ fn flipped_byte_in_a_chunk_is_reported_with_its_disk_range() {
     // JSON names the same range.
     let (_, json, _) = outcome(&run(&[&"verify", &image, &"--json"]));
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
-    assert_eq!(v["problems"][0]["disk_ranges"][0][0], 1 << 20);
+    assert_eq!(v[0]["problems"][0]["disk_ranges"][0][0], 1 << 20);
 
     // Reads of other chunks still return the right bytes; reads of chunk 1 fail.
     let img = Image::open(&image).unwrap();

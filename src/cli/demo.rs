@@ -70,7 +70,7 @@ pub fn run(dir: Option<PathBuf>) -> Result<()> {
     );
 
     println!("\n== 3. strata info {}", image.display());
-    for line in info::info(&image)?.to_string().lines() {
+    for line in info::info(&image, &Default::default())?.to_string().lines() {
         println!("   {line}");
     }
 
@@ -96,6 +96,7 @@ pub fn run(dir: Option<PathBuf>) -> Result<()> {
         force: false,
         threads,
         progress: false,
+        resolve: Default::default(),
     })?;
     println!(
         "   wrote {} in {:.2} s",

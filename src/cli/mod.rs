@@ -4,9 +4,10 @@
 
 mod demo;
 
+use crate::chain::ResolveOptions;
 use crate::container::reader::DEFAULT_CACHE_BYTES;
 use crate::error::{Error, Result};
-use crate::ops::{create, info, restore, verify};
+use crate::ops::{consolidate, create, info, restore, verify};
 use clap::{Parser, Subcommand};
 use std::io::Write;
 use std::path::PathBuf;
@@ -27,18 +28,23 @@ pub struct Cli {
 enum Command {
     /// Image a disk, a partition or a raw disk file.
     Create(CreateArgs),
-    /// Show what an image holds.
+    /// Show what an image holds and its chain, or list the backup sets in a directory.
     Info {
-        /// The image file.
+        /// An image file, or a directory of images.
         image: PathBuf,
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        chain: ChainArgs,
     },
-    /// Check every checksum of an image (exit code 3 when anything is damaged).
+    /// Check every checksum of an image and of its parents (exit code 3 when anything is
+    /// damaged).
     Verify {
         /// The image file.
         image: PathBuf,
+        #[command(flatten)]
+        chain: ChainArgs,
         /// Worker threads (default: all cores).
         #[arg(long, short = 't')]
         threads: Option<usize>,
@@ -49,10 +55,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Write the disk held by an image back to a device or a file.
+    /// Write the disk, as it was at an image's point in time, to a device or a file.
     Restore {
-        /// The image file.
+        /// The image file (any point of a chain).
         image: PathBuf,
+        #[command(flatten)]
+        chain: ChainArgs,
         /// A block device, or a file (created sparse).
         target: PathBuf,
         /// Replace an existing non-empty file.
@@ -68,12 +76,58 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Merge an image into its parent (dropping the parent's point in time), or write a
+    /// synthetic full image of any point with --full.
+    Consolidate {
+        /// The image whose point in time is kept.
+        image: PathBuf,
+        /// Write a full image of the point to this new file instead; nothing else changes.
+        #[arg(long, value_name = "OUT")]
+        full: Option<PathBuf>,
+        /// With --full: replace OUT if it exists.
+        #[arg(long, short = 'f')]
+        force: bool,
+        /// Keep the parent file after merging, even if no other image needs it.
+        #[arg(long)]
+        keep_parent: bool,
+        /// zstd compression level, 1 (fastest) to 22 (smallest).
+        #[arg(long, short = 'l', default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=22))]
+        level: i32,
+        /// Compression threads (default: all cores).
+        #[arg(long, short = 't')]
+        threads: Option<usize>,
+        /// No progress bar.
+        #[arg(long, short = 'q')]
+        quiet: bool,
+        /// Print a JSON summary.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        chain: ChainArgs,
+    },
     /// Run the whole job on the built-in sample disk: image, inspect, verify, restore, compare.
     Demo {
         /// Keep the files in this directory (default: a temporary directory, removed after).
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+}
+
+/// Where to look for parent images.
+#[derive(Debug, Clone, clap::Args)]
+struct ChainArgs {
+    /// Also look for parent images in DIR (repeatable); the parent's recorded path and the
+    /// image's own directory are always searched.
+    #[arg(long, value_name = "DIR")]
+    parent_dir: Vec<PathBuf>,
+}
+
+impl ChainArgs {
+    fn resolve(self) -> ResolveOptions {
+        ResolveOptions {
+            parent_dirs: self.parent_dir,
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -94,6 +148,15 @@ struct CreateArgs {
     /// Replace DEST if it exists.
     #[arg(long, short = 'f')]
     force: bool,
+    /// Store only the changes since PARENT (any image of a chain): an incremental image.
+    #[arg(long, value_name = "PARENT", conflicts_with = "differential")]
+    incremental: Option<PathBuf>,
+    /// Store the changes since the full image at the base of IMAGE's chain: a differential
+    /// image.
+    #[arg(long, value_name = "IMAGE")]
+    differential: Option<PathBuf>,
+    #[command(flatten)]
+    chain: ChainArgs,
     /// No progress bar.
     #[arg(long, short = 'q')]
     quiet: bool,
@@ -169,6 +232,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 clone: a.clone,
                 sector_size: a.sector_size,
                 uuid: a.uuid,
+                parent: match (a.incremental, a.differential) {
+                    (Some(p), _) => Some(create::ParentSpec::Incremental(p)),
+                    (None, Some(p)) => Some(create::ParentSpec::Differential(p)),
+                    (None, None) => None,
+                },
+                resolve: a.chain.resolve(),
                 chunk_size: a.chunk_size,
                 progress: !a.quiet && !a.json,
                 ..create::CreateOptions::new(a.source, a.dest)
@@ -180,32 +249,48 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 out(&create_text(&s))?;
             }
         }
-        Command::Info { image, json: j } => {
-            let i = info::info(&image)?;
-            if j {
-                json(&i)?;
+        Command::Info {
+            image,
+            json: j,
+            chain,
+        } => {
+            let opts = chain.resolve();
+            let text = if image.is_dir() {
+                let d = info::dir_info(&image, &opts)?;
+                if j {
+                    return json(&d).map(|_| ExitCode::SUCCESS);
+                }
+                d.to_string()
             } else {
-                out(&i.to_string())?;
-            }
+                let i = info::info(&image, &opts)?;
+                if j {
+                    return json(&i).map(|_| ExitCode::SUCCESS);
+                }
+                i.to_string()
+            };
+            out(&text)?;
         }
         Command::Verify {
             image,
+            chain,
             threads: t,
             quiet,
             json: j,
         } => {
-            let r = verify::verify(&image, threads(t), !quiet && !j)?;
+            let reports = verify::verify_chain(&image, threads(t), !quiet && !j, &chain.resolve())?;
             if j {
-                json(&r)?;
+                json(&reports)?;
             } else {
-                out(&verify_text(&r))?;
+                let texts: Vec<String> = reports.iter().map(verify_text).collect();
+                out(&texts.join("\n"))?;
             }
-            if !r.ok() {
+            if reports.iter().any(|r| !r.ok()) {
                 return Ok(ExitCode::from(EXIT_INTEGRITY));
             }
         }
         Command::Restore {
             image,
+            chain,
             target,
             force,
             threads: t,
@@ -218,12 +303,40 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 force,
                 threads: threads(t),
                 progress: !quiet && !j,
+                resolve: chain.resolve(),
             };
             let s = restore::restore(&opts)?;
             if j {
                 json(&s)?;
             } else if !quiet {
                 out(&restore_text(&s))?;
+            }
+        }
+        Command::Consolidate {
+            image,
+            full,
+            force,
+            keep_parent,
+            level,
+            threads: t,
+            quiet,
+            json: j,
+            chain,
+        } => {
+            let s = consolidate::consolidate(&consolidate::ConsolidateOptions {
+                image,
+                full_output: full,
+                force,
+                keep_parent,
+                level,
+                threads: threads(t),
+                progress: !quiet && !j,
+                resolve: chain.resolve(),
+            })?;
+            if j {
+                json(&s)?;
+            } else if !quiet {
+                out(&consolidate_text(&s))?;
             }
         }
         Command::Demo { dir } => demo::run(dir)?,
@@ -234,9 +347,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 fn create_text(s: &create::CreateSummary) -> String {
+    let parent = match &s.parent {
+        Some(p) => format!(
+            " of {}; {} unchanged",
+            p.display(),
+            info::short_bytes(s.unchanged_bytes)
+        ),
+        None => String::new(),
+    };
     format!(
-        "created {} (uuid {})\n  disk {}, read {}, stored {} of data in {} chunks\n  \
-         image {} (ratio {:.2}:1) in {:.1} s",
+        "created {:?} image {} (uuid {}){parent}\n  disk {}, read {}, stored {} of data in {} \
+         chunks\n  image {} (ratio {:.2}:1) in {:.1} s",
+        s.kind,
         s.image.display(),
         s.uuid,
         info::human_bytes(s.disk_bytes),
@@ -247,6 +369,24 @@ fn create_text(s: &create::CreateSummary) -> String {
         s.ratio,
         s.seconds
     )
+}
+
+fn consolidate_text(s: &consolidate::ConsolidateSummary) -> String {
+    let names: Vec<String> = s.merged.iter().map(|p| p.display().to_string()).collect();
+    let mut t = format!(
+        "wrote {} ({:?} image, {}) from {}",
+        s.image.display(),
+        s.kind,
+        info::human_bytes(s.image_bytes),
+        names.join(" + ")
+    );
+    for p in &s.removed {
+        t.push_str(&format!("\n  removed {} (merged)", p.display()));
+    }
+    for (p, why) in &s.kept {
+        t.push_str(&format!("\n  kept {}: {why}", p.display()));
+    }
+    t
 }
 
 fn verify_text(r: &verify::VerifyReport) -> String {

@@ -25,13 +25,17 @@ pub struct SealedChunk {
 impl SealedChunk {
     /// Hashes and compresses `raw` (whole blocks). The payload is stored raw when zstd
     /// does not make it smaller, so incompressible data costs no decompression later.
+    /// `block_hashes` may be given when the caller already hashed the blocks.
     pub fn seal(
         raw: &[u8],
         block_size: usize,
+        block_hashes: Option<Vec<u64>>,
         compressor: &mut zstd::bulk::Compressor<'_>,
     ) -> std::io::Result<SealedChunk> {
-        debug_assert!(raw.len() % block_size == 0 && !raw.is_empty());
-        let block_hashes = raw.chunks_exact(block_size).map(xxh3_64).collect();
+        debug_assert!(raw.len().is_multiple_of(block_size) && !raw.is_empty());
+        let block_hashes =
+            block_hashes.unwrap_or_else(|| raw.chunks_exact(block_size).map(xxh3_64).collect());
+        debug_assert_eq!(block_hashes.len(), raw.len() / block_size);
         let content_hash = xxh3_64(raw);
         let compressed = compressor.compress(raw)?;
         let (method, payload) = if compressed.len() < raw.len() {
@@ -176,7 +180,7 @@ mod tests {
     fn compressible_and_random_chunks_round_trip() {
         let mut z = zstd::bulk::Compressor::new(3).unwrap();
         let text: Vec<u8> = b"strata ".iter().cycle().take(8192).copied().collect();
-        let c = SealedChunk::seal(&text, 4096, &mut z).unwrap();
+        let c = SealedChunk::seal(&text, 4096, None, &mut z).unwrap();
         assert_eq!(c.method, Method::Zstd);
         assert_eq!(open_record(&entry_for(&c), &record(&c)).unwrap(), text);
 
@@ -189,7 +193,7 @@ mod tests {
                 x as u8
             })
             .collect();
-        let c = SealedChunk::seal(&noise, 4096, &mut z).unwrap();
+        let c = SealedChunk::seal(&noise, 4096, None, &mut z).unwrap();
         assert_eq!(c.method, Method::Raw);
         assert_eq!(c.block_hashes.len(), 2);
         assert_eq!(open_record(&entry_for(&c), &record(&c)).unwrap(), noise);
@@ -199,7 +203,7 @@ mod tests {
     fn any_flip_in_the_record_is_caught() {
         let mut z = zstd::bulk::Compressor::new(3).unwrap();
         let text: Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8).collect();
-        let c = SealedChunk::seal(&text, 4096, &mut z).unwrap();
+        let c = SealedChunk::seal(&text, 4096, None, &mut z).unwrap();
         let good = record(&c);
         for i in 0..good.len() {
             let mut r = good.clone();

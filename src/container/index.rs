@@ -12,7 +12,9 @@ pub const INDEX_MAGIC: [u8; 8] = *b"STRATIDX";
 /// Trailer magic: the last 8 bytes of a complete image.
 pub const TRAILER_MAGIC: [u8; 8] = *b"STRATEND";
 /// Fixed part of the index before the tables.
-pub const INDEX_HEADER_SIZE: usize = 96;
+pub const INDEX_HEADER_SIZE: usize = 112;
+/// One alias-table entry.
+pub const ALIAS_ENTRY_SIZE: usize = 48;
 /// One chunk-table entry.
 pub const CHUNK_ENTRY_SIZE: usize = 40;
 /// One extent-table entry.
@@ -93,6 +95,14 @@ impl Extent {
     }
 }
 
+/// An earlier identity of the same chain point: a consolidated image lists the images it
+/// replaces, so that children which name one of them still find their parent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Alias {
+    pub uuid: Uuid,
+    pub index_digest: [u8; 32],
+}
+
 /// The decoded index.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Index {
@@ -106,6 +116,8 @@ pub struct Index {
     pub block_hash_count: u64,
     /// blake3 of the block-hash table bytes.
     pub block_hashes_digest: [u8; 32],
+    /// Identities this image also answers to (see [`Alias`]).
+    pub aliases: Vec<Alias>,
 }
 
 /// The decoded trailer.
@@ -158,7 +170,8 @@ impl Index {
     pub fn encode(&self) -> Vec<u8> {
         let len = INDEX_HEADER_SIZE
             + self.chunks.len() * CHUNK_ENTRY_SIZE
-            + self.extents.len() * EXTENT_ENTRY_SIZE;
+            + self.extents.len() * EXTENT_ENTRY_SIZE
+            + self.aliases.len() * ALIAS_ENTRY_SIZE;
         let mut buf = vec![0u8; len];
         let mut w = LeWriter(&mut buf);
         w.put(0, &INDEX_MAGIC);
@@ -169,6 +182,7 @@ impl Index {
         w.u64(48, self.block_hashes_offset);
         w.u64(56, self.block_hash_count);
         w.put(64, &self.block_hashes_digest);
+        w.u64(96, self.aliases.len() as u64);
         let mut off = INDEX_HEADER_SIZE;
         for c in &self.chunks {
             w.u64(off, c.offset);
@@ -194,6 +208,11 @@ impl Index {
             w.u32(off + 20, e.block_in_chunk);
             off += EXTENT_ENTRY_SIZE;
         }
+        for a in &self.aliases {
+            w.put(off, a.uuid.as_bytes());
+            w.put(off + 16, &a.index_digest);
+            off += ALIAS_ENTRY_SIZE;
+        }
         buf
     }
 
@@ -214,15 +233,17 @@ impl Index {
         }
         let chunk_count = f.u64(32);
         let extent_count = f.u64(40);
+        let alias_count = f.u64(96);
         let expect = (chunk_count as u128) * CHUNK_ENTRY_SIZE as u128
             + (extent_count as u128) * EXTENT_ENTRY_SIZE as u128
+            + (alias_count as u128) * ALIAS_ENTRY_SIZE as u128
             + INDEX_HEADER_SIZE as u128;
         if expect != buf.len() as u128 {
             return Err((
                 at(32),
                 format!(
-                    "{chunk_count} chunks and {extent_count} extents do not fill the \
-                     {}-byte index",
+                    "{chunk_count} chunks, {extent_count} extents and {alias_count} aliases \
+                     do not fill the {}-byte index",
                     buf.len()
                 ),
             ));
@@ -312,6 +333,14 @@ impl Index {
             extents.push(e);
             off += EXTENT_ENTRY_SIZE;
         }
+        let mut aliases = Vec::with_capacity(alias_count as usize);
+        for _ in 0..alias_count {
+            aliases.push(Alias {
+                uuid: Uuid::from_bytes(f.bytes(off)),
+                index_digest: f.bytes(off + 16),
+            });
+            off += ALIAS_ENTRY_SIZE;
+        }
         Ok(Index {
             image_uuid: Uuid::from_bytes(f.bytes(8)),
             header_checksum: f.u64(24),
@@ -320,6 +349,7 @@ impl Index {
             block_hashes_offset,
             block_hash_count,
             block_hashes_digest: f.bytes(64),
+            aliases,
         })
     }
 
@@ -384,6 +414,10 @@ mod tests {
             block_hashes_offset: HEADER_SIZE as u64 + 24 + 100,
             block_hash_count: 2,
             block_hashes_digest: [3; 32],
+            aliases: vec![Alias {
+                uuid: Uuid::from_u128(8),
+                index_digest: [4; 32],
+            }],
         }
     }
 

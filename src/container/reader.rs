@@ -201,6 +201,17 @@ impl Image {
         &self.index
     }
 
+    /// True when this image is the parent a child names by `uuid` and index `digest`:
+    /// its own identity, or one it took over by consolidation (an alias).
+    pub fn answers_to(&self, uuid: uuid::Uuid, digest: &[u8; 32]) -> bool {
+        (self.header.image_uuid == uuid && &self.trailer.index_digest == digest)
+            || self
+                .index
+                .aliases
+                .iter()
+                .any(|a| a.uuid == uuid && &a.index_digest == digest)
+    }
+
     /// Reads and checks chunk `i` from the file, uncached. The error says what is wrong.
     pub fn load_chunk(&self, i: u32) -> Result<Vec<u8>, ChunkLoadError> {
         let entry = &self.index.chunks[i as usize];

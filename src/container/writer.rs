@@ -2,7 +2,7 @@
 
 use super::chunk::{SealedChunk, CHUNK_RECORD_HEADER};
 use super::header::{Header, HEADER_SIZE};
-use super::index::{ChunkEntry, Extent, ExtentKind, Index, Trailer, BLOCK_HASH_SIZE};
+use super::index::{Alias, ChunkEntry, Extent, ExtentKind, Index, Trailer, BLOCK_HASH_SIZE};
 use crate::error::{Error, Result};
 use std::fs::File;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
@@ -17,7 +17,11 @@ pub struct ImageWriter {
     header: Header,
     header_checksum: u64,
     chunks: Vec<ChunkEntry>,
+    /// Data extents, in the order chunks were appended.
     extents: Vec<Extent>,
+    /// Zero and unreadable extents; merged with the data extents at the end.
+    other_extents: Vec<Extent>,
+    aliases: Vec<Alias>,
     /// Block hashes are spilled to an unnamed temporary file: 8 bytes per 4 KiB block would
     /// otherwise grow the writer's memory with the disk (2 GiB per used TiB).
     hashes: BufWriter<File>,
@@ -59,6 +63,8 @@ impl ImageWriter {
             header_checksum,
             chunks: Vec::new(),
             extents: Vec::new(),
+            other_extents: Vec::new(),
+            aliases: Vec::new(),
             hashes: BufWriter::new(spill),
             hash_count: 0,
             hasher: blake3::Hasher::new(),
@@ -83,8 +89,9 @@ impl ImageWriter {
         Ok(())
     }
 
-    /// Appends a chunk whose `i`-th block belongs at disk block `blocks[i]`
-    /// (ascending, after every block already added).
+    /// Appends a chunk whose `i`-th block belongs at disk block `blocks[i]`. Blocks must
+    /// not be given twice; across calls they may come in any order, but disk order keeps
+    /// the extent table small.
     pub fn append(&mut self, chunk: &SealedChunk, blocks: &[u64]) -> Result<()> {
         let bs = self.header.block_size;
         assert_eq!(
@@ -117,13 +124,16 @@ impl ImageWriter {
         }
         self.hash_count += chunk.block_hashes.len() as u64;
         for (i, &block) in blocks.iter().enumerate() {
-            self.push_extent(Extent {
-                disk_block: block,
-                count: 1,
-                kind: ExtentKind::Data,
-                chunk: index,
-                block_in_chunk: i as u32,
-            });
+            push_merged(
+                &mut self.extents,
+                Extent {
+                    disk_block: block,
+                    count: 1,
+                    kind: ExtentKind::Data,
+                    chunk: index,
+                    block_in_chunk: i as u32,
+                },
+            );
         }
         Ok(())
     }
@@ -131,38 +141,46 @@ impl ImageWriter {
     /// Records `count` blocks from `disk_block` as zero or unreadable.
     pub fn add_extent(&mut self, disk_block: u64, count: u32, kind: ExtentKind) {
         assert_ne!(kind, ExtentKind::Data, "data extents come from append");
-        self.push_extent(Extent {
-            disk_block,
-            count,
-            kind,
-            chunk: 0,
-            block_in_chunk: 0,
-        });
+        push_merged(
+            &mut self.other_extents,
+            Extent {
+                disk_block,
+                count,
+                kind,
+                chunk: 0,
+                block_in_chunk: 0,
+            },
+        );
     }
 
-    fn push_extent(&mut self, e: Extent) {
-        if let Some(last) = self.extents.last_mut() {
-            assert!(
-                e.disk_block >= last.end(),
-                "extents must be added in disk order"
-            );
-            let follows = last.end() == e.disk_block
-                && last.kind == e.kind
-                && last.count.checked_add(e.count).is_some()
-                && (e.kind != ExtentKind::Data
-                    || (last.chunk == e.chunk
-                        && last.block_in_chunk + last.count == e.block_in_chunk));
-            if follows {
-                last.count += e.count;
-                return;
+    /// Sets the earlier identities this image answers to (consolidated images).
+    pub fn set_aliases(&mut self, aliases: Vec<Alias>) {
+        self.aliases = aliases;
+    }
+
+    /// All extents sorted by disk block, neighbours merged; overlaps are a caller bug.
+    fn sorted_extents(&mut self) -> Result<Vec<Extent>> {
+        let mut all = std::mem::take(&mut self.extents);
+        all.append(&mut self.other_extents);
+        all.sort_by_key(|e| e.disk_block);
+        let mut out: Vec<Extent> = Vec::with_capacity(all.len());
+        for e in all {
+            if out.last().is_some_and(|l| l.end() > e.disk_block) {
+                return Err(Error::Invalid(format!(
+                    "{}: block {} was given twice",
+                    self.path.display(),
+                    e.disk_block
+                )));
             }
+            push_merged(&mut out, e);
         }
-        self.extents.push(e);
+        Ok(out)
     }
 
     /// Writes the block-hash table, the index and the trailer, and flushes. Returns the
     /// file (not yet synced: the caller syncs and renames it into place) and the totals.
     pub fn finish(mut self) -> Result<(File, Trailer, WriteSummary)> {
+        let extents = self.sorted_extents()?;
         let block_hashes_offset = self.pos;
         let spill_err = |e| Error::io(&self.path, "cannot read back the block-hash spill", e);
         let mut spill = self.hashes.into_inner().map_err(|e| {
@@ -190,10 +208,11 @@ impl ImageWriter {
             image_uuid: self.header.image_uuid,
             header_checksum: self.header_checksum,
             chunks: std::mem::take(&mut self.chunks),
-            extents: std::mem::take(&mut self.extents),
+            extents,
             block_hashes_offset,
             block_hash_count: self.hash_count,
             block_hashes_digest: *self.hasher.finalize().as_bytes(),
+            aliases: std::mem::take(&mut self.aliases),
         };
         let encoded = index.encode();
         let trailer = Trailer {
@@ -216,4 +235,20 @@ impl ImageWriter {
             .map_err(|e| Error::io(&self.path, "cannot write", e.into_error()))?;
         Ok((file, trailer, summary))
     }
+}
+
+/// Appends `e` to `list`, extending the last extent instead when `e` continues it.
+fn push_merged(list: &mut Vec<Extent>, e: Extent) {
+    if let Some(last) = list.last_mut() {
+        let follows = last.end() == e.disk_block
+            && last.kind == e.kind
+            && last.count.checked_add(e.count).is_some()
+            && (e.kind != ExtentKind::Data
+                || (last.chunk == e.chunk && last.block_in_chunk + last.count == e.block_in_chunk));
+        if follows {
+            last.count += e.count;
+            return;
+        }
+    }
+    list.push(e);
 }

@@ -1,23 +1,25 @@
-//! `strata create`: reads a source and writes an image through a
-//! read → compress (N workers) → ordered write pipeline.
+//! `strata create`: reads a source and writes a full, differential or incremental image
+//! through the chunk pipeline ([`super::pipeline`]).
 //!
-//! The reader thread alone decides how blocks are grouped into chunks, and chunks are
-//! written in that order, so the image bytes do not depend on the number of threads.
+//! For a child image every block read is hashed and compared with the block hash the
+//! parent point records for it; only blocks that differ are compressed and stored, blocks
+//! that became zero are recorded as zero runs, and everything else is left to the parent.
 
+use super::pipeline::{self, Packer};
 use crate::atomic_file::AtomicFile;
 use crate::blockdev::file::{DevKind, FileDev};
 use crate::blockdev::{is_zero, BlockDev};
-use crate::container::chunk::SealedChunk;
+use crate::chain::{resolve, BlockState, Chain, ResolveOptions};
 use crate::container::header::{Content, Header, ImageKind, MINOR_VERSION};
+use crate::container::index::ExtentKind;
 use crate::container::writer::ImageWriter;
 use crate::container::{DEFAULT_BLOCK_SIZE, DEFAULT_CHUNK_SIZE};
 use crate::error::{Error, Result};
 use crate::progress::{check_interrupt, Progress};
-use crossbeam_channel::{bounded, Receiver, Sender};
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use uuid::Uuid;
+use xxhash_rust::xxh3::xxh3_64;
 
 /// What to image and how.
 #[derive(Debug, Clone)]
@@ -36,6 +38,10 @@ pub struct CreateOptions {
     pub sector_size: Option<u32>,
     /// Fixed image UUID, for reproducible images.
     pub uuid: Option<Uuid>,
+    /// Make a child image of this parent instead of a full image.
+    pub parent: Option<ParentSpec>,
+    /// Where else to look for the parent's own ancestors.
+    pub resolve: ResolveOptions,
     pub chunk_size: u32,
     pub progress: bool,
 }
@@ -52,10 +58,21 @@ impl CreateOptions {
             clone: false,
             sector_size: None,
             uuid: None,
+            parent: None,
+            resolve: ResolveOptions::default(),
             chunk_size: DEFAULT_CHUNK_SIZE,
             progress: false,
         }
     }
+}
+
+/// The parent of a child image.
+#[derive(Debug, Clone)]
+pub enum ParentSpec {
+    /// Changes since this image (any point of a chain).
+    Incremental(PathBuf),
+    /// Changes since the full image at the base of this image's chain.
+    Differential(PathBuf),
 }
 
 /// What `create` did.
@@ -75,18 +92,12 @@ pub struct CreateSummary {
     pub ratio: f64,
     pub chunks: u64,
     pub seconds: f64,
-}
-
-struct Job {
-    seq: u64,
-    raw: Vec<u8>,
-    blocks: Vec<u64>,
-}
-
-struct Sealed {
-    seq: u64,
-    chunk: std::io::Result<SealedChunk>,
-    blocks: Vec<u64>,
+    /// "full", "differential" or "incremental".
+    pub kind: ImageKind,
+    /// Blocks found unchanged since the parent (children only).
+    pub unchanged_bytes: u64,
+    /// The parent image (children only).
+    pub parent: Option<PathBuf>,
 }
 
 /// Creation time: `SOURCE_DATE_EPOCH` when set (reproducible images), else now.
@@ -142,24 +153,71 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary> {
             opts.dest.display()
         )));
     }
-    let block_size = DEFAULT_BLOCK_SIZE.max(src.sector_size());
+    let parent = match &opts.parent {
+        None => None,
+        Some(ParentSpec::Incremental(p)) => Some(Chain::open(p, &opts.resolve)?),
+        Some(ParentSpec::Differential(p)) => {
+            let mut layers = resolve::resolve(p, &opts.resolve)?;
+            layers.truncate(1);
+            Some(Chain::from_layers(layers)?)
+        }
+    };
+    if let Some(chain) = &parent {
+        let ph = chain.top().header();
+        if ph.disk_size != src.len() || ph.sector_size != src.sector_size() {
+            return Err(Error::Invalid(format!(
+                "{}: images a disk of {} bytes with {}-byte sectors, but {} has {} bytes with \
+                 {}-byte sectors: not the same disk",
+                chain.top().path().display(),
+                ph.disk_size,
+                ph.sector_size,
+                opts.source.display(),
+                src.len(),
+                src.sector_size()
+            )));
+        }
+        for l in chain.layers() {
+            if super::same_file(l.path(), &opts.dest) {
+                return Err(Error::Invalid(format!(
+                    "{}: is part of the parent chain and cannot be replaced by its own child",
+                    opts.dest.display()
+                )));
+            }
+        }
+    }
+    let block_size = match &parent {
+        Some(c) => c.block_size(),
+        None => DEFAULT_BLOCK_SIZE.max(src.sector_size()),
+    };
     let chunk_size = opts.chunk_size.max(block_size) / block_size * block_size;
     let (created_unix, created_nanos) = creation_time();
     let canonical = std::fs::canonicalize(&opts.source).unwrap_or_else(|_| opts.source.clone());
+    let (kind, parent_uuid, parent_index_digest, parent_hint) = match &parent {
+        None => (ImageKind::Full, Uuid::nil(), [0; 32], String::new()),
+        Some(chain) => (
+            match opts.parent {
+                Some(ParentSpec::Differential(_)) => ImageKind::Differential,
+                _ => ImageKind::Incremental,
+            },
+            chain.top().header().image_uuid,
+            chain.top().trailer().index_digest,
+            path_hint(chain.top().path(), &opts.dest),
+        ),
+    };
     let mut header = Header {
         minor_version: MINOR_VERSION,
         incompat_features: 0,
         compat_features: 0,
         image_uuid: opts.uuid.unwrap_or_else(Uuid::new_v4),
-        parent_uuid: Uuid::nil(),
-        parent_index_digest: [0; 32],
+        parent_uuid,
+        parent_index_digest,
         created_unix,
         created_nanos,
         sector_size: src.sector_size(),
         disk_size: src.len(),
         block_size,
         chunk_size,
-        kind: ImageKind::Full,
+        kind,
         // Every sector is read until used-block maps exist, so record what really happened.
         content: Content::Clone,
         compression: 1,
@@ -172,7 +230,7 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary> {
             },
             canonical.display()
         ),
-        parent_hint: String::new(),
+        parent_hint,
     };
     header.fit_strings();
     let source_desc = header.source.clone();
@@ -182,9 +240,27 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary> {
     let file = out.take();
     let mut writer = ImageWriter::new(file, out.partial_path(), header)?;
     let progress = Progress::new(src.len(), "imaging", opts.progress);
-    let bytes_read = run_pipeline(&src, &mut writer, opts, &progress);
+    let outcome = pipeline::run(&mut writer, opts.threads, opts.level, |packer| {
+        read_source(
+            &src,
+            block_size,
+            chunk_size,
+            parent.as_ref(),
+            packer,
+            &progress,
+        )
+    });
     progress.finish();
-    let bytes_read = bytes_read?;
+    let outcome = outcome?;
+    for &(start, end) in &outcome.zero_runs {
+        let mut b = start;
+        while b < end {
+            let n = (end - b).min(u64::from(u32::MAX)) as u32;
+            writer.add_extent(b, n, ExtentKind::Zero);
+            b += u64::from(n);
+        }
+    }
+    let bytes_read = outcome.bytes_read;
     let (file, _trailer, summary) = writer.finish()?;
     out.commit(file)?;
     Ok(CreateSummary {
@@ -198,151 +274,114 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary> {
         ratio: super::ratio(bytes_read, summary.file_bytes),
         chunks: summary.chunks,
         seconds: started.elapsed().as_secs_f64(),
+        kind,
+        unchanged_bytes: outcome.unchanged_blocks * u64::from(block_size),
+        parent: parent.as_ref().map(|c| c.top().path().to_path_buf()),
     })
 }
 
-/// Runs the three stages; returns the number of bytes read from the source.
-fn run_pipeline(
-    src: &FileDev,
-    writer: &mut ImageWriter,
-    opts: &CreateOptions,
-    progress: &Progress,
-) -> Result<u64> {
-    let threads = opts.threads.max(1);
-    let (job_tx, job_rx) = bounded::<Job>(threads * 2);
-    let (done_tx, done_rx) = bounded::<Sealed>(threads * 2);
-    let block_size = writer.header().block_size as usize;
-    let chunk_size = writer.header().chunk_size as usize;
-    std::thread::scope(|s| {
-        let reader = s.spawn(|| read_stage(src, block_size, chunk_size, job_tx, progress));
-        let mut workers = Vec::new();
-        for _ in 0..threads {
-            let (rx, tx) = (job_rx.clone(), done_tx.clone());
-            workers.push(s.spawn(move || compress_stage(rx, tx, block_size, opts.level)));
-        }
-        drop((job_rx, done_tx));
-        let written = write_stage(done_rx, writer);
-        // On a write error the receiver is gone, so workers and reader stop at their next
-        // send; the write error is the one to report.
-        let read = reader.join().expect("reader thread panicked");
-        for w in workers {
-            w.join().expect("compression thread panicked");
-        }
-        written?;
-        read
-    })
+/// How to find `parent` from the directory `child` will be in: a relative path when one
+/// exists (so a whole chain can be moved together), else the absolute path.
+pub(crate) fn path_hint(parent: &Path, child: &Path) -> String {
+    let abs = std::fs::canonicalize(parent).unwrap_or_else(|_| parent.to_path_buf());
+    let dir = std::fs::canonicalize(resolve::dir_of(child)).unwrap_or_default();
+    pathdiff::diff_paths(&abs, &dir)
+        .unwrap_or(abs)
+        .to_string_lossy()
+        .into_owned()
 }
 
-fn read_stage(
+/// What the producer saw.
+struct ReadOutcome {
+    bytes_read: u64,
+    /// Block runs `[start, end)` that hold data in the parent but are zero now.
+    zero_runs: Vec<(u64, u64)>,
+    unchanged_blocks: u64,
+}
+
+fn add_run(runs: &mut Vec<(u64, u64)>, start: u64, end: u64) {
+    match runs.last_mut() {
+        Some(last) if last.1 == start => last.1 = end,
+        _ => runs.push((start, end)),
+    }
+}
+
+/// Reads the source's data ranges in 1-chunk pieces, drops zero blocks and (for children)
+/// blocks whose hash matches the parent's, and packs the rest.
+fn read_source(
     src: &FileDev,
-    block_size: usize,
-    chunk_size: usize,
-    jobs: Sender<Job>,
+    block_size: u32,
+    chunk_size: u32,
+    parent: Option<&Chain>,
+    packer: &mut Packer,
     progress: &Progress,
-) -> Result<u64> {
-    let bs = block_size as u64;
+) -> Result<ReadOutcome> {
+    let bs = u64::from(block_size);
     let len = src.len();
-    let mut buf = vec![0u8; chunk_size];
-    let mut raw = Vec::with_capacity(chunk_size);
-    let mut blocks = Vec::with_capacity(chunk_size / block_size);
-    let mut seq = 0u64;
-    let mut next_block = 0u64; // first block not yet read
-    let mut bytes_read = 0u64;
-    let mut send = |raw: &mut Vec<u8>, blocks: &mut Vec<u64>| -> bool {
-        let job = Job {
-            seq,
-            raw: std::mem::replace(raw, Vec::with_capacity(chunk_size)),
-            blocks: std::mem::replace(blocks, Vec::with_capacity(chunk_size / block_size)),
-        };
-        seq += 1;
-        jobs.send(job).is_ok()
+    let total_blocks = len.div_ceil(bs);
+    let per_piece = u64::from(chunk_size / block_size);
+    let mut buf = vec![0u8; chunk_size as usize];
+    let mut out = ReadOutcome {
+        bytes_read: 0,
+        zero_runs: Vec::new(),
+        unchanged_blocks: 0,
+    };
+    let mut next_block = 0u64; // first block not yet accounted for
+                               // Blocks not read (holes of a sparse source) are zeros now: where the parent holds data
+                               // there, record a zero run.
+    let skip_to = |from: u64, to: u64, out: &mut ReadOutcome| {
+        if let Some(p) = parent {
+            for (a, b) in p.data_runs(from, to) {
+                add_run(&mut out.zero_runs, a, b);
+            }
+        }
+        progress.inc((to * bs).min(len).saturating_sub((from * bs).min(len)));
     };
     for (start, end) in src.data_ranges() {
         // Widen to whole blocks; ranges may share a block at their edges.
         let first = (start / bs).max(next_block);
         let last = end.div_ceil(bs);
-        progress.inc(
-            (first * bs)
-                .min(len)
-                .saturating_sub((next_block * bs).min(len)),
-        );
+        if first >= last {
+            continue;
+        }
+        skip_to(next_block, first, &mut out);
         let mut block = first;
         while block < last {
             check_interrupt()?;
-            let n_blocks = ((chunk_size as u64 / bs).min(last - block)) as usize;
+            let n_blocks = per_piece.min(last - block);
             let pos = block * bs;
-            let avail = ((len - pos) as usize).min(n_blocks * block_size);
-            let piece = &mut buf[..n_blocks * block_size];
+            let avail = (len - pos).min(n_blocks * bs) as usize;
+            let piece = &mut buf[..(n_blocks * bs) as usize];
             src.read_at(pos, &mut piece[..avail])?;
             piece[avail..].fill(0); // the disk's last block may be partial
-            bytes_read += avail as u64;
-            for (i, b) in piece.chunks_exact(block_size).enumerate() {
-                if is_zero(b) {
+            out.bytes_read += avail as u64;
+            let states = match parent {
+                Some(p) => Some(p.block_states(block, n_blocks)?),
+                None => None,
+            };
+            for (i, data) in piece.chunks_exact(bs as usize).enumerate() {
+                let b = block + i as u64;
+                let was = states.as_ref().map(|s| s[i]);
+                if is_zero(data) {
+                    if matches!(was, Some(BlockState::Hash(_))) {
+                        add_run(&mut out.zero_runs, b, b + 1);
+                    }
                     continue;
                 }
-                raw.extend_from_slice(b);
-                blocks.push(block + i as u64);
-                if raw.len() == chunk_size && !send(&mut raw, &mut blocks) {
-                    return Ok(bytes_read); // the writer stopped; it reports why
+                let hash = xxh3_64(data);
+                if was == Some(BlockState::Hash(hash)) {
+                    out.unchanged_blocks += 1;
+                    continue;
+                }
+                if !packer.push(b, data, hash) {
+                    return Ok(out); // the writer stopped; it reports why
                 }
             }
             progress.inc(avail as u64);
-            block += n_blocks as u64;
+            block += n_blocks;
         }
         next_block = last;
     }
-    progress.inc(len.saturating_sub((next_block * bs).min(len)));
-    if !raw.is_empty() {
-        send(&mut raw, &mut blocks);
-    }
-    Ok(bytes_read)
-}
-
-fn compress_stage(jobs: Receiver<Job>, done: Sender<Sealed>, block_size: usize, level: i32) {
-    let mut compressor = match zstd::bulk::Compressor::new(level) {
-        Ok(c) => Some(c),
-        Err(e) => {
-            // Report through the first job so the writer sees the failure in order.
-            if let Ok(job) = jobs.recv() {
-                let _ = done.send(Sealed {
-                    seq: job.seq,
-                    chunk: Err(e),
-                    blocks: job.blocks,
-                });
-            }
-            None
-        }
-    };
-    let Some(compressor) = compressor.as_mut() else {
-        return;
-    };
-    for job in jobs {
-        let chunk = SealedChunk::seal(&job.raw, block_size, compressor);
-        if done
-            .send(Sealed {
-                seq: job.seq,
-                chunk,
-                blocks: job.blocks,
-            })
-            .is_err()
-        {
-            return;
-        }
-    }
-}
-
-fn write_stage(done: Receiver<Sealed>, writer: &mut ImageWriter) -> Result<()> {
-    let mut pending = BTreeMap::new();
-    let mut next = 0u64;
-    for sealed in done {
-        pending.insert(sealed.seq, sealed);
-        while let Some(s) = pending.remove(&next) {
-            let chunk = s
-                .chunk
-                .map_err(|e| Error::io("zstd", "compression failed", e))?;
-            writer.append(&chunk, &s.blocks)?;
-            next += 1;
-        }
-    }
-    Ok(())
+    skip_to(next_block, total_blocks, &mut out);
+    Ok(out)
 }

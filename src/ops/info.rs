@@ -1,5 +1,6 @@
 //! `strata info`: what an image is and holds.
 
+use crate::chain::ResolveOptions;
 use crate::container::header::{Content, ImageKind};
 use crate::container::index::{ExtentKind, Method};
 use crate::container::reader::Image;
@@ -40,11 +41,67 @@ pub struct ImageInfo {
     pub unreadable_bytes: u64,
     /// blake3 of the index, hex: what child images record to name this one.
     pub index_digest: String,
+    /// Earlier identities this image answers to (after consolidation).
+    pub aliases: Vec<Uuid>,
+    /// The chain this image is the top of, full image first (children only).
+    pub chain: Vec<ChainEntry>,
+    /// Why the chain could not be resolved, if it could not.
+    pub chain_error: Option<String>,
 }
 
-/// Reads the facts of an image.
-pub fn info(path: &Path) -> Result<ImageInfo> {
+/// One image of a chain, as `info` lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ChainEntry {
+    pub image: PathBuf,
+    pub uuid: Uuid,
+    pub kind: ImageKind,
+    pub created: String,
+    pub image_bytes: u64,
+    pub data_bytes: u64,
+    pub parent: Option<PathBuf>,
+}
+
+fn created_text(h: &crate::container::header::Header) -> String {
+    let t = std::time::UNIX_EPOCH
+        + std::time::Duration::new(
+            h.created_unix.max(0) as u64,
+            h.created_nanos.min(999_999_999),
+        );
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+fn chain_entries(layers: &[Image]) -> Vec<ChainEntry> {
+    layers
+        .iter()
+        .enumerate()
+        .map(|(i, img)| ChainEntry {
+            image: img.path().to_path_buf(),
+            uuid: img.header().image_uuid,
+            kind: img.header().kind,
+            created: created_text(img.header()),
+            image_bytes: img.file_len(),
+            data_bytes: img
+                .index()
+                .chunks
+                .iter()
+                .map(|c| u64::from(c.raw_len))
+                .sum(),
+            parent: i.checked_sub(1).map(|p| layers[p].path().to_path_buf()),
+        })
+        .collect()
+}
+
+/// Reads the facts of an image and, for a child, of its chain.
+pub fn info(path: &Path, opts: &ResolveOptions) -> Result<ImageInfo> {
     let img = Image::open(path)?;
+    let (chain, chain_error) = if img.header().kind == ImageKind::Full {
+        (Vec::new(), None)
+    } else {
+        match crate::chain::resolve::resolve(path, opts) {
+            Ok(layers) => (chain_entries(&layers), None),
+            Err(e) => (Vec::new(), Some(e.to_string())),
+        }
+    };
     let h = img.header();
     let idx = img.index();
     let bs = u64::from(h.block_size);
@@ -55,11 +112,6 @@ pub fn info(path: &Path) -> Result<ImageInfo> {
         .filter(|e| e.kind == ExtentKind::Unreadable)
         .map(|e| u64::from(e.count) * bs)
         .sum();
-    let created = std::time::UNIX_EPOCH
-        + std::time::Duration::new(
-            h.created_unix.max(0) as u64,
-            h.created_nanos.min(999_999_999),
-        );
     Ok(ImageInfo {
         image: path.to_path_buf(),
         format_version: format!(
@@ -70,7 +122,7 @@ pub fn info(path: &Path) -> Result<ImageInfo> {
         uuid: h.image_uuid,
         kind: h.kind,
         content: h.content,
-        created: humantime::format_rfc3339_seconds(created).to_string(),
+        created: created_text(h),
         source: h.source.clone(),
         disk_bytes: h.disk_size,
         sector_size: h.sector_size,
@@ -97,7 +149,148 @@ pub fn info(path: &Path) -> Result<ImageInfo> {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect(),
+        aliases: idx.aliases.iter().map(|a| a.uuid).collect(),
+        chain,
+        chain_error,
     })
+}
+
+/// The backup sets found in a directory.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DirInfo {
+    pub dir: PathBuf,
+    pub sets: Vec<BackupSet>,
+    /// Images whose chain cannot be resolved, with the reason.
+    pub broken: Vec<(PathBuf, String)>,
+}
+
+/// A full image and every image in the directory that builds on it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BackupSet {
+    pub source: String,
+    pub disk_bytes: u64,
+    /// Base first, then children ordered by creation time.
+    pub images: Vec<ChainEntry>,
+}
+
+/// Lists the backup sets in `dir` (every `*.strata` file, grouped by the full image its
+/// chain starts from).
+pub fn dir_info(dir: &Path, opts: &ResolveOptions) -> Result<DirInfo> {
+    let mut sets: Vec<(PathBuf, BackupSet)> = Vec::new();
+    let mut broken = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let read = std::fs::read_dir(dir).map_err(|e| crate::Error::io(dir, "cannot list", e))?;
+    drop(read);
+    for path in crate::chain::resolve::images_in(dir) {
+        let layers = match crate::chain::resolve::resolve(&path, opts) {
+            Ok(l) => l,
+            Err(e) => {
+                broken.push((path, e.to_string()));
+                continue;
+            }
+        };
+        let entries = chain_entries(&layers);
+        let base = layers[0].path().to_path_buf();
+        let at = match sets.iter().position(|(b, _)| *b == base) {
+            Some(i) => i,
+            None => {
+                let h = layers[0].header();
+                sets.push((
+                    base,
+                    BackupSet {
+                        source: h.source.clone(),
+                        disk_bytes: h.disk_size,
+                        images: Vec::new(),
+                    },
+                ));
+                sets.len() - 1
+            }
+        };
+        for e in entries {
+            if seen.insert(e.image.clone()) {
+                sets[at].1.images.push(e);
+            }
+        }
+    }
+    let mut sets: Vec<BackupSet> = sets.into_iter().map(|(_, s)| s).collect();
+    for s in &mut sets {
+        // The full image first, then by time (ties by name, so the order is stable).
+        s.images.sort_by(|a, b| {
+            (a.kind != ImageKind::Full, &a.created, &a.image).cmp(&(
+                b.kind != ImageKind::Full,
+                &b.created,
+                &b.image,
+            ))
+        });
+    }
+    Ok(DirInfo {
+        dir: dir.to_path_buf(),
+        sets,
+        broken,
+    })
+}
+
+fn kind_name(k: ImageKind) -> &'static str {
+    match k {
+        ImageKind::Full => "full",
+        ImageKind::Differential => "differential",
+        ImageKind::Incremental => "incremental",
+    }
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name().map_or_else(
+        || p.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
+fn chain_lines(f: &mut fmt::Formatter<'_>, entries: &[ChainEntry]) -> fmt::Result {
+    for e in entries {
+        write!(
+            f,
+            "\n  {}  {:<12}  {:>12}  {}",
+            e.created,
+            kind_name(e.kind),
+            short_bytes(e.image_bytes),
+            file_name(&e.image)
+        )?;
+        if let Some(p) = &e.parent {
+            write!(f, "  (parent {})", file_name(p))?;
+        }
+    }
+    Ok(())
+}
+
+/// Bytes as "1.5 GiB", for tables.
+pub fn short_bytes(n: u64) -> String {
+    let h = human_bytes(n);
+    h.split(" (").next().unwrap_or(&h).to_string()
+}
+
+impl fmt::Display for DirInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: {} backup set(s)",
+            self.dir.display(),
+            self.sets.len()
+        )?;
+        for s in &self.sets {
+            write!(
+                f,
+                "\n\nset: {} ({}), {} image(s)",
+                s.source,
+                short_bytes(s.disk_bytes),
+                s.images.len()
+            )?;
+            chain_lines(f, &s.images)?;
+        }
+        for (p, why) in &self.broken {
+            write!(f, "\n\nunusable: {}: {why}", file_name(p))?;
+        }
+        Ok(())
+    }
 }
 
 /// Bytes as "1.50 GiB (1610612736 bytes)".
@@ -169,6 +362,21 @@ impl fmt::Display for ImageInfo {
                 human_bytes(self.unreadable_bytes)
             )?;
         }
-        write!(f, "index digest: {}", self.index_digest)
+        write!(f, "index digest: {}", self.index_digest)?;
+        if !self.aliases.is_empty() {
+            write!(
+                f,
+                "\nreplaces:     {} earlier image(s) (consolidated)",
+                self.aliases.len()
+            )?;
+        }
+        if !self.chain.is_empty() {
+            write!(f, "\nchain:        {} images, full first", self.chain.len())?;
+            chain_lines(f, &self.chain)?;
+        }
+        if let Some(e) = &self.chain_error {
+            write!(f, "\nchain:        cannot be resolved: {e}")?;
+        }
+        Ok(())
     }
 }

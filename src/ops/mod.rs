@@ -1,8 +1,10 @@
 //! The operations behind the commands: each takes options, does the work, and returns a
 //! summary that the CLI prints as text or JSON.
 
+pub mod consolidate;
 pub mod create;
 pub mod info;
+pub mod pipeline;
 pub mod restore;
 pub mod verify;
 

@@ -1,13 +1,15 @@
-//! `strata restore`: writes the disk held by an image to a block device or a file.
+//! `strata restore`: writes the disk as it was at any chain point to a block device or a
+//! file.
 //!
-//! Chunks are loaded and checked by worker threads and written in chunk order. A file
+//! Chunks (of whichever image in the chain holds them) are loaded and checked by worker
+//! threads and written in the order the merged map first needs them. A file
 //! target is written as `TARGET.partial`, sparse where the disk is zero, and renamed when
 //! complete; a device target is written in place and its unstored ranges are zeroed.
 
 use crate::atomic_file::AtomicFile;
 use crate::blockdev::file::write_all_at;
+use crate::chain::{Chain, ResolveOptions};
 use crate::container::index::ExtentKind;
-use crate::container::reader::Image;
 use crate::error::{Error, Result};
 use crate::progress::{check_interrupt, Progress};
 use std::fs::{File, OpenOptions};
@@ -23,6 +25,7 @@ pub struct RestoreOptions {
     pub force: bool,
     pub threads: usize,
     pub progress: bool,
+    pub resolve: ResolveOptions,
 }
 
 /// What `restore` did.
@@ -39,27 +42,23 @@ pub struct RestoreSummary {
 /// Restores `opts.image` to `opts.target`.
 pub fn restore(opts: &RestoreOptions) -> Result<RestoreSummary> {
     let started = Instant::now();
-    let image = Image::open(&opts.image)?;
-    if image.header().kind != crate::container::header::ImageKind::Full {
-        return Err(Error::Invalid(format!(
-            "{}: is a {:?} image; restoring it needs its parent chain",
-            opts.image.display(),
-            image.header().kind
-        )));
+    let chain = Chain::open(&opts.image, &opts.resolve)?;
+    for l in chain.layers() {
+        if super::same_file(l.path(), &opts.target) {
+            return Err(Error::Invalid(format!(
+                "{}: the target is the image itself or one of its parents",
+                opts.target.display()
+            )));
+        }
     }
-    if super::same_file(&opts.image, &opts.target) {
-        return Err(Error::Invalid(format!(
-            "{}: the target is the image itself",
-            opts.target.display()
-        )));
-    }
-    let disk = image.header().disk_size;
+    let image = &chain;
+    let disk = chain.top().header().disk_size;
     let is_device = is_block_device(&opts.target);
     let progress = Progress::new(disk, "restoring", opts.progress);
     let result = if is_device {
         let dev = open_device(&opts.target, disk)?;
-        let data = write_chunks(&image, &dev, &opts.target, opts.threads, &progress)?;
-        zero_unstored(&image, &dev, &opts.target, &progress)?;
+        let data = write_chunks(image, &dev, &opts.target, opts.threads, &progress)?;
+        zero_unstored(image, &dev, &opts.target, &progress)?;
         dev.sync_all()
             .map_err(|e| Error::io(&opts.target, "cannot flush", e))?;
         data
@@ -70,7 +69,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreSummary> {
         // A fresh file of the disk's size: every unwritten range is a hole that reads as zeros.
         file.set_len(disk)
             .map_err(|e| Error::io(&partial, "cannot size the output", e))?;
-        let data = write_chunks(&image, &file, &partial, opts.threads, &progress)?;
+        let data = write_chunks(image, &file, &partial, opts.threads, &progress)?;
         out.commit(file)?;
         data
     };
@@ -132,23 +131,29 @@ fn open_device(path: &Path, disk: u64) -> Result<File> {
     Ok(dev)
 }
 
-/// Loads chunks on worker threads and writes each one's extents, in chunk order.
-/// Returns the number of data bytes written.
+/// Loads chunks on worker threads and writes each one's extents, in the order the merged
+/// map first needs them (disk order for a full image). Returns the data bytes written.
 fn write_chunks(
-    image: &Image,
+    chain: &Chain,
     out: &File,
     out_path: &Path,
     threads: usize,
     progress: &Progress,
 ) -> Result<u64> {
-    let header = image.header();
-    let bs = u64::from(header.block_size);
-    let index = image.index();
-    // Extents per chunk, so each chunk is decompressed once.
-    let mut by_chunk: Vec<Vec<usize>> = vec![Vec::new(); index.chunks.len()];
-    for (i, e) in index.extents.iter().enumerate() {
+    let bs = u64::from(chain.block_size());
+    let disk = chain.top().header().disk_size;
+    let map = chain.map();
+    // Runs per (layer, chunk), so each chunk is decompressed once.
+    let mut order: Vec<(u16, u32)> = Vec::new();
+    let mut runs: std::collections::HashMap<(u16, u32), Vec<usize>> = Default::default();
+    for (i, e) in map.iter().enumerate() {
         if e.kind == ExtentKind::Data {
-            by_chunk[e.chunk as usize].push(i);
+            runs.entry((e.layer, e.chunk))
+                .or_insert_with(|| {
+                    order.push((e.layer, e.chunk));
+                    Vec::new()
+                })
+                .push(i);
         }
     }
     let threads = threads.max(1);
@@ -156,16 +161,14 @@ fn write_chunks(
     let (tx, rx) = crossbeam_channel::bounded(threads * 2);
     std::thread::scope(|s| {
         for _ in 0..threads {
-            let tx = tx.clone();
-            let next = &next;
+            let (tx, next, order) = (tx.clone(), &next, &order);
             s.spawn(move || loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= index.chunks.len() {
+                let Some(&(layer, chunk)) = order.get(i) else {
                     return;
-                }
-                let loaded = image
-                    .load_chunk(i as u32)
-                    .map_err(|e| image.chunk_error(i as u32, e));
+                };
+                let img = &chain.layers()[layer as usize];
+                let loaded = img.load_chunk(chunk).map_err(|e| img.chunk_error(chunk, e));
                 if tx.send((i, loaded)).is_err() {
                     return;
                 }
@@ -181,10 +184,10 @@ fn write_chunks(
                 while let Some(loaded) = pending.remove(&want) {
                     check_interrupt()?;
                     let data = loaded?;
-                    for &ei in &by_chunk[want] {
-                        let e = index.extents[ei];
+                    for &ei in &runs[&order[want]] {
+                        let e = map[ei];
                         let pos = e.disk_block * bs;
-                        let len = (u64::from(e.count) * bs).min(header.disk_size - pos) as usize;
+                        let len = (u64::from(e.count) * bs).min(disk - pos) as usize;
                         let at = (u64::from(e.block_in_chunk) * bs) as usize;
                         write_all_at(out, &data[at..at + len], pos)
                             .map_err(|err| Error::io(out_path, "cannot write", err))?;
@@ -202,15 +205,15 @@ fn write_chunks(
     })
 }
 
-/// Writes zeros over every range the image does not store (device targets only: a file
-/// target is created empty and its holes already read as zeros).
-fn zero_unstored(image: &Image, dev: &File, path: &Path, progress: &Progress) -> Result<()> {
-    let bs = u64::from(image.header().block_size);
-    let disk = image.header().disk_size;
+/// Writes zeros over every range the chain point does not store (device targets only: a
+/// file target is created empty and its holes already read as zeros).
+fn zero_unstored(chain: &Chain, dev: &File, path: &Path, progress: &Progress) -> Result<()> {
+    let bs = u64::from(chain.block_size());
+    let disk = chain.top().header().disk_size;
     let zeros = vec![0u8; 1 << 20];
     let mut gaps = Vec::new();
     let mut pos = 0u64;
-    for e in &image.index().extents {
+    for e in chain.map() {
         let start = e.disk_block * bs;
         if e.kind == ExtentKind::Data {
             if start > pos {

@@ -22,6 +22,7 @@ pub struct Problem {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct VerifyReport {
     pub image: PathBuf,
+    pub kind: crate::container::header::ImageKind,
     pub chunks: u64,
     /// Uncompressed bytes checked.
     pub data_bytes: u64,
@@ -130,10 +131,32 @@ pub fn verify(path: &Path, threads: usize, progress: bool) -> Result<VerifyRepor
     problems.extend(found.into_iter().map(|(_, p)| p));
     Ok(VerifyReport {
         image: path.to_path_buf(),
+        kind: image.header().kind,
         chunks: index.chunks.len() as u64,
         data_bytes: total,
         image_bytes: image.file_len(),
         seconds: started.elapsed().as_secs_f64(),
         problems,
     })
+}
+
+/// Verifies `path` and, for a child image, every ancestor and the links between them.
+/// Reports come top image first. When the image itself is damaged its ancestors are not
+/// looked at (its parent reference cannot be trusted).
+pub fn verify_chain(
+    path: &Path,
+    threads: usize,
+    progress: bool,
+    opts: &crate::chain::ResolveOptions,
+) -> Result<Vec<VerifyReport>> {
+    let top = verify(path, threads, progress)?;
+    if !top.ok() || top.kind == crate::container::header::ImageKind::Full {
+        return Ok(vec![top]);
+    }
+    let layers = crate::chain::resolve::resolve(path, opts)?;
+    let mut reports = vec![top];
+    for l in layers[..layers.len() - 1].iter().rev() {
+        reports.push(verify(l.path(), threads, progress)?);
+    }
+    Ok(reports)
 }

@@ -1,0 +1,373 @@
+//! Backup chains: a full image and the differential/incremental images on top of it,
+//! resolved into one read-only virtual disk.
+//!
+//! Each image answers for its own blocks: stored data, zeros, or (children only) "ask my
+//! parent" by leaving the block unmapped. [`Chain::open`] finds the ancestors
+//! ([`resolve`]) and overlays their extent tables once, top image winning, into one merged
+//! map; afterwards a read costs one binary search whatever the chain length.
+
+pub mod resolve;
+
+use crate::blockdev::BlockDev;
+use crate::container::header::ImageKind;
+use crate::container::index::{Extent, ExtentKind};
+use crate::container::reader::{Image, DEFAULT_CACHE_BYTES};
+use crate::error::{Error, Result};
+use lru::LruCache;
+use std::num::NonZeroUsize;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+pub use resolve::ResolveOptions;
+
+/// Longest chain accepted (layer numbers are 16-bit).
+pub const MAX_CHAIN_LEN: usize = 65_535;
+
+/// One run of the merged map: which layer holds these blocks, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MapExtent {
+    pub disk_block: u64,
+    pub count: u32,
+    /// Index into [`Chain::layers`] (0 = the full image).
+    pub layer: u16,
+    pub kind: ExtentKind,
+    pub chunk: u32,
+    pub block_in_chunk: u32,
+}
+
+impl MapExtent {
+    fn from_extent(e: &Extent, layer: u16) -> MapExtent {
+        MapExtent {
+            disk_block: e.disk_block,
+            count: e.count,
+            layer,
+            kind: e.kind,
+            chunk: e.chunk,
+            block_in_chunk: e.block_in_chunk,
+        }
+    }
+    /// One past the last block.
+    pub fn end(&self) -> u64 {
+        self.disk_block + u64::from(self.count)
+    }
+    /// The part of this run from `start` to `end` (blocks), keeping the chunk offset right.
+    fn slice(&self, start: u64, end: u64) -> MapExtent {
+        let skip = (start - self.disk_block) as u32;
+        MapExtent {
+            disk_block: start,
+            count: (end - start) as u32,
+            block_in_chunk: if self.kind == ExtentKind::Data {
+                self.block_in_chunk + skip
+            } else {
+                0
+            },
+            ..*self
+        }
+    }
+}
+
+/// `upper` laid over `lower`: both sorted and non-overlapping; where both have a run,
+/// `upper` wins. Linear in the two lengths.
+pub fn overlay(lower: &[MapExtent], upper: &[MapExtent]) -> Vec<MapExtent> {
+    let mut out = Vec::with_capacity(lower.len() + upper.len());
+    let mut j = 0;
+    for l in lower {
+        let (mut at, end) = (l.disk_block, l.end());
+        while at < end {
+            while j < upper.len() && upper[j].end() <= at {
+                out.push(upper[j]);
+                j += 1;
+            }
+            match upper.get(j) {
+                // `u` covers `at`; it is emitted once `at` has passed it.
+                Some(u) if u.disk_block <= at => at = u.end(),
+                next => {
+                    let stop = next.map_or(end, |u| u.disk_block.min(end));
+                    out.push(l.slice(at, stop));
+                    at = stop;
+                }
+            }
+        }
+    }
+    out.extend_from_slice(&upper[j..]);
+    out
+}
+
+/// What a block holds at a chain point, for change detection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockState {
+    /// Reads as zeros.
+    Zero,
+    /// Stored data with this xxh3-64 block hash.
+    Hash(u64),
+}
+
+/// Decompressed chunks keyed by (layer, chunk).
+type ChunkCache = Mutex<LruCache<(u16, u32), Arc<Vec<u8>>>>;
+
+/// A resolved chain: images from the full one (index 0) to the point that was opened.
+pub struct Chain {
+    layers: Vec<Image>,
+    /// Each layer's first block-hash number per chunk.
+    first_hash: Vec<Vec<u64>>,
+    map: Vec<MapExtent>,
+    cache: ChunkCache,
+}
+
+impl Chain {
+    /// Opens the image at `path` and all its ancestors.
+    pub fn open(path: &Path, opts: &ResolveOptions) -> Result<Chain> {
+        Chain::from_layers(resolve::resolve(path, opts)?)
+    }
+
+    /// Builds the chain from images ordered full first; each must be the parent of the next
+    /// ([`resolve::check_link`] has been applied by the resolver).
+    pub fn from_layers(layers: Vec<Image>) -> Result<Chain> {
+        assert!(!layers.is_empty());
+        if layers.len() > MAX_CHAIN_LEN {
+            return Err(Error::Invalid(format!(
+                "{}: chain of {} images is longer than the {MAX_CHAIN_LEN} supported",
+                layers[layers.len() - 1].path().display(),
+                layers.len()
+            )));
+        }
+        if layers[0].header().kind != ImageKind::Full {
+            return Err(Error::Invalid(format!(
+                "{}: a chain must start with a full image",
+                layers[0].path().display()
+            )));
+        }
+        let map = Self::merge(&layers, 0, layers.len() - 1);
+        let first_hash = layers
+            .iter()
+            .map(|l| l.index().first_block_hashes(l.header().block_size))
+            .collect();
+        let chunk = u64::from(layers[0].header().chunk_size);
+        let slots = (DEFAULT_CACHE_BYTES / chunk).max(2) as usize;
+        Ok(Chain {
+            layers,
+            first_hash,
+            map,
+            cache: Mutex::new(LruCache::new(NonZeroUsize::new(slots).expect("non-zero"))),
+        })
+    }
+
+    /// The merged map of layers `lo..=hi` alone (top wins). Folding from the top keeps the
+    /// small children's runs together and touches the big full image's table once.
+    pub fn merge(layers: &[Image], lo: usize, hi: usize) -> Vec<MapExtent> {
+        let runs = |i: usize| -> Vec<MapExtent> {
+            layers[i]
+                .index()
+                .extents
+                .iter()
+                .map(|e| MapExtent::from_extent(e, i as u16))
+                .collect()
+        };
+        let mut acc = runs(hi);
+        for i in (lo..hi).rev() {
+            acc = overlay(&runs(i), &acc);
+        }
+        acc
+    }
+
+    /// The images, full first; the last is the point this chain reads.
+    pub fn layers(&self) -> &[Image] {
+        &self.layers
+    }
+
+    /// The image that was opened (the chain point).
+    pub fn top(&self) -> &Image {
+        self.layers.last().expect("non-empty")
+    }
+
+    /// The merged map.
+    pub fn map(&self) -> &[MapExtent] {
+        &self.map
+    }
+
+    /// Block size shared by every layer.
+    pub fn block_size(&self) -> u32 {
+        self.layers[0].header().block_size
+    }
+
+    /// Position of the run holding `block`, or of the first run after it (`Err`).
+    fn find(&self, block: u64) -> std::result::Result<usize, usize> {
+        let i = self.map.partition_point(|e| e.disk_block <= block);
+        match i.checked_sub(1) {
+            Some(j) if self.map[j].end() > block => Ok(j),
+            _ => Err(i),
+        }
+    }
+
+    /// Decompressed chunk `chunk` of layer `layer`, through the chain's cache.
+    pub fn chunk(&self, layer: u16, chunk: u32) -> Result<Arc<Vec<u8>>> {
+        if let Some(c) = self.cache.lock().expect("cache lock").get(&(layer, chunk)) {
+            return Ok(c.clone());
+        }
+        let img = &self.layers[layer as usize];
+        let data = Arc::new(
+            img.load_chunk(chunk)
+                .map_err(|e| img.chunk_error(chunk, e))?,
+        );
+        self.cache
+            .lock()
+            .expect("cache lock")
+            .put((layer, chunk), data.clone());
+        Ok(data)
+    }
+
+    /// States of blocks `first..first + count` at this chain point.
+    pub fn block_states(&self, first: u64, count: u64) -> Result<Vec<BlockState>> {
+        let mut out = Vec::with_capacity(count as usize);
+        let end = first + count;
+        let mut b = first;
+        while b < end {
+            match self.find(b) {
+                Ok(i) => {
+                    let e = self.map[i];
+                    let n = e.end().min(end) - b;
+                    if e.kind == ExtentKind::Data {
+                        let layer = e.layer as usize;
+                        let at = self.first_hash[layer][e.chunk as usize]
+                            + u64::from(e.block_in_chunk)
+                            + (b - e.disk_block);
+                        let hashes = self.layers[layer].block_hashes(at, n)?;
+                        out.extend(hashes.into_iter().map(BlockState::Hash));
+                    } else {
+                        out.extend(std::iter::repeat_n(BlockState::Zero, n as usize));
+                    }
+                    b += n;
+                }
+                Err(next) => {
+                    let stop = self.map.get(next).map_or(end, |e| e.disk_block.min(end));
+                    out.extend(std::iter::repeat_n(BlockState::Zero, (stop - b) as usize));
+                    b = stop;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs of blocks in `first..end` that hold stored data at this point (zeros elsewhere).
+    pub fn data_runs(&self, first: u64, end: u64) -> Vec<(u64, u64)> {
+        let start = match self.find(first) {
+            Ok(i) | Err(i) => i,
+        };
+        self.map[start..]
+            .iter()
+            .take_while(|e| e.disk_block < end)
+            .filter(|e| e.kind == ExtentKind::Data)
+            .map(|e| (e.disk_block.max(first), e.end().min(end)))
+            .filter(|(a, b)| a < b)
+            .collect()
+    }
+}
+
+impl BlockDev for Chain {
+    fn len(&self) -> u64 {
+        self.top().header().disk_size
+    }
+
+    /// Reads the disk as it was at this point. A damaged chunk fails only the reads that
+    /// touch it, naming the image it is in.
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let disk = self.len();
+        if offset
+            .checked_add(buf.len() as u64)
+            .is_none_or(|e| e > disk)
+        {
+            return Err(Error::Invalid(format!(
+                "{}: read of {} bytes at {offset} is past the end of the disk ({disk} bytes)",
+                self.top().path().display(),
+                buf.len()
+            )));
+        }
+        let bs = u64::from(self.block_size());
+        let mut pos = offset;
+        let mut out = &mut buf[..];
+        while !out.is_empty() {
+            let block = pos / bs;
+            let (n, src) = match self.find(block) {
+                Ok(i) => {
+                    let e = self.map[i];
+                    let n = (e.end() * bs - pos).min(out.len() as u64) as usize;
+                    if e.kind == ExtentKind::Data {
+                        let chunk = self.chunk(e.layer, e.chunk)?;
+                        let at = ((u64::from(e.block_in_chunk) + block - e.disk_block) * bs
+                            + pos % bs) as usize;
+                        (n, Some((chunk, at)))
+                    } else {
+                        (n, None)
+                    }
+                }
+                Err(next) => {
+                    let gap_end = self.map.get(next).map_or(u64::MAX, |e| e.disk_block * bs);
+                    ((gap_end - pos).min(out.len() as u64) as usize, None)
+                }
+            };
+            let (head, rest) = out.split_at_mut(n);
+            match src {
+                Some((chunk, at)) => head.copy_from_slice(&chunk[at..at + n]),
+                None => head.fill(0),
+            }
+            out = rest;
+            pos += n as u64;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(b: u64, n: u32, layer: u16) -> MapExtent {
+        MapExtent {
+            disk_block: b,
+            count: n,
+            layer,
+            kind: ExtentKind::Data,
+            chunk: layer as u32,
+            block_in_chunk: b as u32,
+        }
+    }
+
+    /// Which layer answers for each of the first `len` blocks (None = unmapped).
+    fn owners(map: &[MapExtent], len: u64) -> Vec<Option<(u16, u32)>> {
+        (0..len)
+            .map(|b| {
+                map.iter()
+                    .find(|e| e.disk_block <= b && b < e.end())
+                    .map(|e| (e.layer, e.block_in_chunk + (b - e.disk_block) as u32))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn overlay_matches_a_block_by_block_model() {
+        let lower = vec![run(0, 10, 0), run(12, 3, 0), run(20, 30, 0)];
+        let upper = vec![run(2, 2, 1), run(9, 5, 1), run(25, 1, 1), run(49, 3, 1)];
+        let got = overlay(&lower, &upper);
+        // Sorted and non-overlapping.
+        for w in got.windows(2) {
+            assert!(w[0].end() <= w[1].disk_block, "{got:?}");
+        }
+        let model: Vec<_> = (0..60u64)
+            .map(|b| {
+                upper
+                    .iter()
+                    .chain(lower.iter())
+                    .find(|e| e.disk_block <= b && b < e.end())
+                    .map(|e| (e.layer, e.block_in_chunk + (b - e.disk_block) as u32))
+            })
+            .collect();
+        assert_eq!(owners(&got, 60), model);
+    }
+
+    #[test]
+    fn overlay_with_empty_sides() {
+        let a = vec![run(3, 4, 0)];
+        assert_eq!(overlay(&a, &[]), a);
+        assert_eq!(overlay(&[], &a), a);
+    }
+}

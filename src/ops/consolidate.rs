@@ -1,0 +1,245 @@
+//! `strata consolidate`: merges an image into its parent, or writes a synthetic full image
+//! of any chain point.
+//!
+//! Merging keeps the chain point and drops the parent's point: the image's file is replaced
+//! by one that holds the parent's and its own changes, needs only the grandparent, and
+//! answers to the old image's identity (so the image's own children still find it). The new
+//! file is written beside the old one, verified, compared block by block with the chain,
+//! and renamed over it; only then is the parent removed (unless other images still need it).
+//! A kill at any moment leaves either the old chain or the new one, both complete.
+
+use super::pipeline;
+use crate::atomic_file::{partial_path, AtomicFile};
+use crate::chain::{resolve, Chain, ResolveOptions};
+use crate::container::header::{Header, ImageKind};
+use crate::container::index::{Alias, ExtentKind};
+use crate::container::reader::Image;
+use crate::container::writer::ImageWriter;
+use crate::error::{Error, Result};
+use crate::progress::{check_interrupt, Progress};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use uuid::Uuid;
+use xxhash_rust::xxh3::xxh3_64;
+
+/// What to consolidate.
+#[derive(Debug, Clone)]
+pub struct ConsolidateOptions {
+    /// The chain point to keep.
+    pub image: PathBuf,
+    /// Write a synthetic full image of the point here instead of merging in place.
+    pub full_output: Option<PathBuf>,
+    /// Replace an existing `full_output`.
+    pub force: bool,
+    /// Keep the parent file even when nothing needs it any more.
+    pub keep_parent: bool,
+    pub level: i32,
+    pub threads: usize,
+    pub progress: bool,
+    pub resolve: ResolveOptions,
+}
+
+/// What `consolidate` did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ConsolidateSummary {
+    /// The file written.
+    pub image: PathBuf,
+    pub kind: ImageKind,
+    /// Images whose blocks were merged into it.
+    pub merged: Vec<PathBuf>,
+    /// Parent files removed afterwards.
+    pub removed: Vec<PathBuf>,
+    /// Parent files kept, and why.
+    pub kept: Vec<(PathBuf, String)>,
+    pub image_bytes: u64,
+    pub seconds: f64,
+}
+
+/// Runs a consolidation.
+pub fn consolidate(opts: &ConsolidateOptions) -> Result<ConsolidateSummary> {
+    let started = Instant::now();
+    let chain = Chain::open(&opts.image, &opts.resolve)?;
+    let layers = chain.layers();
+    let top = layers.len() - 1;
+    let top_img = chain.top();
+    let (lo, target, force) = match &opts.full_output {
+        Some(out) => {
+            if let Some(l) = layers.iter().find(|l| super::same_file(l.path(), out)) {
+                return Err(Error::Invalid(format!(
+                    "{}: is part of the chain ({}); choose another output",
+                    out.display(),
+                    l.path().display()
+                )));
+            }
+            (0, out.clone(), opts.force)
+        }
+        None if top == 0 => {
+            return Err(Error::Invalid(format!(
+                "{}: is a full image, there is no parent to merge it into \
+                 (use --full OUT for a copy)",
+                opts.image.display()
+            )))
+        }
+        None => (top - 1, top_img.path().to_path_buf(), true),
+    };
+    let in_place = opts.full_output.is_none();
+    let kind = match lo {
+        0 => ImageKind::Full,
+        1 => ImageKind::Differential,
+        _ => ImageKind::Incremental,
+    };
+    let th = top_img.header();
+    let (parent_uuid, parent_index_digest, parent_hint) = match lo.checked_sub(1) {
+        None => (Uuid::nil(), [0; 32], String::new()),
+        Some(p) => (
+            layers[p].header().image_uuid,
+            layers[p].trailer().index_digest,
+            super::create::path_hint(layers[p].path(), &target),
+        ),
+    };
+    let mut aliases = Vec::new();
+    if in_place {
+        aliases.push(Alias {
+            uuid: th.image_uuid,
+            index_digest: top_img.trailer().index_digest,
+        });
+        aliases.extend(top_img.index().aliases.iter().copied());
+    }
+    let mut header = Header {
+        image_uuid: if in_place {
+            th.image_uuid
+        } else {
+            Uuid::new_v4()
+        },
+        parent_uuid,
+        parent_index_digest,
+        kind,
+        compression: 1,
+        compression_level: opts.level as i8,
+        parent_hint,
+        ..th.clone()
+    };
+    header.fit_strings();
+
+    let merged = Chain::merge(layers, lo, top);
+    let mut out = AtomicFile::create(&target, force)?;
+    let file = out.take();
+    let mut writer = ImageWriter::new(file, out.partial_path(), header)?;
+    let bs = chain.block_size() as usize;
+    let data_bytes: u64 = merged
+        .iter()
+        .filter(|e| e.kind == ExtentKind::Data)
+        .map(|e| u64::from(e.count) * bs as u64)
+        .sum();
+    let progress = Progress::new(data_bytes, "merging", opts.progress);
+    let copied = pipeline::run(&mut writer, opts.threads, opts.level, |packer| {
+        for e in merged.iter().filter(|e| e.kind == ExtentKind::Data) {
+            check_interrupt()?;
+            let chunk = chain.chunk(e.layer, e.chunk)?;
+            for i in 0..e.count {
+                let at = (e.block_in_chunk + i) as usize * bs;
+                let data = &chunk[at..at + bs];
+                if !packer.push(e.disk_block + u64::from(i), data, xxh3_64(data)) {
+                    return Ok(());
+                }
+            }
+            progress.inc(u64::from(e.count) * bs as u64);
+        }
+        Ok(())
+    });
+    progress.finish();
+    copied?;
+    for e in &merged {
+        match e.kind {
+            ExtentKind::Data => {}
+            // In a full image unmapped blocks already read as zeros.
+            ExtentKind::Zero if kind == ImageKind::Full => {}
+            k => writer.add_extent(e.disk_block, e.count, k),
+        }
+    }
+    writer.set_aliases(aliases);
+    let (file, _, summary) = writer.finish()?;
+    file.sync_all()
+        .map_err(|e| Error::io(out.partial_path(), "cannot flush output to disk", e))?;
+    check_written(&chain, lo, out.partial_path(), opts.threads)?;
+    out.commit(file)?;
+
+    let mut removed = Vec::new();
+    let mut kept = Vec::new();
+    if in_place {
+        let parent = &layers[lo];
+        match still_needed(parent, &target, &opts.resolve) {
+            _ if opts.keep_parent => kept.push((parent.path().into(), "--keep-parent".into())),
+            Some(user) => kept.push((
+                parent.path().into(),
+                format!("{} still builds on it", user.display()),
+            )),
+            None => {
+                std::fs::remove_file(parent.path())
+                    .map_err(|e| Error::io(parent.path(), "cannot remove the merged parent", e))?;
+                removed.push(parent.path().into());
+            }
+        }
+    }
+    Ok(ConsolidateSummary {
+        image: target,
+        kind,
+        merged: layers[lo..]
+            .iter()
+            .map(|l| l.path().to_path_buf())
+            .collect(),
+        removed,
+        kept,
+        image_bytes: summary.file_bytes,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Verifies the new file and checks that, on top of the layers below `lo`, it reads exactly
+/// like the chain point: same block hash or zero for every block.
+fn check_written(chain: &Chain, lo: usize, written: &Path, threads: usize) -> Result<()> {
+    let report = super::verify::verify(written, threads, false)?;
+    if let Some(p) = report.problems.first() {
+        return Err(Error::corrupt(
+            written,
+            "consolidated image",
+            0,
+            format!("fails verification: {}: {}", p.what, p.detail),
+        ));
+    }
+    let mut layers = Vec::new();
+    for l in &chain.layers()[..lo] {
+        layers.push(Image::open(l.path())?);
+    }
+    layers.push(Image::open(written)?);
+    let fresh = Chain::from_layers(layers)?;
+    let blocks = chain.top().header().block_count();
+    let step = 1u64 << 20;
+    let mut b = 0;
+    while b < blocks {
+        let n = step.min(blocks - b);
+        if fresh.block_states(b, n)? != chain.block_states(b, n)? {
+            return Err(Error::corrupt(
+                written,
+                "consolidated image",
+                0,
+                format!("differs from the chain point in blocks {b}..{}", b + n),
+            ));
+        }
+        b += n;
+    }
+    Ok(())
+}
+
+/// Another image (besides `replaced`) in the parent's directory or the search directories
+/// whose parent is `parent`, if any.
+fn still_needed(parent: &Image, replaced: &Path, opts: &ResolveOptions) -> Option<PathBuf> {
+    let mut dirs = vec![resolve::dir_of(parent.path()), resolve::dir_of(replaced)];
+    dirs.extend(opts.parent_dirs.iter().cloned());
+    let uuid = parent.header().image_uuid;
+    dirs.iter()
+        .flat_map(|d| resolve::images_in(d))
+        .filter(|p| !super::same_file(p, replaced) && !super::same_file(p, parent.path()))
+        .filter(|p| p != &partial_path(replaced))
+        .find(|p| resolve::peek_header(p).is_some_and(|h| h.parent_uuid == uuid))
+}
