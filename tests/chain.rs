@@ -1,0 +1,658 @@
+//! Backup chains on real data: a disk changed between points through the kernel's ext4,
+//! ntfs-3g, mtools and raw writes; every point of a chain mixing incremental and
+//! differential images restores byte-identical; damaged, replaced or missing parents give
+//! clear errors; chains can move; consolidation keeps every remaining point intact.
+
+mod common;
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::Duration;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+/// (start, size) in bytes of each partition, from sfdisk.
+fn partitions(disk: &Path) -> Vec<(u64, u64)> {
+    let j: serde_json::Value =
+        serde_json::from_str(&sh("sfdisk", &["--json", disk.to_str().unwrap()])).unwrap();
+    let ss = j["partitiontable"]["sectorsize"].as_u64().unwrap();
+    j["partitiontable"]["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["start"].as_u64().unwrap() * ss,
+                p["size"].as_u64().unwrap() * ss,
+            )
+        })
+        .collect()
+}
+
+/// A filesystem of `disk` mounted read-write through the real driver; unmounted on drop.
+struct Mounted {
+    dir: tempfile::TempDir,
+    dev: String,
+    fuse: Option<Child>,
+}
+
+impl Mounted {
+    fn new(disk: &Path, (start, size): (u64, u64), fstype: &str) -> Mounted {
+        let dev = sh(
+            "losetup",
+            &[
+                "--find",
+                "--show",
+                "--offset",
+                &start.to_string(),
+                "--sizelimit",
+                &size.to_string(),
+                disk.to_str().unwrap(),
+            ],
+        );
+        let dir = tempdir();
+        let mnt = dir.path().to_str().unwrap().to_string();
+        let fuse = if fstype == "ntfs" {
+            // In the foreground, so that unmounting can wait for it to finish writing.
+            let child = Command::new("ntfs-3g")
+                .args(["-o", "no_detach", &dev, &mnt])
+                .spawn()
+                .expect("ntfs-3g is needed");
+            for _ in 0..200 {
+                if std::fs::read_to_string("/proc/mounts")
+                    .unwrap()
+                    .contains(&mnt)
+                {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            Some(child)
+        } else {
+            sh("mount", &["-t", fstype, &dev, &mnt]);
+            None
+        };
+        Mounted { dir, dev, fuse }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+        if let Some(mut c) = self.fuse.take() {
+            let _ = c.wait();
+        }
+        let _ = Command::new("losetup").args(["-d", &self.dev]).status();
+    }
+}
+
+/// Runs an mtools command on the FAT partition at `offset`.
+fn mtools(cmd: &str, disk: &Path, offset: u64, args: &[&str]) {
+    let img = format!("{}@@{offset}", disk.display());
+    let mut all = vec!["-i", img.as_str()];
+    all.extend_from_slice(args);
+    let o = Command::new(cmd)
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .args(&all)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd} is needed: {e}"));
+    assert!(
+        o.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+fn create(disk: &Path, image: &Path, parent: Option<(&str, &Path)>) -> serde_json::Value {
+    let mut c = strata();
+    c.arg("create").arg(disk).arg(image).arg("--json");
+    if let Some((flag, p)) = parent {
+        c.arg(flag).arg(p);
+    }
+    serde_json::from_str(&ok(c.output().unwrap())).unwrap()
+}
+
+fn restore_sha(image: &Path, dir: &Path, extra: &[&str]) -> String {
+    let target = dir.join("restored.img");
+    let _ = std::fs::remove_file(&target);
+    let mut c = strata();
+    c.arg("restore")
+        .arg(image)
+        .arg(&target)
+        .arg("-q")
+        .args(extra);
+    ok(c.output().unwrap());
+    let s = sha256(&target);
+    std::fs::remove_file(&target).unwrap();
+    s
+}
+
+#[test]
+fn six_points_changed_by_real_tools_restore_exactly() {
+    if !require_root("six_points_changed_by_real_tools_restore_exactly") {
+        return;
+    }
+    let work = tempdir();
+    let disk = work.path().join("pc.img");
+    sh(
+        fixtures().join("make-disk.sh").to_str().unwrap(),
+        &[
+            "--size",
+            "96M",
+            "--part",
+            "fs=fat16,size=20M,label=CHAINFAT,seed=31,files=50",
+            "--part",
+            "fs=ntfs,size=24M,label=CHAINNTFS,seed=32,files=50",
+            "--part",
+            "fs=ext4,size=40M,label=CHAINEXT4,seed=33,files=50",
+            disk.to_str().unwrap(),
+        ],
+    );
+    let parts = partitions(&disk);
+    let raw_area = parts[2].0 + parts[2].1 + (1 << 20); // unpartitioned space
+    let backups = work.path().join("backups");
+    std::fs::create_dir(&backups).unwrap();
+    let img = |n: &str| backups.join(format!("{n}.strata"));
+    let mut points: Vec<(PathBuf, String)> = Vec::new();
+
+    // P0: full.
+    let full = create(&disk, &img("p0-full"), None);
+    points.push((img("p0-full"), sha256(&disk)));
+
+    // P1 (incremental of P0): ext4 new/append/delete, a FAT file added, raw bytes.
+    {
+        let m = Mounted::new(&disk, parts[2], "ext4");
+        std::fs::write(m.path("new-2mib.bin"), noise(2 << 20, 101)).unwrap();
+        let log = m.path("app.log");
+        std::fs::write(&log, text(50_000, 102)).unwrap();
+        let victim = std::fs::read_dir(m.path(""))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.is_file() && !p.ends_with("app.log") && !p.ends_with("new-2mib.bin"));
+        if let Some(v) = victim {
+            std::fs::remove_file(v).unwrap();
+        }
+    }
+    let extra = work.path().join("report.txt");
+    std::fs::write(&extra, text(30_000, 103)).unwrap();
+    mtools(
+        "mcopy",
+        &disk,
+        parts[0].0,
+        &[extra.to_str().unwrap(), "::/REPORT.TXT"],
+    );
+    write_at(&disk, raw_area, &noise(64 << 10, 104));
+    let p1 = create(
+        &disk,
+        &img("p1-inc"),
+        Some(("--incremental", &img("p0-full"))),
+    );
+    points.push((img("p1-inc"), sha256(&disk)));
+
+    // P2 (differential of P0): NTFS big file, rename, truncate; ext4 append.
+    {
+        let m = Mounted::new(&disk, parts[1], "ntfs");
+        std::fs::write(m.path("video.bin"), noise(3 << 20, 105)).unwrap();
+        let files: Vec<PathBuf> = walk(m.dir.path());
+        std::fs::rename(&files[0], m.path("renamed by user.txt")).unwrap();
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&files[1])
+            .unwrap();
+        f.set_len(10).unwrap();
+    }
+    {
+        let m = Mounted::new(&disk, parts[2], "ext4");
+        let mut log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(m.path("app.log"))
+            .unwrap();
+        std::io::Write::write_all(&mut log, &text(20_000, 106)).unwrap();
+    }
+    create(
+        &disk,
+        &img("p2-diff"),
+        Some(("--differential", &img("p1-inc"))),
+    );
+    points.push((img("p2-diff"), sha256(&disk)));
+
+    // P3 (incremental of P2): FAT delete + rename, ext4 big file partly rewritten.
+    mtools("mdel", &disk, parts[0].0, &["::/REPORT.TXT"]);
+    let fat_files = sh(
+        "mdir",
+        &[
+            "-i",
+            &format!("{}@@{}", disk.display(), parts[0].0),
+            "-b",
+            "-/",
+        ],
+    );
+    let first = fat_files
+        .lines()
+        .find(|l| !l.ends_with('/'))
+        .unwrap()
+        .to_string();
+    mtools("mren", &disk, parts[0].0, &[&first, "::/MOVED.DAT"]);
+    {
+        let m = Mounted::new(&disk, parts[2], "ext4");
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(m.path("new-2mib.bin"))
+            .unwrap();
+        use std::os::unix::fs::FileExt;
+        f.write_all_at(&noise(300_000, 107), 700_000).unwrap();
+    }
+    let p3 = create(
+        &disk,
+        &img("p3-inc"),
+        Some(("--incremental", &img("p2-diff"))),
+    );
+    points.push((img("p3-inc"), sha256(&disk)));
+
+    // P4 (incremental of P3): NTFS deletes and many small files; raw area zeroed.
+    {
+        let m = Mounted::new(&disk, parts[1], "ntfs");
+        std::fs::remove_file(m.path("video.bin")).unwrap();
+        std::fs::create_dir(m.path("small")).unwrap();
+        for i in 0..60 {
+            std::fs::write(
+                m.path(&format!("small/f{i}.txt")),
+                text(500 + i * 37, 200 + i as u64),
+            )
+            .unwrap();
+        }
+    }
+    write_at(&disk, raw_area, &vec![0u8; 64 << 10]);
+    create(
+        &disk,
+        &img("p4-inc"),
+        Some(("--incremental", &img("p3-inc"))),
+    );
+    points.push((img("p4-inc"), sha256(&disk)));
+
+    // P5 (differential again): ext4 truncate to zero and new small files.
+    {
+        let m = Mounted::new(&disk, parts[2], "ext4");
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(m.path("app.log"))
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        for i in 0..20 {
+            std::fs::write(m.path(&format!("note{i}")), text(100 + i, 300 + i as u64)).unwrap();
+        }
+    }
+    create(
+        &disk,
+        &img("p5-diff"),
+        Some(("--differential", &img("p4-inc"))),
+    );
+    points.push((img("p5-diff"), sha256(&disk)));
+
+    // Children store little more than what changed: P1 wrote 2 MiB + ~150 KiB of files
+    // and 64 KiB raw, P3 rewrote 300 KB of a file and renamed/deleted on FAT; the rest is
+    // filesystem metadata.
+    assert!(full["data_bytes"].as_u64().unwrap() > 6 << 20, "{full}");
+    for (p, limit) in [(&p1, (2 << 20) + (768 << 10)), (&p3, 1 << 20)] {
+        let stored = p["data_bytes"].as_u64().unwrap();
+        assert!(stored < limit, "stored {stored}, limit {limit}: {p}");
+        assert!(p["unchanged_bytes"].as_u64().unwrap() > 6 << 20, "{p}");
+    }
+
+    // Every point restores byte-identical and verifies with its chain.
+    for (image, want) in &points {
+        assert_eq!(
+            &restore_sha(image, work.path(), &[]),
+            want,
+            "{}",
+            image.display()
+        );
+        ok(run(&[&"verify", image, &"-q"]));
+    }
+    let listing = ok(run(&[&"info", &backups]));
+    assert!(
+        listing.contains("1 backup set(s)") && listing.contains("6 image(s)"),
+        "{listing}"
+    );
+
+    // The whole chain moved to another directory still works.
+    let moved = work.path().join("moved");
+    std::fs::rename(&backups, &moved).unwrap();
+    let p4 = moved.join("p4-inc.strata");
+    assert_eq!(restore_sha(&p4, work.path(), &[]), points[4].1);
+
+    // The full image elsewhere: a clear error, then found with --parent-dir.
+    let elsewhere = work.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    std::fs::rename(
+        moved.join("p0-full.strata"),
+        elsewhere.join("renamed-full.strata"),
+    )
+    .unwrap();
+    let (code, _, err) = outcome(&run(&[&"restore", &p4, &work.path().join("x.img")]));
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("needs parent image") && err.contains("p0-full.strata"),
+        "{err}"
+    );
+    assert!(err.contains("--parent-dir"), "{err}");
+    assert!(!work.path().join("x.img").exists());
+    assert_eq!(
+        restore_sha(
+            &p4,
+            work.path(),
+            &["--parent-dir", elsewhere.to_str().unwrap()]
+        ),
+        points[4].1
+    );
+}
+
+/// Every file under `dir`, sorted.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else if p.is_file() {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A raw disk file changed in place between points.
+struct RawDisk {
+    path: PathBuf,
+}
+
+impl RawDisk {
+    fn new(dir: &Path, size: usize) -> RawDisk {
+        let path = dir.join("raw.img");
+        let mut d = text(size / 2, 400);
+        d.extend(noise(size / 4, 401));
+        d.resize(size, 0);
+        std::fs::write(&path, d).unwrap();
+        RawDisk { path }
+    }
+    fn change(&self, seed: u64) {
+        let len = std::fs::metadata(&self.path).unwrap().len();
+        let r = noise(16, seed);
+        for i in 0..3 {
+            let at =
+                u64::from_le_bytes(r[..8].try_into().unwrap()).wrapping_mul(i + 1) % (len - 10_000);
+            write_at(&self.path, at, &noise(5000, seed + i));
+        }
+    }
+}
+
+#[test]
+fn damaged_replaced_and_foreign_parents_are_refused() {
+    let d = tempdir();
+    let disk = RawDisk::new(d.path(), 6 << 20);
+    let full = d.path().join("full.strata");
+    let inc = d.path().join("inc.strata");
+    ok(run(&[&"create", &disk.path, &full, &"-q"]));
+    disk.change(1);
+    ok(run(&[
+        &"create",
+        &disk.path,
+        &inc,
+        &"-q",
+        &"--incremental",
+        &full,
+    ]));
+    let pristine = std::fs::read(&full).unwrap();
+    let target = d.path().join("out.img");
+
+    // A flipped byte in the parent's data: reads of that chunk fail, naming the parent.
+    let img = strata::container::reader::Image::open(&full).unwrap();
+    let c0 = img.index().chunks[0].clone();
+    let idx = img.trailer().index_offset;
+    drop(img);
+    let mut b = pristine.clone();
+    b[(c0.offset + 30) as usize] ^= 1;
+    std::fs::write(&full, &b).unwrap();
+    let (code, out, _) = outcome(&run(&[&"verify", &inc]));
+    assert_eq!(code, 3);
+    assert!(
+        out.contains("OK ") && out.contains("BAD chunk 0") && out.contains("full.strata"),
+        "{out}"
+    );
+    let (code, _, err) = outcome(&run(&[&"restore", &inc, &target]));
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains("full.strata") && err.contains("chunk 0"),
+        "{err}"
+    );
+    assert!(!target.exists());
+
+    // A flipped byte in the parent's index: the parent cannot be used.
+    let mut b = pristine.clone();
+    b[(idx + 50) as usize] ^= 1;
+    std::fs::write(&full, &b).unwrap();
+    let (code, _, err) = outcome(&run(&[&"restore", &inc, &target]));
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains("full.strata") && err.contains("cannot be used"),
+        "{err}"
+    );
+
+    // Replaced by another image of the same disk (new UUID): not found.
+    std::fs::remove_file(&full).unwrap();
+    ok(run(&[&"create", &disk.path, &full, &"-q"]));
+    let (code, _, err) = outcome(&run(&[&"restore", &inc, &target]));
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("needs parent image") && err.contains("(was `full.strata`)"),
+        "{err}"
+    );
+
+    // Replaced by an image with the same UUID but other content: modified or replaced.
+    std::fs::write(&full, &pristine).unwrap();
+    let uuid = strata::container::reader::Image::open(&full)
+        .unwrap()
+        .header()
+        .image_uuid;
+    std::fs::remove_file(&full).unwrap();
+    ok(run(&[
+        &"create",
+        &disk.path,
+        &full,
+        &"-q",
+        &"--uuid",
+        &uuid.to_string(),
+    ]));
+    let (code, _, err) = outcome(&run(&[&"info", &inc]));
+    assert_eq!(code, 0);
+    let (code, _, err2) = outcome(&run(&[&"restore", &inc, &target]));
+    assert_eq!(code, 3, "{err}{err2}");
+    assert!(err2.contains("modified or replaced"), "{err2}");
+
+    // A child of another disk is refused at create time.
+    std::fs::write(&full, &pristine).unwrap();
+    let other = d.path().join("other.img");
+    std::fs::write(&other, text(8 << 20, 5)).unwrap();
+    let (code, _, err) = outcome(&run(&[
+        &"create",
+        &other,
+        &d.path().join("x.strata"),
+        &"--incremental",
+        &full,
+    ]));
+    assert_eq!(code, 1);
+    assert!(err.contains("not the same disk"), "{err}");
+}
+
+#[test]
+fn consolidation_keeps_every_remaining_point_and_survives_kills() {
+    let d = tempdir();
+    let disk = RawDisk::new(d.path(), 24 << 20);
+    let dir = d.path().join("set");
+    std::fs::create_dir(&dir).unwrap();
+    let names = ["full", "i1", "i2", "i3", "i4"];
+    let mut want = Vec::new();
+    for (i, n) in names.iter().enumerate() {
+        let image = dir.join(format!("{n}.strata"));
+        if i == 0 {
+            ok(run(&[&"create", &disk.path, &image, &"-q"]));
+        } else {
+            disk.change(10 + i as u64);
+            let parent = dir.join(format!("{}.strata", names[i - 1]));
+            ok(run(&[
+                &"create",
+                &disk.path,
+                &image,
+                &"-q",
+                &"--incremental",
+                &parent,
+            ]));
+        }
+        want.push(sha256(&disk.path));
+    }
+    let check = |alive: &[usize]| {
+        for &i in alive {
+            let image = dir.join(format!("{}.strata", names[i]));
+            assert_eq!(restore_sha(&image, d.path(), &[]), want[i], "{}", names[i]);
+        }
+    };
+
+    // Killed consolidations never lose a point.
+    for delay in [0u64, 20, 60, 150] {
+        let mut child = strata()
+            .args(["consolidate", "-q", "--level", "19", "--threads", "1"])
+            .arg(dir.join("i2.strata"))
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay));
+        let done = child.try_wait().unwrap().is_some();
+        child.kill().ok();
+        child.wait().unwrap();
+        if done {
+            break;
+        }
+        let _ = std::fs::remove_file(dir.join("i2.strata.partial"));
+        check(&[0, 1, 2, 3, 4]);
+    }
+    // Merge i2 into i1 (i1's point goes away unless the kill loop already did it).
+    if dir.join("i1.strata").exists() {
+        let out = ok(run(&[&"consolidate", &dir.join("i2.strata")]));
+        assert!(
+            out.contains("removed") && out.contains("i1.strata"),
+            "{out}"
+        );
+    }
+    assert!(!dir.join("i1.strata").exists());
+    check(&[0, 2, 3, 4]);
+
+    // Roll the full image forward: merge i2 into the full image.
+    ok(run(&[&"consolidate", &dir.join("i2.strata"), &"-q"]));
+    assert!(!dir.join("full.strata").exists());
+    check(&[2, 3, 4]);
+    let info = ok(run(&[&"info", &dir.join("i2.strata"), &"--json"]));
+    let v: serde_json::Value = serde_json::from_str(&info).unwrap();
+    assert_eq!(v["kind"], "full");
+
+    // A synthetic full of the newest point, beside the chain; nothing else changes.
+    let synth = d.path().join("synthetic.strata");
+    ok(run(&[
+        &"consolidate",
+        &dir.join("i4.strata"),
+        &"--full",
+        &synth,
+        &"-q",
+    ]));
+    assert_eq!(restore_sha(&synth, d.path(), &[]), want[4]);
+    check(&[2, 3, 4]);
+    ok(run(&[&"verify", &dir.join("i4.strata"), &"-q"]));
+}
+
+#[test]
+fn a_hundred_point_chain_reads_every_point() {
+    let d = tempdir();
+    let disk = RawDisk::new(d.path(), 4 << 20);
+    let image = |i: usize| d.path().join(format!("p{i:03}.strata"));
+    ok(run(&[&"create", &disk.path, &image(0), &"-q"]));
+    let mut want = vec![sha256(&disk.path)];
+    for i in 1..=100 {
+        write_at(
+            &disk.path,
+            (i as u64 * 37_813) % (4 << 20),
+            &noise(700, i as u64),
+        );
+        ok(run(&[
+            &"create",
+            &disk.path,
+            &image(i),
+            &"-q",
+            &"--incremental",
+            &image(i - 1),
+        ]));
+        want.push(sha256(&disk.path));
+    }
+    for i in [1, 50, 99, 100] {
+        assert_eq!(restore_sha(&image(i), d.path(), &[]), want[i], "point {i}");
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(run(&[&"info", &image(100), &"--json"]))).unwrap();
+    assert_eq!(v["chain"].as_array().unwrap().len(), 101);
+}
+
+#[test]
+fn a_looping_chain_is_refused() {
+    use strata::container::header::{Content, Header, ImageKind, MINOR_VERSION};
+    use strata::container::index::Alias;
+    use strata::container::writer::ImageWriter;
+    let d = tempdir();
+    let header = |uuid: u128, parent: u128, digest: [u8; 32]| Header {
+        minor_version: MINOR_VERSION,
+        incompat_features: 0,
+        compat_features: 0,
+        image_uuid: uuid::Uuid::from_u128(uuid),
+        parent_uuid: uuid::Uuid::from_u128(parent),
+        parent_index_digest: digest,
+        created_unix: 0,
+        created_nanos: 0,
+        sector_size: 512,
+        disk_size: 1 << 20,
+        block_size: 4096,
+        chunk_size: 1 << 20,
+        kind: ImageKind::Incremental,
+        content: Content::Clone,
+        compression: 1,
+        compression_level: 3,
+        source: "test".into(),
+        parent_hint: String::new(),
+    };
+    let write = |name: &str, h: Header, aliases: Vec<Alias>| {
+        let p = d.path().join(name);
+        let f = std::fs::File::create(&p).unwrap();
+        let mut w = ImageWriter::new(f, &p, h).unwrap();
+        w.set_aliases(aliases);
+        let (_, t, _) = w.finish().unwrap();
+        (p, t.index_digest)
+    };
+    // a names parent b (by a digest b never had); b claims that identity and names a.
+    let (a, a_digest) = write("a.strata", header(0xa, 0xb, [7; 32]), vec![]);
+    write(
+        "b.strata",
+        header(0xb, 0xa, a_digest),
+        vec![Alias {
+            uuid: uuid::Uuid::from_u128(0xb),
+            index_digest: [7; 32],
+        }],
+    );
+    let (code, _, err) = outcome(&run(&[&"info", &a, &"--json"]));
+    assert_eq!(code, 0);
+    let (code, _, err2) = outcome(&run(&[&"restore", &a, &d.path().join("o.img")]));
+    assert_eq!(code, 3, "{err}{err2}");
+    assert!(err2.contains("loops"), "{err2}");
+}
