@@ -3,7 +3,6 @@
 
 mod common;
 use common::*;
-use std::path::Path;
 
 fn fails(args: &[&dyn AsRef<std::ffi::OsStr>], code: i32, needles: &[&str]) -> String {
     let (c, out, err) = outcome(&run(args));
@@ -23,7 +22,7 @@ fn missing_source_directory_and_fifo_are_refused() {
     fails(
         &[&"create", &missing, &dest],
         1,
-        &["no-such-disk.img", "No such file"],
+        &["no-such-disk.img", "does not exist"],
     );
     fails(&[&"create", &d.path(), &dest], 1, &["is a directory"]);
     let empty = d.path().join("empty.img");
@@ -80,7 +79,7 @@ fn non_images_are_refused_by_info_verify_and_restore() {
     fails(
         &[&"info", &d.path().join("nope.strata")],
         1,
-        &["nope.strata", "No such file"],
+        &["nope.strata", "does not exist"],
     );
 }
 
@@ -157,8 +156,10 @@ fn create_json_summary_has_the_figures() {
     assert_eq!(info["uuid"], v["uuid"]);
 }
 
+#[cfg(target_os = "linux")]
 /// Mounts a tmpfs of `size` at a fresh directory; unmounts on drop.
 struct Tmpfs(tempfile::TempDir);
+#[cfg(target_os = "linux")]
 impl Tmpfs {
     fn new(size: &str) -> Tmpfs {
         let d = tempdir();
@@ -175,10 +176,11 @@ impl Tmpfs {
         );
         Tmpfs(d)
     }
-    fn path(&self) -> &Path {
+    fn path(&self) -> &std::path::Path {
         self.0.path()
     }
 }
+#[cfg(target_os = "linux")]
 impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = std::process::Command::new("umount")
@@ -187,6 +189,7 @@ impl Drop for Tmpfs {
     }
 }
 
+#[cfg(target_os = "linux")]
 #[test]
 fn full_destination_fails_cleanly() {
     if !require_root("full_destination_fails_cleanly") {
@@ -223,6 +226,7 @@ fn full_destination_fails_cleanly() {
     assert!(!target.exists() && !fs.path().join("restored.img.partial").exists());
 }
 
+#[cfg(target_os = "linux")]
 #[test]
 fn unusable_devices_are_refused() {
     if !require_root("unusable_devices_are_refused") {

@@ -2,6 +2,8 @@
 //! ntfs-3g, mtools and raw writes; every point of a chain mixing incremental and
 //! differential images restores byte-identical; damaged, replaced or missing parents give
 //! clear errors; chains can move; consolidation keeps every remaining point intact.
+// Real mounts, loop devices and POSIX file APIs: Linux only.
+#![cfg(unix)]
 
 mod common;
 use common::*;

@@ -1,6 +1,8 @@
 //! Disks built by real tools (sgdisk/sfdisk, mkfs.fat + mtools, mkntfs + ntfs-3g,
 //! mkfs.ext4 -d) come back from an image with every file identical, as read by the
 //! kernel, ntfs-3g and mtools (`fixtures/manifest.sh`).
+// Real mounts, loop devices and POSIX file APIs: Linux only.
+#![cfg(unix)]
 
 mod common;
 use common::*;

@@ -140,6 +140,7 @@ fn sector_size_4096_disk_file_round_trips() {
     assert_eq!(info_json(&image)["sector_size"].as_u64().unwrap(), 4096);
 }
 
+#[cfg(target_os = "linux")]
 #[test]
 fn block_devices_with_512_and_4096_byte_sectors_round_trip() {
     if !require_root("block_devices_with_512_and_4096_byte_sectors_round_trip") {

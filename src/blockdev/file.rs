@@ -60,6 +60,24 @@ pub fn write_all_at(file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
     }
 }
 
+/// The error for a file that cannot be opened: "does not exist" in the same words on
+/// every system, otherwise the system's own reason.
+pub fn open_error(path: &Path, what: &str, e: io::Error) -> Error {
+    if e.kind() == io::ErrorKind::NotFound {
+        Error::Invalid(format!("{}: {what} does not exist", path.display()))
+    } else {
+        Error::io(
+            path,
+            if what == "image" {
+                "cannot open image"
+            } else {
+                "cannot open source"
+            },
+            e,
+        )
+    }
+}
+
 /// What kind of object a [`FileDev`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DevKind {
@@ -83,7 +101,7 @@ impl FileDev {
     /// Opens `path` read-only. Directories and other non-disk objects are refused with a
     /// message saying what they are.
     pub fn open(path: &Path) -> Result<FileDev> {
-        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, "cannot open source", e))?;
+        let meta = std::fs::metadata(path).map_err(|e| open_error(path, "source", e))?;
         if meta.is_dir() {
             return Err(Error::Invalid(format!(
                 "{}: is a directory, not a disk, partition or disk image file",
@@ -100,7 +118,7 @@ impl FileDev {
                 path.display()
             )));
         };
-        let file = File::open(path).map_err(|e| Error::io(path, "cannot open source", e))?;
+        let file = File::open(path).map_err(|e| open_error(path, "source", e))?;
         let (len, sector_size) = match kind {
             DevKind::RegularFile => (meta.len(), 512),
             DevKind::BlockDevice => device_geometry(&file)

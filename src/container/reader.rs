@@ -43,14 +43,16 @@ impl Image {
     }
 
     fn open_inner(path: &Path, strict: bool) -> Result<(Image, Option<HeaderProblem>)> {
-        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, "cannot open image", e))?;
+        let meta = std::fs::metadata(path)
+            .map_err(|e| crate::blockdev::file::open_error(path, "image", e))?;
         if meta.is_dir() {
             return Err(Error::Invalid(format!(
                 "{}: is a directory, not a strata image",
                 path.display()
             )));
         }
-        let file = File::open(path).map_err(|e| Error::io(path, "cannot open image", e))?;
+        let file =
+            File::open(path).map_err(|e| crate::blockdev::file::open_error(path, "image", e))?;
         let file_len = meta.len();
         let mut head = vec![0u8; (HEADER_SIZE as u64).min(file_len) as usize];
         read_exact_at(&file, &mut head, 0).map_err(|e| Error::io(path, "cannot read", e))?;
