@@ -283,11 +283,15 @@ mod tests {
         f.flush().unwrap();
         let dev = FileDev::open(f.path()).unwrap();
         let ranges = dev.data_ranges();
-        let total: u64 = ranges.iter().map(|(a, b)| b - a).sum();
         assert!(ranges
             .iter()
             .any(|&(a, b)| a <= 32 << 20 && b >= (32 << 20) + 4096));
-        assert!(total < 64 << 20, "holes were not skipped: {ranges:?}");
+        // Only Linux reports holes (SEEK_DATA); elsewhere the whole file is read.
+        #[cfg(target_os = "linux")]
+        {
+            let total: u64 = ranges.iter().map(|(a, b)| b - a).sum();
+            assert!(total < 64 << 20, "holes were not skipped: {ranges:?}");
+        }
         let mut buf = [0u8; 8];
         dev.read_at(32 << 20, &mut buf).unwrap();
         assert_eq!(buf, [1u8; 8]);
