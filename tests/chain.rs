@@ -112,12 +112,34 @@ fn mtools(cmd: &str, disk: &Path, offset: u64, args: &[&str]) {
 }
 
 fn create(disk: &Path, image: &Path, parent: Option<(&str, &Path)>) -> serde_json::Value {
+    create_with(disk, image, parent, &[])
+}
+
+fn create_with(
+    disk: &Path,
+    image: &Path,
+    parent: Option<(&str, &Path)>,
+    extra: &[&str],
+) -> serde_json::Value {
     let mut c = strata();
-    c.arg("create").arg(disk).arg(image).arg("--json");
+    c.arg("create")
+        .arg(disk)
+        .arg(image)
+        .arg("--json")
+        .args(extra);
     if let Some((flag, p)) = parent {
         c.arg(flag).arg(p);
     }
     serde_json::from_str(&ok(c.output().unwrap())).unwrap()
+}
+
+/// Files of every partition as the real tools read them (`fixtures/manifest.sh`).
+fn manifest(disk: &Path, out: &Path) -> String {
+    sh(
+        fixtures().join("manifest.sh").to_str().unwrap(),
+        &[disk.to_str().unwrap(), out.to_str().unwrap()],
+    );
+    std::fs::read_to_string(out).unwrap()
 }
 
 fn restore_sha(image: &Path, dir: &Path, extra: &[&str]) -> String {
@@ -161,11 +183,31 @@ fn six_points_changed_by_real_tools_restore_exactly() {
     let backups = work.path().join("backups");
     std::fs::create_dir(&backups).unwrap();
     let img = |n: &str| backups.join(format!("{n}.strata"));
+    // Beside the default chain (used blocks only: free space is not kept, so restored
+    // points are compared file by file), a chain of clones restores byte for byte.
+    let clones = work.path().join("clones");
+    std::fs::create_dir(&clones).unwrap();
     let mut points: Vec<(PathBuf, String)> = Vec::new();
+    let mut manifests = Vec::new();
+    let mut record = |name: &str, parent: Option<(&str, &str)>| {
+        let p = parent.map(|(flag, n)| (flag, clones.join(format!("{n}.strata"))));
+        let image = clones.join(format!("{name}.strata"));
+        create_with(
+            &disk,
+            &image,
+            p.as_ref().map(|(f, p)| (*f, p.as_path())),
+            &["--clone"],
+        );
+        points.push((image, sha256(&disk)));
+        manifests.push(manifest(
+            &disk,
+            &work.path().join(format!("{name}.manifest")),
+        ));
+    };
 
     // P0: full.
     let full = create(&disk, &img("p0-full"), None);
-    points.push((img("p0-full"), sha256(&disk)));
+    record("p0-full", None);
 
     // P1 (incremental of P0): ext4 new/append/delete, a FAT file added, raw bytes.
     {
@@ -195,7 +237,7 @@ fn six_points_changed_by_real_tools_restore_exactly() {
         &img("p1-inc"),
         Some(("--incremental", &img("p0-full"))),
     );
-    points.push((img("p1-inc"), sha256(&disk)));
+    record("p1-inc", Some(("--incremental", "p0-full")));
 
     // P2 (differential of P0): NTFS big file, rename, truncate; ext4 append.
     {
@@ -222,7 +264,7 @@ fn six_points_changed_by_real_tools_restore_exactly() {
         &img("p2-diff"),
         Some(("--differential", &img("p1-inc"))),
     );
-    points.push((img("p2-diff"), sha256(&disk)));
+    record("p2-diff", Some(("--differential", "p1-inc")));
 
     // P3 (incremental of P2): FAT delete + rename, ext4 big file partly rewritten.
     mtools("mdel", &disk, parts[0].0, &["::/REPORT.TXT"]);
@@ -255,7 +297,7 @@ fn six_points_changed_by_real_tools_restore_exactly() {
         &img("p3-inc"),
         Some(("--incremental", &img("p2-diff"))),
     );
-    points.push((img("p3-inc"), sha256(&disk)));
+    record("p3-inc", Some(("--incremental", "p2-diff")));
 
     // P4 (incremental of P3): NTFS deletes and many small files; raw area zeroed.
     {
@@ -276,7 +318,7 @@ fn six_points_changed_by_real_tools_restore_exactly() {
         &img("p4-inc"),
         Some(("--incremental", &img("p3-inc"))),
     );
-    points.push((img("p4-inc"), sha256(&disk)));
+    record("p4-inc", Some(("--incremental", "p3-inc")));
 
     // P5 (differential again): ext4 truncate to zero and new small files.
     {
@@ -296,7 +338,7 @@ fn six_points_changed_by_real_tools_restore_exactly() {
         &img("p5-diff"),
         Some(("--differential", &img("p4-inc"))),
     );
-    points.push((img("p5-diff"), sha256(&disk)));
+    record("p5-diff", Some(("--differential", "p4-inc")));
 
     // Children store little more than what changed: P1 wrote 2 MiB + ~150 KiB of files
     // and 64 KiB raw, P3 rewrote 300 KB of a file and renamed/deleted on FAT; the rest is
@@ -308,7 +350,18 @@ fn six_points_changed_by_real_tools_restore_exactly() {
         assert!(p["unchanged_bytes"].as_u64().unwrap() > 6 << 20, "{p}");
     }
 
-    // Every point restores byte-identical and verifies with its chain.
+    // Every point of the default chain restores with every file identical and verifies
+    // with its chain; every point of the clone chain restores byte-identical.
+    let names = [
+        "p0-full", "p1-inc", "p2-diff", "p3-inc", "p4-inc", "p5-diff",
+    ];
+    for (i, name) in names.iter().enumerate() {
+        let restored = work.path().join("restored-used.img");
+        ok(run(&[&"restore", &img(name), &restored, &"-q", &"--force"]));
+        let got = manifest(&restored, &work.path().join("restored.manifest"));
+        assert_eq!(got, manifests[i], "files of {name} differ");
+        ok(run(&[&"verify", &img(name), &"-q"]));
+    }
     for (image, want) in &points {
         assert_eq!(
             &restore_sha(image, work.path(), &[]),
@@ -318,7 +371,7 @@ fn six_points_changed_by_real_tools_restore_exactly() {
         );
         ok(run(&[&"verify", image, &"-q"]));
     }
-    let listing = ok(run(&[&"info", &backups]));
+    let listing = ok(run(&[&"info", &clones]));
     assert!(
         listing.contains("1 backup set(s)") && listing.contains("6 image(s)"),
         "{listing}"
@@ -326,7 +379,7 @@ fn six_points_changed_by_real_tools_restore_exactly() {
 
     // The whole chain moved to another directory still works.
     let moved = work.path().join("moved");
-    std::fs::rename(&backups, &moved).unwrap();
+    std::fs::rename(&clones, &moved).unwrap();
     let p4 = moved.join("p4-inc.strata");
     assert_eq!(restore_sha(&p4, work.path(), &[]), points[4].1);
 
