@@ -10,8 +10,8 @@ pub mod resolve;
 
 use crate::blockdev::BlockDev;
 use crate::container::header::ImageKind;
-use crate::container::index::{Extent, ExtentKind};
-use crate::container::reader::{Image, DEFAULT_CACHE_BYTES};
+use crate::container::index::{find_run, Extent, ExtentKind, Run};
+use crate::container::reader::{read_runs, Image, DEFAULT_CACHE_BYTES};
 use crate::error::{Error, Result};
 use lru::LruCache;
 use std::num::NonZeroUsize;
@@ -33,6 +33,18 @@ pub struct MapExtent {
     pub kind: ExtentKind,
     pub chunk: u32,
     pub block_in_chunk: u32,
+}
+
+impl Run for MapExtent {
+    fn start(&self) -> u64 {
+        self.disk_block
+    }
+    fn end(&self) -> u64 {
+        MapExtent::end(self)
+    }
+    fn data(&self) -> Option<(u32, u32)> {
+        (self.kind == ExtentKind::Data).then_some((self.chunk, self.block_in_chunk))
+    }
 }
 
 impl MapExtent {
@@ -192,11 +204,7 @@ impl Chain {
 
     /// Position of the run holding `block`, or of the first run after it (`Err`).
     fn find(&self, block: u64) -> std::result::Result<usize, usize> {
-        let i = self.map.partition_point(|e| e.disk_block <= block);
-        match i.checked_sub(1) {
-            Some(j) if self.map[j].end() > block => Ok(j),
-            _ => Err(i),
-        }
+        find_run(&self.map, block)
     }
 
     /// Decompressed chunk `chunk` of layer `layer`, through the chain's cache.
@@ -282,38 +290,9 @@ impl BlockDev for Chain {
                 buf.len()
             )));
         }
-        let bs = u64::from(self.block_size());
-        let mut pos = offset;
-        let mut out = &mut buf[..];
-        while !out.is_empty() {
-            let block = pos / bs;
-            let (n, src) = match self.find(block) {
-                Ok(i) => {
-                    let e = self.map[i];
-                    let n = (e.end() * bs - pos).min(out.len() as u64) as usize;
-                    if e.kind == ExtentKind::Data {
-                        let chunk = self.chunk(e.layer, e.chunk)?;
-                        let at = ((u64::from(e.block_in_chunk) + block - e.disk_block) * bs
-                            + pos % bs) as usize;
-                        (n, Some((chunk, at)))
-                    } else {
-                        (n, None)
-                    }
-                }
-                Err(next) => {
-                    let gap_end = self.map.get(next).map_or(u64::MAX, |e| e.disk_block * bs);
-                    ((gap_end - pos).min(out.len() as u64) as usize, None)
-                }
-            };
-            let (head, rest) = out.split_at_mut(n);
-            match src {
-                Some((chunk, at)) => head.copy_from_slice(&chunk[at..at + n]),
-                None => head.fill(0),
-            }
-            out = rest;
-            pos += n as u64;
-        }
-        Ok(())
+        read_runs(&self.map, self.block_size(), offset, buf, |(c, e)| {
+            self.chunk(e.layer, c)
+        })
     }
 }
 

@@ -95,6 +95,38 @@ impl Extent {
     }
 }
 
+/// A run of disk blocks in a sorted, non-overlapping run list: an image's extents or a
+/// chain's merged map. Lets one lookup and one read routine serve both.
+pub trait Run: Copy {
+    /// First block.
+    fn start(&self) -> u64;
+    /// One past the last block.
+    fn end(&self) -> u64;
+    /// For stored data: the chunk and the run's first block inside it.
+    fn data(&self) -> Option<(u32, u32)>;
+}
+
+impl Run for Extent {
+    fn start(&self) -> u64 {
+        self.disk_block
+    }
+    fn end(&self) -> u64 {
+        Extent::end(self)
+    }
+    fn data(&self) -> Option<(u32, u32)> {
+        (self.kind == ExtentKind::Data).then_some((self.chunk, self.block_in_chunk))
+    }
+}
+
+/// Position of the run holding `block`, or of the first run after it (`Err`).
+pub fn find_run<R: Run>(runs: &[R], block: u64) -> Result<usize, usize> {
+    let i = runs.partition_point(|e| e.start() <= block);
+    match i.checked_sub(1) {
+        Some(j) if runs[j].end() > block => Ok(j),
+        _ => Err(i),
+    }
+}
+
 /// An earlier identity of the same chain point: a consolidated image lists the images it
 /// replaces, so that children which name one of them still find their parent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -355,11 +387,7 @@ impl Index {
 
     /// Position of the extent holding `block`, or of the first extent after it (`Err`).
     pub fn find(&self, block: u64) -> Result<usize, usize> {
-        let i = self.extents.partition_point(|e| e.disk_block <= block);
-        match i.checked_sub(1) {
-            Some(j) if self.extents[j].end() > block => Ok(j),
-            _ => Err(i),
-        }
+        find_run(&self.extents, block)
     }
 
     /// Index of each chunk's first block hash (prefix sums of block counts).

@@ -2,7 +2,7 @@
 
 use super::chunk::{open_record, ChunkFault, CHUNK_RECORD_HEADER};
 use super::header::{Header, HeaderError, ImageKind, HEADER_SIZE};
-use super::index::{ExtentKind, Index, Trailer, BLOCK_HASH_SIZE, TRAILER_SIZE};
+use super::index::{find_run, ExtentKind, Index, Run, Trailer, BLOCK_HASH_SIZE, TRAILER_SIZE};
 use crate::blockdev::file::read_exact_at;
 use crate::blockdev::BlockDev;
 use crate::error::{Error, Result};
@@ -361,43 +361,57 @@ impl BlockDev for Image {
                 self.header.disk_size
             )));
         }
-        let bs = u64::from(self.header.block_size);
-        let mut pos = offset;
-        let mut out = &mut buf[..];
-        while !out.is_empty() {
-            let block = pos / bs;
-            let (n, src) = match self.index.find(block) {
-                Ok(i) => {
-                    let e = self.index.extents[i];
-                    let n = (e.end() * bs - pos).min(out.len() as u64) as usize;
-                    if e.kind == ExtentKind::Data {
-                        let chunk = self.chunk(e.chunk)?;
-                        let at = ((u64::from(e.block_in_chunk) + block - e.disk_block) * bs
-                            + pos % bs) as usize;
-                        (n, Some((chunk, at)))
-                    } else {
-                        (n, None)
-                    }
-                }
-                Err(next) => {
-                    let gap_end = self
-                        .index
-                        .extents
-                        .get(next)
-                        .map_or(u64::MAX, |e| e.disk_block * bs);
-                    ((gap_end - pos).min(out.len() as u64) as usize, None)
-                }
-            };
-            let (head, rest) = out.split_at_mut(n);
-            match src {
-                Some((chunk, at)) => head.copy_from_slice(&chunk[at..at + n]),
-                None => head.fill(0),
-            }
-            out = rest;
-            pos += n as u64;
-        }
-        Ok(())
+        read_runs(
+            &self.index.extents,
+            self.header.block_size,
+            offset,
+            buf,
+            |chunk| self.chunk(chunk.0),
+        )
     }
+}
+
+/// Fills `buf` with disk bytes from `offset` out of a sorted run list: stored runs are
+/// copied from their chunk (`chunk((chunk, run))` loads it), everything else is zeros.
+/// The caller has checked that the read lies inside the disk.
+pub fn read_runs<R: Run>(
+    runs: &[R],
+    block_size: u32,
+    offset: u64,
+    buf: &mut [u8],
+    chunk: impl Fn((u32, &R)) -> Result<Arc<Vec<u8>>>,
+) -> Result<()> {
+    let bs = u64::from(block_size);
+    let mut pos = offset;
+    let mut out = &mut buf[..];
+    while !out.is_empty() {
+        let block = pos / bs;
+        let (n, src) = match find_run(runs, block) {
+            Ok(i) => {
+                let e = &runs[i];
+                let n = (e.end() * bs - pos).min(out.len() as u64) as usize;
+                match e.data() {
+                    Some((c, first)) => {
+                        let at = (u64::from(first) + block - e.start()) * bs + pos % bs;
+                        (n, Some((chunk((c, e))?, at as usize)))
+                    }
+                    None => (n, None),
+                }
+            }
+            Err(next) => {
+                let gap_end = runs.get(next).map_or(u64::MAX, |e| e.start() * bs);
+                ((gap_end - pos).min(out.len() as u64) as usize, None)
+            }
+        };
+        let (head, rest) = out.split_at_mut(n);
+        match src {
+            Some((data, at)) => head.copy_from_slice(&data[at..at + n]),
+            None => head.fill(0),
+        }
+        out = rest;
+        pos += n as u64;
+    }
+    Ok(())
 }
 
 fn hex(b: &[u8]) -> String {
