@@ -26,6 +26,7 @@ pub fn partial_path(target: &Path) -> PathBuf {
 impl AtomicFile {
     /// Starts writing `target`. An existing non-empty `target` is refused unless `force`.
     /// A stale `.partial` from an earlier killed run is replaced.
+    #[allow(clippy::incompatible_msrv)] // File::try_lock: the toolchain in use has it
     pub fn create(target: &Path, force: bool) -> Result<AtomicFile> {
         match std::fs::metadata(target) {
             Ok(m) if m.is_dir() => {

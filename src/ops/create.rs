@@ -8,7 +8,7 @@ use crate::atomic_file::AtomicFile;
 use crate::blockdev::file::{DevKind, FileDev};
 use crate::blockdev::{is_zero, BlockDev};
 use crate::container::chunk::SealedChunk;
-use crate::container::header::{Content, Header, ImageKind, MINOR_VERSION};
+use crate::container::header::{Header, ImageKind, MINOR_VERSION};
 use crate::container::writer::ImageWriter;
 use crate::container::{DEFAULT_BLOCK_SIZE, DEFAULT_CHUNK_SIZE};
 use crate::error::{Error, Result};
@@ -29,9 +29,10 @@ pub struct CreateOptions {
     /// Compression workers (at least 1).
     pub threads: usize,
     pub force: bool,
-    /// Store every sector rather than only used blocks. Until filesystems are understood
-    /// every sector is read either way; the flag is recorded in the header.
+    /// Store every sector rather than only the blocks the filesystems use.
     pub clone: bool,
+    /// Keep the contents of pagefile.sys, hiberfil.sys and swapfile.sys (NTFS).
+    pub keep_pagefile: bool,
     /// Logical sector size of a raw disk file (files carry none of their own).
     pub sector_size: Option<u32>,
     /// Fixed image UUID, for reproducible images.
@@ -50,6 +51,7 @@ impl CreateOptions {
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             force: false,
             clone: false,
+            keep_pagefile: false,
             sector_size: None,
             uuid: None,
             chunk_size: DEFAULT_CHUNK_SIZE,
@@ -144,6 +146,17 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary> {
     }
     let block_size = DEFAULT_BLOCK_SIZE.max(src.sector_size());
     let chunk_size = opts.chunk_size.max(block_size) / block_size * block_size;
+    // Used-block map (or every sector with --clone); see ops/plan.rs.
+    let plan = super::plan::plan(
+        &src,
+        opts.clone,
+        &crate::fs::FsOptions {
+            keep_pagefile: opts.keep_pagefile,
+        },
+    );
+    for w in plan.map.iter().flat_map(|m| &m.warnings) {
+        eprintln!("strata: warning: {w}");
+    }
     let (created_unix, created_nanos) = creation_time();
     let canonical = std::fs::canonicalize(&opts.source).unwrap_or_else(|_| opts.source.clone());
     let mut header = Header {
@@ -160,8 +173,7 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary> {
         block_size,
         chunk_size,
         kind: ImageKind::Full,
-        // Every sector is read until used-block maps exist, so record what really happened.
-        content: Content::Clone,
+        content: plan.content,
         compression: 1,
         compression_level: opts.level as i8,
         source: format!(
@@ -182,7 +194,7 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary> {
     let file = out.take();
     let mut writer = ImageWriter::new(file, out.partial_path(), header)?;
     let progress = Progress::new(src.len(), "imaging", opts.progress);
-    let bytes_read = run_pipeline(&src, &mut writer, opts, &progress);
+    let bytes_read = run_pipeline(&src, &plan.ranges, &mut writer, opts, &progress);
     progress.finish();
     let bytes_read = bytes_read?;
     let (file, _trailer, summary) = writer.finish()?;
@@ -204,6 +216,7 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary> {
 /// Runs the three stages; returns the number of bytes read from the source.
 fn run_pipeline(
     src: &FileDev,
+    ranges: &[(u64, u64)],
     writer: &mut ImageWriter,
     opts: &CreateOptions,
     progress: &Progress,
@@ -214,7 +227,7 @@ fn run_pipeline(
     let block_size = writer.header().block_size as usize;
     let chunk_size = writer.header().chunk_size as usize;
     std::thread::scope(|s| {
-        let reader = s.spawn(|| read_stage(src, block_size, chunk_size, job_tx, progress));
+        let reader = s.spawn(|| read_stage(src, ranges, block_size, chunk_size, job_tx, progress));
         let mut workers = Vec::new();
         for _ in 0..threads {
             let (rx, tx) = (job_rx.clone(), done_tx.clone());
@@ -233,8 +246,10 @@ fn run_pipeline(
     })
 }
 
+/// Reads `ranges` (sorted, disjoint) widened to whole blocks; the rest reads as zeros.
 fn read_stage(
     src: &FileDev,
+    ranges: &[(u64, u64)],
     block_size: usize,
     chunk_size: usize,
     jobs: Sender<Job>,
@@ -257,7 +272,7 @@ fn read_stage(
         seq += 1;
         jobs.send(job).is_ok()
     };
-    for (start, end) in src.data_ranges() {
+    for &(start, end) in ranges {
         // Widen to whole blocks; ranges may share a block at their edges.
         let first = (start / bs).max(next_block);
         let last = end.div_ceil(bs);
@@ -289,7 +304,8 @@ fn read_stage(
             progress.inc(avail as u64);
             block += n_blocks as u64;
         }
-        next_block = last;
+        // Ranges may share a block: never step back over one already read.
+        next_block = next_block.max(last);
     }
     progress.inc(len.saturating_sub((next_block * bs).min(len)));
     if !raw.is_empty() {

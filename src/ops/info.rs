@@ -40,6 +40,8 @@ pub struct ImageInfo {
     pub unreadable_bytes: u64,
     /// blake3 of the index, hex: what child images record to name this one.
     pub index_digest: String,
+    /// Partition table and filesystems, read from the image itself (full images only).
+    pub layout: Option<crate::layout::DiskMap>,
 }
 
 /// Reads the facts of an image.
@@ -60,7 +62,9 @@ pub fn info(path: &Path) -> Result<ImageInfo> {
             h.created_unix.max(0) as u64,
             h.created_nanos.min(999_999_999),
         );
+    let layout = (h.kind == ImageKind::Full).then(|| image_layout(&img));
     Ok(ImageInfo {
+        layout,
         image: path.to_path_buf(),
         format_version: format!(
             "{}.{}",
@@ -98,6 +102,21 @@ pub fn info(path: &Path) -> Result<ImageInfo> {
             .map(|b| format!("{b:02x}"))
             .collect(),
     })
+}
+
+/// The partition table and filesystems of a full image, probed from its own blocks. A
+/// clone image holds every block of every partition.
+fn image_layout(img: &Image) -> crate::layout::DiskMap {
+    use crate::layout::Imaging;
+    let h = img.header();
+    let mut map = crate::layout::map_disk(img, h.sector_size, &Default::default());
+    if h.content == Content::Clone {
+        for p in &mut map.partitions {
+            p.imaging = Imaging::EveryBlock("clone image (--clone)".into());
+            p.skipped.clear();
+        }
+    }
+    map
 }
 
 /// Bytes as "1.50 GiB (1610612736 bytes)".
@@ -169,6 +188,10 @@ impl fmt::Display for ImageInfo {
                 human_bytes(self.unreadable_bytes)
             )?;
         }
-        write!(f, "index digest: {}", self.index_digest)
+        write!(f, "index digest: {}", self.index_digest)?;
+        if let Some(l) = &self.layout {
+            write!(f, "\n{l}")?;
+        }
+        Ok(())
     }
 }

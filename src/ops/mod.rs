@@ -3,6 +3,7 @@
 
 pub mod create;
 pub mod info;
+pub mod plan;
 pub mod restore;
 pub mod verify;
 

@@ -1,0 +1,281 @@
+//! The used-block map of a whole disk: its partition table, the filesystem in each
+//! partition, and the byte ranges an image has to hold.
+//!
+//! What is kept:
+//!
+//! - everything outside partitions: the MBR, the GPT headers and entry arrays (the backup
+//!   at the disk's end too), EBRs, gaps between partitions;
+//! - in a partition with a recognised filesystem, the ranges its allocation map marks as
+//!   used, plus anything between the end of the filesystem and the end of the partition;
+//! - in a partition with no recognised filesystem, or an encrypted one, every block.
+//!
+//! A damaged allocation map or partition table never makes an image smaller: the partition
+//! (or, for a table, the whole disk) falls back to every block, the reason is kept in the
+//! report, and a warning is returned for the caller to print. See docs/ARCHITECTURE.md.
+
+use crate::blockdev::window::Window;
+use crate::blockdev::BlockDev;
+use crate::fs::{self, FsOptions};
+use crate::partition::{self, PartitionTable, Scheme};
+use crate::ranges::Ranges;
+use serde::Serialize;
+
+/// How a partition is imaged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "mode", content = "reason", rename_all = "snake_case")]
+pub enum Imaging {
+    /// Only the blocks the filesystem uses.
+    UsedBlocks,
+    /// Every block, for the reason given.
+    EveryBlock(String),
+}
+
+impl std::fmt::Display for Imaging {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Imaging::UsedBlocks => write!(f, "used blocks"),
+            Imaging::EveryBlock(r) => write!(f, "every block: {r}"),
+        }
+    }
+}
+
+/// One partition (or the whole device when it has no table) and its filesystem.
+#[derive(Debug, Clone, Serialize)]
+pub struct PartReport {
+    /// Partition number; 0 for a device without a partition table.
+    pub number: u32,
+    pub start: u64,
+    pub len: u64,
+    pub type_name: String,
+    pub name: String,
+    /// Filesystem type, or None when unrecognised.
+    pub fs: Option<String>,
+    pub label: String,
+    /// Bytes the filesystem spans (0 when unrecognised).
+    pub fs_size: u64,
+    /// Bytes kept inside the partition.
+    pub used_bytes: u64,
+    pub imaging: Imaging,
+    /// Files whose contents were left out, with their allocated bytes.
+    pub skipped: Vec<(String, u64)>,
+}
+
+/// The map of a disk.
+#[derive(Debug, Clone, Serialize)]
+pub struct DiskMap {
+    /// The table, or None when it could not be read (see `table_error`).
+    pub table: Option<PartitionTable>,
+    pub table_error: Option<String>,
+    pub partitions: Vec<PartReport>,
+    /// Absolute byte ranges to image, sorted.
+    #[serde(skip)]
+    pub ranges: Ranges,
+    /// Problems worked around by imaging more (damaged maps or tables).
+    pub warnings: Vec<String>,
+}
+
+/// Maps `dev`. Never fails: whatever cannot be understood is imaged whole.
+pub fn map_disk(dev: &dyn BlockDev, sector_size: u32, opts: &FsOptions) -> DiskMap {
+    let all = Ranges::from_unsorted(vec![(0, dev.len())]);
+    let table = match partition::probe(dev, sector_size) {
+        Ok(t) => t,
+        Err(e) => {
+            let reason = format!("partition table unreadable: {e}");
+            return DiskMap {
+                table: None,
+                table_error: Some(e.to_string()),
+                partitions: Vec::new(),
+                ranges: all,
+                warnings: vec![format!("{reason}; imaging every block of the disk")],
+            };
+        }
+    };
+    let mut warnings: Vec<String> = table.warnings.clone();
+    let mut reports = Vec::new();
+    let mut keep = Ranges::new();
+    let parts: Vec<(u32, u64, u64, String, String)> = if table.scheme == Scheme::None {
+        vec![(0, 0, dev.len(), String::new(), String::new())]
+    } else {
+        table
+            .partitions
+            .iter()
+            .map(|p| {
+                (
+                    p.number,
+                    p.start,
+                    p.len,
+                    p.type_name.clone(),
+                    p.name.clone(),
+                )
+            })
+            .collect()
+    };
+    let mut inside = Ranges::new();
+    for (number, start, len, type_name, name) in parts {
+        let end = start.saturating_add(len).min(dev.len());
+        inside.push(start.min(end), end);
+        let (report, used) = map_partition(dev, number, start, end - start.min(end), opts);
+        if let Imaging::EveryBlock(reason) = &report.imaging {
+            if report.fs.is_some() && !matches!(report.fs.as_deref(), Some("LUKS" | "BitLocker")) {
+                let what = if number == 0 {
+                    "the filesystem".to_string()
+                } else {
+                    format!("partition {number}")
+                };
+                warnings.push(format!("{what}: {reason}; imaging every block of it"));
+            }
+        }
+        keep = keep.union(&used);
+        reports.push(PartReport {
+            type_name,
+            name,
+            ..report
+        });
+    }
+    let outside = inside.complement(dev.len());
+    DiskMap {
+        table: (table.scheme != Scheme::None).then_some(table),
+        table_error: None,
+        partitions: reports,
+        ranges: keep.union(&outside),
+        warnings,
+    }
+}
+
+/// The report and absolute used ranges of one partition.
+fn map_partition(
+    dev: &dyn BlockDev,
+    number: u32,
+    start: u64,
+    len: u64,
+    opts: &FsOptions,
+) -> (PartReport, Ranges) {
+    let every = Ranges::from_unsorted(vec![(start, start + len)]);
+    let mut report = PartReport {
+        number,
+        start,
+        len,
+        type_name: String::new(),
+        name: String::new(),
+        fs: None,
+        label: String::new(),
+        fs_size: 0,
+        used_bytes: len,
+        imaging: Imaging::EveryBlock(String::new()),
+        skipped: Vec::new(),
+    };
+    let win = match Window::new(dev, start, len) {
+        Ok(w) => w,
+        Err(e) => {
+            report.imaging = Imaging::EveryBlock(e.to_string());
+            return (report, every);
+        }
+    };
+    let probe = match fs::probe(&win) {
+        Ok(Some(p)) => p,
+        Ok(None) => {
+            report.imaging = Imaging::EveryBlock("no filesystem recognised".into());
+            return (report, every);
+        }
+        Err(e) => {
+            report.imaging = Imaging::EveryBlock(format!("cannot read the partition: {e}"));
+            return (report, every);
+        }
+    };
+    report.fs = Some(probe.kind.name().to_string());
+    report.label = probe.label.clone();
+    report.fs_size = probe.size;
+    if matches!(probe.kind, fs::FsKind::Luks | fs::FsKind::BitLocker) {
+        report.imaging = Imaging::EveryBlock(format!(
+            "encrypted ({}): used blocks cannot be told from free ones",
+            probe.kind.name()
+        ));
+        return (report, every);
+    }
+    match fs::used(&win, &probe, opts) {
+        Ok(usage) => {
+            // The partition beyond the end of the filesystem is not the filesystem's.
+            let used = usage
+                .used
+                .union(&Ranges::from_unsorted(vec![(probe.size.min(len), len)]))
+                .clipped(len);
+            report.used_bytes = used.total();
+            report.imaging = Imaging::UsedBlocks;
+            report.skipped = usage.skipped;
+            (report, used.shifted(start))
+        }
+        Err(e) => {
+            report.imaging = Imaging::EveryBlock(e.to_string());
+            (report, every)
+        }
+    }
+}
+
+/// Bytes as "40.0 MiB".
+fn short_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+impl std::fmt::Display for DiskMap {
+    /// The partition table and one line per partition, as `strata info` prints them.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.table, &self.table_error) {
+            (_, Some(e)) => write!(f, "table:        unreadable ({e}); every block imaged")?,
+            (Some(t), None) => write!(
+                f,
+                "table:        {}, {}-byte sectors, disk id {}, {} partition(s)",
+                match t.scheme {
+                    Scheme::Gpt => "GPT",
+                    Scheme::Mbr => "MBR",
+                    Scheme::None => "none",
+                },
+                t.sector_size,
+                t.disk_id,
+                t.partitions.len()
+            )?,
+            (None, None) => write!(f, "table:        none (a bare volume)")?,
+        }
+        for w in self.table.iter().flat_map(|t| &t.warnings) {
+            write!(f, "\n  warning: {w}")?;
+        }
+        for p in &self.partitions {
+            let fs = p.fs.as_deref().unwrap_or("unknown");
+            let label = if p.label.is_empty() {
+                String::new()
+            } else {
+                format!(" \"{}\"", p.label)
+            };
+            let kind = if p.type_name.is_empty() {
+                String::new()
+            } else if p.name.is_empty() {
+                format!(" [{}]", p.type_name)
+            } else {
+                format!(" [{}, \"{}\"]", p.type_name, p.name)
+            };
+            write!(
+                f,
+                "\n  {:>2}: {} at {}{kind}: {fs}{label}, used {} ({})",
+                p.number,
+                short_bytes(p.len),
+                p.start,
+                short_bytes(p.used_bytes),
+                p.imaging
+            )?;
+            for (name, bytes) in &p.skipped {
+                write!(f, "\n      left out: {name} ({})", short_bytes(*bytes))?;
+            }
+        }
+        Ok(())
+    }
+}
