@@ -1,0 +1,358 @@
+//! Used-block maps: partition tables and filesystem allocation maps read from third-party
+//! images with documented contents (`../shared/testdata`), and disks built by the fixture
+//! scripts with the real tools, imaged, restored and checked by those tools.
+
+mod common;
+use common::*;
+use std::path::{Path, PathBuf};
+use strata::blockdev::file::FileDev;
+use strata::fs::FsOptions;
+use strata::layout::{map_disk, DiskMap, Imaging};
+use strata::partition::Scheme;
+
+fn testdata() -> PathBuf {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/testdata")).to_path_buf()
+}
+
+/// Decompresses a test image into `dir`.
+fn unpack(rel: &str, dir: &Path) -> PathBuf {
+    let src = testdata().join(rel);
+    let name = Path::new(rel).file_name().unwrap().to_str().unwrap();
+    let out = dir.join(name.trim_end_matches(".zst"));
+    if !src.exists() {
+        panic!(
+            "{}: missing; the shared test data must sit beside the repository",
+            src.display()
+        );
+    }
+    let mut r = zstd::stream::read::Decoder::new(std::fs::File::open(&src).unwrap()).unwrap();
+    let mut w = std::fs::File::create(&out).unwrap();
+    std::io::copy(&mut r, &mut w).unwrap();
+    out
+}
+
+fn map_file(p: &Path, sector_size: u32) -> DiskMap {
+    let dev = FileDev::open(p).unwrap();
+    map_disk(&dev, sector_size, &FsOptions::default())
+}
+
+/// The one partition of a bare volume, which must have been mapped by its filesystem.
+fn bare(map: &DiskMap, fs: &str, label: &str) -> strata::layout::PartReport {
+    assert!(map.table.is_none(), "{map:#?}");
+    assert_eq!(map.partitions.len(), 1);
+    let p = map.partitions[0].clone();
+    assert_eq!(p.fs.as_deref(), Some(fs), "{map:#?}");
+    assert_eq!(p.label, label);
+    assert_eq!(p.imaging, Imaging::UsedBlocks, "{map:#?}");
+    assert!(map.warnings.is_empty(), "{:?}", map.warnings);
+    p
+}
+
+#[test]
+fn ext_images_from_ext4_view() {
+    let d = tempdir();
+    // (file, type, label, block size, used blocks as dumpe2fs counts them)
+    for (file, fs, label, bs, used) in [
+        (
+            "test_disk1.bin.zst",
+            "ext4",
+            "ext4-view testfs",
+            1024,
+            20_742,
+        ),
+        ("test_disk_ext2.bin.zst", "ext2", "", 1024, 77_912),
+        (
+            "test_disk_ext3.bin.zst",
+            "ext3",
+            "ext4-view testfs",
+            1024,
+            8_257,
+        ),
+    ] {
+        let img = unpack(&format!("ext4-view/{file}"), d.path());
+        let map = map_file(&img, 512);
+        let p = bare(&map, fs, label);
+        assert_eq!(p.used_bytes, used * bs, "{file}");
+        std::fs::remove_file(img).unwrap();
+    }
+}
+
+#[test]
+fn ntfs_volume_from_the_ntfs_crate() {
+    let d = tempdir();
+    let img = unpack("ntfs-rs/testfs1.zst", d.path());
+    let p = bare(&map_file(&img, 512), "NTFS", "mylabel");
+    // 2,675 clusters of 512 bytes marked in $Bitmap, plus the sector after the volume's last
+    // cluster, where the backup boot sector is.
+    assert_eq!(p.used_bytes, 2675 * 512 + 512);
+}
+
+#[test]
+fn fat12_and_fat16_volumes_from_rust_fatfs() {
+    let d = tempdir();
+    for (file, fs, fat_sectors, root_sectors) in [
+        ("fat12.img.zst", "FAT12", 6, 32),
+        ("fat16.img.zst", "FAT16", 20, 32),
+    ] {
+        let img = unpack(&format!("rust-fatfs/{file}"), d.path());
+        let p = bare(&map_file(&img, 512), fs, "Test!");
+        // 1 reserved sector, 2 FATs, the root directory, then 35 used clusters of 512.
+        let meta = (1 + 2 * fat_sectors + root_sectors) * 512;
+        assert_eq!(p.used_bytes, meta + 35 * 512, "{file}");
+    }
+}
+
+#[test]
+fn exfat_volume_from_obhq_exfat() {
+    let d = tempdir();
+    let img = unpack("obhq-exfat/exfat.img.zst", d.path());
+    let map = map_file(&img, 512);
+    let p = bare(&map, "exFAT", "Test image");
+    assert!(
+        p.used_bytes >= 7 * 4096 && p.used_bytes < 7 * 4096 + 64 * 1024,
+        "{p:?}"
+    );
+}
+
+#[test]
+fn mbr_disk_from_embedded_sdmmc() {
+    let d = tempdir();
+    let img = unpack("embedded-sdmmc/disk.img.zst", d.path());
+    let map = map_file(&img, 512);
+    let t = map.table.as_ref().expect("a table");
+    assert_eq!(t.scheme, Scheme::Mbr);
+    assert_eq!(t.disk_id, "0x2ba5c9dd");
+    let got: Vec<_> = t
+        .partitions
+        .iter()
+        .map(|p| (p.number, p.start / 512, p.len / 512, p.type_id.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [(1, 2048, 262_144, "0x0e"), (2, 264_192, 784_384, "0x0c")]
+    );
+    let (p1, p2) = (&map.partitions[0], &map.partitions[1]);
+    assert_eq!(
+        (p1.fs.as_deref(), p1.label.as_str()),
+        (Some("FAT16"), "P-FAT16")
+    );
+    assert_eq!(
+        (p2.fs.as_deref(), p2.label.as_str()),
+        (Some("FAT32"), "P-FAT32")
+    );
+    // 32,776 clusters of 2 KiB and 16,394 of 4 KiB in use, plus reserved sectors and FATs.
+    assert!(p1.used_bytes >= 32_776 * 2048 && p1.used_bytes < 32_776 * 2048 + (1 << 20));
+    assert!(p2.used_bytes >= 16_394 * 4096 && p2.used_bytes < 16_394 * 4096 + (2 << 20));
+    assert_eq!(p1.imaging, Imaging::UsedBlocks);
+    assert_eq!(p2.imaging, Imaging::UsedBlocks);
+}
+
+#[test]
+fn gpt_disk_from_the_gpt_crate() {
+    let d = tempdir();
+    let img = testdata().join("gpt-crate/gpt-disk.img");
+    let local = d.path().join("gpt-disk.img");
+    std::fs::copy(&img, &local).unwrap();
+    let map = map_file(&local, 512);
+    let t = map.table.as_ref().expect("a table");
+    assert_eq!(t.scheme, Scheme::Gpt);
+    assert_eq!(t.disk_id, "1B6A2BFA-E92B-184C-A8A7-ED0610D54821");
+    let got: Vec<_> = t
+        .partitions
+        .iter()
+        .map(|p| (p.number, p.start / 512, p.len / 512, p.type_name.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (1, 34, 1, "Linux filesystem"),
+            (2, 35, 4, "Linux filesystem")
+        ]
+    );
+    assert!(t.warnings.is_empty());
+    // Nothing recognisable inside: every block is kept, and so is the whole disk.
+    assert_eq!(map.ranges.total(), 36_864);
+
+    // A damaged primary header: the backup copy is used, with a warning.
+    write_at(&local, 512 + 40, b"damage");
+    let map = map_file(&local, 512);
+    let t = map.table.as_ref().expect("the backup is used");
+    assert_eq!(t.partitions.len(), 2);
+    assert!(t.warnings[0].contains("primary GPT"), "{:?}", t.warnings);
+
+    // Both damaged: no table; every block of the disk, with a warning.
+    write_at(&local, 71 * 512 + 40, b"damage");
+    let map = map_file(&local, 512);
+    assert!(map.table.is_none());
+    assert!(map.table_error.as_deref().unwrap().contains("GPT"));
+    assert_eq!(map.ranges.total(), 36_864);
+    assert!(
+        map.warnings[0].contains("every block"),
+        "{:?}",
+        map.warnings
+    );
+}
+
+#[test]
+fn other_ntfs_samples_map_or_fall_back_cleanly() {
+    let d = tempdir();
+    // A bare NTFS volume with an attribute list: 1,488 of 9,471 4-KiB clusters used.
+    let img = unpack("go-ntfs-charlie/charlie.dd.zst", d.path());
+    let p = bare(&map_file(&img, 512), "NTFS", "Charlie");
+    // The 9,471st cluster ends before the volume does: from there to the end of the file
+    // (the backup boot sector and beyond) is kept.
+    assert_eq!(p.used_bytes, 1488 * 4096 + (p.len - 9471 * 4096), "{p:?}");
+    // 2 MiB clusters: a one-partition MBR disk.
+    let img = unpack("ntfs-samples-msuhanov/ntfs-2m.raw.zst", d.path());
+    let map = map_file(&img, 512);
+    let p = &map.partitions[0];
+    assert_eq!(p.fs.as_deref(), Some("NTFS"));
+    assert_eq!(p.label, "2M");
+    match &p.imaging {
+        Imaging::UsedBlocks => assert!(p.used_bytes >= 20 * (2 << 20), "{p:?}"),
+        Imaging::EveryBlock(r) => assert_eq!(p.used_bytes, p.len, "{r}"),
+    }
+    // The unclean-journal ext4: mapped from its bitmaps; the journal is kept.
+    let img = unpack("ext4-view/test_disk_4k_block_journal.bin.zst", d.path());
+    let p = bare(&map_file(&img, 512), "ext4", "ext4-view testfs");
+    assert!(p.used_bytes > 1 << 20 && p.used_bytes < 16_384 * 4096);
+}
+
+/// 4 KiB blocks of `p` that start with `magic`.
+fn blocks_starting_with(p: &Path, magic: &[u8]) -> u64 {
+    use std::io::Read;
+    let mut f = std::fs::File::open(p).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0;
+    loop {
+        let got = f.read(&mut buf).unwrap();
+        if got == 0 {
+            return n;
+        }
+        n += buf[..got]
+            .chunks(4096)
+            .filter(|b| b.starts_with(magic))
+            .count() as u64;
+    }
+}
+
+#[test]
+fn free_space_with_old_data_is_not_imaged_ntfs_ramslack() {
+    // Windows 10 NTFS on a disk filled with "PTRN" before formatting: 256,365 free clusters
+    // still hold it.
+    let d = tempdir();
+    let disk = unpack("ntfs-samples-msuhanov/ntfs-ramslack.raw.zst", d.path());
+    assert!(blocks_starting_with(&disk, b"PTRN") > 250_000);
+    let image = d.path().join("ramslack.strata");
+    ok(run(&[&"create", &disk, &image, &"-q"]));
+    let info: serde_json::Value =
+        serde_json::from_str(&ok(run(&[&"info", &image, &"--json"]))).unwrap();
+    assert_eq!(info["content"], "used-blocks");
+    let p = &info["layout"]["partitions"][0];
+    assert_eq!(p["fs"], "NTFS");
+    assert_eq!(p["label"], "RAM Slack");
+    assert_eq!(p["imaging"]["mode"], "used_blocks");
+    // 5,003 used clusters of 4 KiB, and what lies outside the partition (64 KiB before it,
+    // ~3 MiB after it).
+    let data = info["data_bytes"].as_u64().unwrap();
+    assert!(data < 5_003 * 4096 + (4 << 20), "{data}");
+    let restored = d.path().join("restored.img");
+    std::fs::remove_file(&disk).unwrap();
+    ok(run(&[&"restore", &image, &restored, &"-q"]));
+    // The pattern may come back only outside the partition (15 blocks before it, 753
+    // after it) and in allocated clusters (Windows does not initialise all of $LogFile).
+    let left = blocks_starting_with(&restored, b"PTRN");
+    assert!(
+        left <= 15 + 753 + 5_003,
+        "{left} blocks of old data came back"
+    );
+}
+
+/// The sample disk (GPT: FAT32, NTFS, ext4) with one filesystem's map damaged: that
+/// partition is imaged whole, with a warning, and the disk comes back identical.
+fn damaged_map_falls_back(what: &str, damage: impl Fn(&Path), part: usize, reason: &str) {
+    let d = tempdir();
+    let disk = sample_disk(d.path());
+    damage(&disk);
+    let dev = FileDev::open(&disk).unwrap();
+    let map = map_disk(&dev, 512, &FsOptions::default());
+    for (i, p) in map.partitions.iter().enumerate() {
+        if i == part {
+            assert_eq!(p.used_bytes, p.len, "{what}");
+            match &p.imaging {
+                Imaging::EveryBlock(r) => assert!(r.contains(reason), "{what}: {r}"),
+                other => panic!("{what}: {other:?}"),
+            }
+        } else {
+            assert_eq!(p.imaging, Imaging::UsedBlocks, "{what}");
+        }
+    }
+    let image = d.path().join("damaged.strata");
+    let o = run(&[&"create", &disk, &image, &"-q"]);
+    let (code, _, err) = outcome(&o);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("warning") && err.contains(&format!("partition {}", part + 1)),
+        "{what}: {err}"
+    );
+    let info = ok(run(&[&"info", &image]));
+    assert!(info.contains("every block"), "{info}");
+    let restored = d.path().join("restored.img");
+    ok(run(&[&"restore", &image, &restored, &"-q"]));
+    // The sample's free space is zeros, so a complete image restores it bit for bit.
+    assert!(same_content(&disk, &restored), "{what}");
+}
+
+const SAMPLE_P1: u64 = 1_048_576;
+const SAMPLE_P2: u64 = 42_991_616;
+const SAMPLE_P3: u64 = 68_157_440;
+
+fn read_u32(p: &Path, at: u64) -> u32 {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(p).unwrap();
+    f.seek(SeekFrom::Start(at)).unwrap();
+    let mut b = [0u8; 4];
+    f.read_exact(&mut b).unwrap();
+    u32::from_le_bytes(b)
+}
+
+#[test]
+fn damaged_ext4_bitmap_images_the_partition_whole() {
+    damaged_map_falls_back(
+        "ext4 block bitmap zeroed",
+        |disk| {
+            // Group descriptor 0 is in block 1 (4 KiB blocks); bg_block_bitmap_lo at 0x0.
+            let bitmap = u64::from(read_u32(disk, SAMPLE_P3 + 4096));
+            write_at(disk, SAMPLE_P3 + bitmap * 4096, &[0u8; 4096]);
+        },
+        2,
+        "checksum",
+    );
+}
+
+#[test]
+fn damaged_ntfs_bitmap_record_images_the_partition_whole() {
+    damaged_map_falls_back(
+        "NTFS $Bitmap file record damaged",
+        |disk| {
+            // $MFT LCN at 0x30 of the boot sector, 4 KiB clusters, 1 KiB records; record 6.
+            let mft = u64::from(read_u32(disk, SAMPLE_P2 + 0x30)) * 4096;
+            write_at(disk, SAMPLE_P2 + mft + 6 * 1024, b"XXXX");
+        },
+        1,
+        "NTFS",
+    );
+}
+
+#[test]
+fn damaged_fat_images_the_partition_whole() {
+    damaged_map_falls_back(
+        "FAT entry 0 overwritten",
+        |disk| {
+            // 32 reserved sectors of 512 bytes, then the first FAT.
+            write_at(disk, SAMPLE_P1 + 32 * 512, &[0x12, 0x34, 0x56, 0x07]);
+        },
+        0,
+        "media byte",
+    );
+}
