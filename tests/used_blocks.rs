@@ -356,3 +356,340 @@ fn damaged_fat_images_the_partition_whole() {
         "media byte",
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Disks built by fixtures/make-disk.sh with the real tools (root: loop devices, mounts).
+// ---------------------------------------------------------------------------------------
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+fn make_disk(args: &[&str], out: &Path) {
+    let mut a: Vec<&str> = args.to_vec();
+    a.push(out.to_str().unwrap());
+    sh(fixtures().join("make-disk.sh").to_str().unwrap(), &a);
+}
+
+fn manifest(disk: &Path, sector_size: u32, out: &Path) -> String {
+    let ss = sector_size.to_string();
+    sh(
+        fixtures().join("manifest.sh").to_str().unwrap(),
+        &[
+            "--sector-size",
+            &ss,
+            disk.to_str().unwrap(),
+            out.to_str().unwrap(),
+        ],
+    );
+    std::fs::read_to_string(out).unwrap()
+}
+
+/// Runs the filesystem's own checker, read-only, on every recognised partition.
+fn fsck_all(disk: &Path, sector_size: u32) {
+    let dev = FileDev::open(disk).unwrap();
+    let map = map_disk(&dev, sector_size, &FsOptions::default());
+    for p in &map.partitions {
+        let check: &[&str] = match p.fs.as_deref() {
+            Some("FAT12" | "FAT16" | "FAT32") => &["fsck.fat", "-n"],
+            Some("ext2" | "ext3" | "ext4") => &["e2fsck", "-fn"],
+            Some("NTFS") => &["ntfsfix", "-n"],
+            _ => continue,
+        };
+        let ss = sector_size.to_string();
+        let (off, len) = (p.start.to_string(), p.len.to_string());
+        let lo = Loop(sh(
+            "losetup",
+            &[
+                "--find",
+                "--show",
+                "--read-only",
+                "--sector-size",
+                &ss,
+                "--offset",
+                &off,
+                "--sizelimit",
+                &len,
+                disk.to_str().unwrap(),
+            ],
+        ));
+        let o = std::process::Command::new(check[0])
+            .args(&check[1..])
+            .arg(&lo.0)
+            .output()
+            .unwrap();
+        let text =
+            String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+        assert!(
+            o.status.success() && !text.to_lowercase().contains("corrupt"),
+            "{} on partition {} ({:?}): {text}",
+            check[0],
+            p.number,
+            p.fs
+        );
+    }
+}
+
+fn info_json(image: &Path) -> serde_json::Value {
+    serde_json::from_str(&ok(run(&[&"info", &image, &"--json"]))).unwrap()
+}
+
+const STALE: &[u8] = b"STRATA-STALE-BLK";
+
+/// Images `disk` by used blocks and as a clone, restores the used-block image, and checks
+/// it with the real tools. Returns (original manifest, restored manifest, restored disk).
+fn round_trip(d: &Path, disk: &Path, ss: u32, extra: &[&str]) -> (String, String, PathBuf) {
+    let ss_arg = ss.to_string();
+    let image = d.join("used.strata");
+    let clone = d.join("clone.strata");
+    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
+        &"create",
+        &disk,
+        &image,
+        &"-q",
+        &"-f",
+        &"--sector-size",
+        &ss_arg,
+    ];
+    for e in extra {
+        args.push(e);
+    }
+    ok(run(&args));
+    ok(run(&[
+        &"create",
+        &disk,
+        &clone,
+        &"-q",
+        &"--clone",
+        &"--sector-size",
+        &ss_arg,
+    ]));
+    let (used, whole) = (info_json(&image), info_json(&clone));
+    assert_eq!(used["content"], "used-blocks");
+    assert_eq!(whole["content"], "clone");
+    let (u, c) = (
+        used["image_bytes"].as_u64().unwrap(),
+        whole["image_bytes"].as_u64().unwrap(),
+    );
+    // Free space holds incompressible old data: a clone carries it, the image must not.
+    assert!(u * 5 < c, "used-block image {u} bytes vs clone {c} bytes");
+    let restored = d.join("restored.img");
+    ok(run(&[&"restore", &image, &restored, &"-q", &"-f"]));
+    fsck_all(&restored, ss);
+    let before = manifest(disk, ss, &d.join("before.manifest"));
+    let after = manifest(&restored, ss, &d.join("after.manifest"));
+    // Old data is gone from the restored free space (what is left sits in the slack of
+    // used clusters and 4 KiB blocks shared with used ones).
+    let (was, left) = (
+        blocks_starting_with(disk, STALE),
+        blocks_starting_with(&restored, STALE),
+    );
+    assert!(
+        was > 5_000 && left * 50 < was,
+        "{left} of {was} stale blocks came back"
+    );
+    (before, after, restored)
+}
+
+/// Fails with the lines that differ (not the whole manifests).
+fn same_manifest(want: &str, got: &str) {
+    if want != got {
+        let (w, g): (Vec<&str>, Vec<&str>) = (want.lines().collect(), got.lines().collect());
+        let missing: Vec<_> = w.iter().filter(|l| !g.contains(l)).take(10).collect();
+        let extra: Vec<_> = g.iter().filter(|l| !w.contains(l)).take(10).collect();
+        panic!("manifests differ\nmissing: {missing:#?}\nunexpected: {extra:#?}");
+    }
+}
+
+fn sha256_of_zeros(len: usize) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(vec![0u8; len])
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[test]
+fn mbr_with_logical_partitions_swap_pagefile_and_old_data() {
+    if !require_root("mbr_with_logical_partitions_swap_pagefile_and_old_data") {
+        return;
+    }
+    let d = tempdir();
+    let disk = d.path().join("logical.img");
+    make_disk(
+        &[
+            "--table",
+            "mbr",
+            "--stale-data",
+            "5",
+            "--size",
+            "110M",
+            "--part",
+            "fs=fat16,size=24M,label=LFAT,seed=21,files=40,cluster=4096",
+            "--part",
+            "fs=ntfs,size=20M,label=LNTFS,seed=22,files=40,xattrs=1,pagefile=3M",
+            "--part",
+            "fs=swap,size=4M,label=LSWAP",
+            "--part",
+            "fs=ext4,size=24M,label=LEXT4,seed=23,files=40,symlinks=1,xattrs=1",
+            "--part",
+            "fs=raw,size=4M",
+            "--part",
+            "fs=ext2,size=rest,label=LEXT2,seed=24,files=20",
+        ],
+        &disk,
+    );
+    // The table as sfdisk reads it.
+    let sf: serde_json::Value =
+        serde_json::from_str(&sh("sfdisk", &["-J", disk.to_str().unwrap()])).unwrap();
+    let want: Vec<(u64, u64)> = sf["partitiontable"]["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["type"] != "5")
+        .map(|p| {
+            (
+                p["start"].as_u64().unwrap() * 512,
+                p["size"].as_u64().unwrap() * 512,
+            )
+        })
+        .collect();
+    let dev = FileDev::open(&disk).unwrap();
+    let map = map_disk(&dev, 512, &FsOptions::default());
+    let t = map.table.as_ref().unwrap();
+    let got: Vec<(u64, u64)> = t.partitions.iter().map(|p| (p.start, p.len)).collect();
+    assert_eq!(got, want);
+    let numbers: Vec<u32> = t.partitions.iter().map(|p| p.number).collect();
+    assert_eq!(numbers, [1, 2, 3, 5, 6, 7]);
+    let fs: Vec<Option<&str>> = map.partitions.iter().map(|p| p.fs.as_deref()).collect();
+    assert_eq!(
+        fs,
+        [
+            Some("FAT16"),
+            Some("NTFS"),
+            Some("Linux swap"),
+            Some("ext4"),
+            None,
+            Some("ext2")
+        ]
+    );
+    assert_eq!(map.partitions[2].used_bytes, 4096); // the swap header only
+    assert_eq!(
+        map.partitions[1].skipped,
+        [("pagefile.sys".to_string(), 3 << 20)]
+    );
+
+    let (before, after, _) = round_trip(d.path(), &disk, 512, &[]);
+    assert!(
+        before.contains("\tx\t"),
+        "no xattrs / streams in the manifest"
+    );
+    // pagefile.sys comes back as zeros; everything else is identical.
+    let zeros = sha256_of_zeros(3 << 20);
+    let fix = |m: &str| -> String {
+        m.lines()
+            .map(|l| {
+                if l.starts_with("p2\t/pagefile.sys\t") {
+                    let mut f: Vec<&str> = l.split('\t').collect();
+                    f[5] = &zeros;
+                    f.join("\t")
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+            + "\n"
+    };
+    assert!(before.contains("p2\t/pagefile.sys\t"));
+    assert_ne!(before, after);
+    same_manifest(&fix(&before), &after);
+    let info = ok(run(&[&"info", &d.path().join("used.strata")]));
+    assert!(info.contains("no filesystem recognised"), "{info}");
+    assert!(info.contains("ext2 \"LEXT2\""), "{info}");
+
+    // --keep-pagefile keeps it.
+    let kept = d.path().join("kept.strata");
+    ok(run(&[&"create", &disk, &kept, &"-q", &"--keep-pagefile"]));
+    let restored = d.path().join("kept.img");
+    ok(run(&[&"restore", &kept, &restored, &"-q"]));
+    assert_eq!(
+        manifest(&restored, 512, &d.path().join("kept.manifest")),
+        before
+    );
+}
+
+#[test]
+fn gpt_with_4096_byte_sectors_and_old_data() {
+    if !require_root("gpt_with_4096_byte_sectors_and_old_data") {
+        return;
+    }
+    let d = tempdir();
+    let disk = d.path().join("gpt4k.img");
+    make_disk(
+        &[
+            "--table",
+            "gpt",
+            "--sector-size",
+            "4096",
+            "--stale-data",
+            "6",
+            "--size",
+            "72M",
+            "--part",
+            "fs=fat16,size=20M,label=GFAT,seed=31,files=40,cluster=4096",
+            "--part",
+            "fs=ntfs,size=20M,label=GNTFS,seed=32,files=40,xattrs=1",
+            "--part",
+            "fs=ext4,size=rest,label=GEXT4,seed=33,files=40,symlinks=1,xattrs=1",
+        ],
+        &disk,
+    );
+    let (before, after, restored) = round_trip(d.path(), &disk, 4096, &[]);
+    assert!(before.lines().count() > 100);
+    same_manifest(&before, &after);
+    // The backup GPT at the disk's end came back: sgdisk finds no problem.
+    let lo = Loop::attach(&restored, 4096, true);
+    let v = sh("sgdisk", &["-v", &lo.0]);
+    assert!(v.contains("No problems found"), "{v}");
+    let info = info_json(&d.path().join("used.strata"));
+    assert_eq!(info["layout"]["table"]["sector_size"], 4096);
+    assert_eq!(info["layout"]["partitions"][1]["label"], "GNTFS");
+}
+
+#[test]
+fn bare_filesystems_without_a_table() {
+    if !require_root("bare_filesystems_without_a_table") {
+        return;
+    }
+    let d = tempdir();
+    for (fs, label) in [
+        ("ext4", "BAREEXT4"),
+        ("ntfs", "BARENTFS"),
+        ("fat32", "BAREFAT"),
+    ] {
+        let disk = d.path().join(format!("bare-{fs}.img"));
+        make_disk(
+            &[
+                "--table",
+                "none",
+                "--size",
+                "40M",
+                "--part",
+                &format!("fs={fs},size=40M,label={label},seed=41,files=30"),
+            ],
+            &disk,
+        );
+        let image = d.path().join(format!("bare-{fs}.strata"));
+        ok(run(&[&"create", &disk, &image, &"-q"]));
+        let info = info_json(&image);
+        assert!(info["layout"]["table"].is_null());
+        let p = &info["layout"]["partitions"][0];
+        assert_eq!(p["label"], label, "{info}");
+        assert_eq!(p["imaging"]["mode"], "used_blocks", "{info}");
+        // Free space was zeros: the restored volume is the same, byte for byte.
+        let restored = d.path().join(format!("bare-{fs}.restored"));
+        ok(run(&[&"restore", &image, &restored, &"-q"]));
+        assert!(same_content(&disk, &restored), "{fs}");
+    }
+}
