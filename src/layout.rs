@@ -192,7 +192,18 @@ fn map_partition(
         ));
         return (report, every);
     }
-    match fs::used(&win, &probe, opts) {
+    // The parsers check what they read, and a bug in one (or in the `ntfs` crate) must
+    // still not stop a backup: a panic counts as a damaged map.
+    let usage = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        fs::used(&win, &probe, opts)
+    }))
+    .unwrap_or_else(|_| {
+        Err(crate::Error::Invalid(format!(
+            "{}: the allocation map could not be read (parser failure)",
+            probe.kind.name()
+        )))
+    });
+    match usage {
         Ok(usage) => {
             // The partition beyond the end of the filesystem is not the filesystem's.
             let used = usage

@@ -693,3 +693,72 @@ fn bare_filesystems_without_a_table() {
         assert!(same_content(&disk, &restored), "{fs}");
     }
 }
+
+#[test]
+fn damaged_metadata_never_panics() {
+    use strata::blockdev::window::MemDev;
+    let d = tempdir();
+    let images = [
+        unpack("ntfs-rs/testfs1.zst", d.path()),
+        unpack("rust-fatfs/fat12.img.zst", d.path()),
+        unpack("rust-fatfs/fat16.img.zst", d.path()),
+        unpack("obhq-exfat/exfat.img.zst", d.path()),
+        unpack("ext4-view/test_disk_ext2.bin.zst", d.path()),
+        sample_disk(d.path()),
+    ];
+    for img in images {
+        let mut dev = MemDev(std::fs::read(&img).unwrap());
+        let clean = map_disk(&dev, 512, &FsOptions::default());
+        let len = dev.0.len();
+        // Overwrite 8 bytes at pseudo-random places, mostly in the metadata-dense start.
+        let r = noise(8 * 600, 77);
+        for (i, w) in r.chunks_exact(8).enumerate() {
+            let x = u64::from_le_bytes(w.try_into().unwrap()) as usize;
+            let at = if i % 3 == 0 {
+                x % len
+            } else {
+                x % len.min(1 << 20)
+            };
+            let at = at.min(len - 8);
+            let saved: [u8; 8] = dev.0[at..at + 8].try_into().unwrap();
+            let junk = if i % 2 == 0 {
+                [0u8; 8]
+            } else {
+                *b"\xff\x7f\x00\x80junk"
+            };
+            dev.0[at..at + 8].copy_from_slice(&junk);
+            let map = map_disk(&dev, 512, &FsOptions::default());
+            // Whatever happened, the map stays inside the disk.
+            assert!(map
+                .ranges
+                .as_slice()
+                .last()
+                .is_none_or(|r| r.1 <= len as u64));
+            dev.0[at..at + 8].copy_from_slice(&saved);
+        }
+        let again = map_disk(&dev, 512, &FsOptions::default());
+        assert_eq!(clean.ranges, again.ranges);
+    }
+}
+
+#[test]
+fn damaged_partition_table_images_the_whole_disk() {
+    let d = tempdir();
+    let disk = sample_disk(d.path());
+    // Both GPT headers (LBA 1 and the last LBA): the protective MBR is all that is left.
+    let len = std::fs::metadata(&disk).unwrap().len();
+    write_at(&disk, 512 + 24, &[0xEE; 8]);
+    write_at(&disk, len - 512 + 24, &[0xEE; 8]);
+    let image = d.path().join("damaged.strata");
+    let (code, _, err) = outcome(&run(&[&"create", &disk, &image, &"-q"]));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("warning: partition table unreadable") && err.contains("every block"),
+        "{err}"
+    );
+    let info = ok(run(&[&"info", &image]));
+    assert!(info.contains("table:        unreadable"), "{info}");
+    let restored = d.path().join("restored.img");
+    ok(run(&[&"restore", &image, &restored, &"-q"]));
+    assert!(same_content(&disk, &restored));
+}

@@ -183,3 +183,71 @@ pub fn type_name(kind: u8) -> &'static str {
         _ => "unknown",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blockdev::window::MemDev;
+
+    fn entry(sector: &mut [u8], slot: usize, kind: u8, start: u32, len: u32) {
+        let o = 446 + 16 * slot;
+        sector[o + 4] = kind;
+        sector[o + 8..o + 12].copy_from_slice(&start.to_le_bytes());
+        sector[o + 12..o + 16].copy_from_slice(&len.to_le_bytes());
+    }
+
+    /// A 64-sector disk: p1 at 2+8, extended at 16+48 with logicals at 18+6 and 34+10.
+    fn disk() -> Vec<u8> {
+        let mut d = vec![0u8; 64 * 512];
+        for s in [0usize, 16, 32] {
+            d[s * 512 + 510] = 0x55;
+            d[s * 512 + 511] = 0xAA;
+        }
+        entry(&mut d[..512], 0, 0x83, 2, 8);
+        entry(&mut d[..512], 1, 0x05, 16, 48);
+        entry(&mut d[16 * 512..17 * 512], 0, 0x07, 2, 6);
+        entry(&mut d[16 * 512..17 * 512], 1, 0x05, 16, 16);
+        entry(&mut d[32 * 512..33 * 512], 0, 0x0C, 2, 10);
+        d
+    }
+
+    fn read_disk(d: Vec<u8>) -> Result<PartitionTable> {
+        let m = Mbr::parse(&d[..512]).unwrap();
+        read(&MemDev(d), 512, &m)
+    }
+
+    #[test]
+    fn logical_partitions_follow_the_ebr_chain() {
+        let t = read_disk(disk()).unwrap();
+        let got: Vec<_> = t
+            .partitions
+            .iter()
+            .map(|p| (p.number, p.start / 512, p.len / 512, p.type_id.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [(1, 2, 8, "0x83"), (5, 18, 6, "0x07"), (6, 34, 10, "0x0c")]
+        );
+    }
+
+    #[test]
+    fn damaged_chains_are_errors() {
+        // The second EBR links back to the first.
+        let mut d = disk();
+        entry(&mut d[32 * 512..33 * 512], 1, 0x05, 0, 16);
+        d[32 * 512 + 446 + 16 + 8..][..4].copy_from_slice(&16u32.to_le_bytes());
+        assert!(read_disk(d).unwrap_err().to_string().contains("loops"));
+        // A logical partition past the end of the extended one.
+        let mut d = disk();
+        entry(&mut d[32 * 512..33 * 512], 0, 0x0C, 2, 100);
+        assert!(read_disk(d).is_err());
+        // A missing EBR signature.
+        let mut d = disk();
+        d[32 * 512 + 510] = 0;
+        assert!(read_disk(d).unwrap_err().to_string().contains("EBR"));
+        // A primary partition past the end of the disk.
+        let mut d = disk();
+        entry(&mut d[..512], 0, 0x83, 2, 1000);
+        assert!(read_disk(d).is_err());
+    }
+}
