@@ -212,10 +212,17 @@ fn other_ntfs_samples_map_or_fall_back_cleanly() {
         Imaging::UsedBlocks => assert!(p.used_bytes >= 20 * (2 << 20), "{p:?}"),
         Imaging::EveryBlock(r) => assert_eq!(p.used_bytes, p.len, "{r}"),
     }
-    // The unclean-journal ext4: mapped from its bitmaps; the journal is kept.
+    // The ext4 whose journal needs recovery: its bitmaps may be stale, so every block.
     let img = unpack("ext4-view/test_disk_4k_block_journal.bin.zst", d.path());
-    let p = bare(&map_file(&img, 512), "ext4", "ext4-view testfs");
-    assert!(p.used_bytes > 1 << 20 && p.used_bytes < 16_384 * 4096);
+    let map = map_file(&img, 512);
+    let p = &map.partitions[0];
+    assert_eq!(p.fs.as_deref(), Some("ext4"));
+    assert_eq!(p.used_bytes, 16_384 * 4096);
+    match &p.imaging {
+        Imaging::EveryBlock(r) => assert!(r.contains("needs recovery"), "{r}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(map.warnings[0].contains("needs recovery"));
 }
 
 /// 4 KiB blocks of `p` that start with `magic`.

@@ -7,6 +7,9 @@
 //! placement, meta_bg, and metadata_csum bitmap checksums. The journal is an inode whose
 //! blocks are marked in the bitmaps like any file's, so it is kept.
 //!
+//! A filesystem whose journal needs recovery (mounted, or not cleanly unmounted) is not
+//! mapped: its journal may hold allocations the bitmaps do not show yet.
+//!
 //! Every value read from disk is checked before use: block numbers against the block
 //! count, the block count against the device. A bitmap that fails its checksum, disagrees
 //! with its group's free count, or leaves the group's own metadata unmarked is reported as
@@ -23,6 +26,7 @@ const EXT4_SUPER_MAGIC: u16 = 0xEF53;
 const COMPAT_HAS_JOURNAL: u32 = 0x4;
 const COMPAT_SPARSE_SUPER2: u32 = 0x200;
 // s_feature_incompat
+const INCOMPAT_RECOVER: u32 = 0x4;
 const INCOMPAT_JOURNAL_DEV: u32 = 0x8;
 const INCOMPAT_META_BG: u32 = 0x10;
 const INCOMPAT_EXTENTS: u32 = 0x40;
@@ -241,6 +245,15 @@ pub fn used(dev: &dyn BlockDev) -> Result<Ranges> {
     if s.s_feature_ro_compat & RO_COMPAT_BIGALLOC != 0 {
         return Err(crate::Error::Invalid(
             "ext: bigalloc (cluster bitmaps) is not supported".into(),
+        ));
+    }
+    if s.s_feature_incompat & INCOMPAT_RECOVER != 0 {
+        // Transactions in the journal may allocate blocks that the on-disk bitmaps still
+        // show as free; replaying them after a restore would point at zeros.
+        return Err(crate::Error::Invalid(
+            "ext: the journal needs recovery (mounted, or not cleanly unmounted), so the \
+             block bitmaps may be out of date"
+                .into(),
         ));
     }
     if s.s_feature_incompat & INCOMPAT_JOURNAL_DEV != 0 {

@@ -63,6 +63,18 @@ pub fn used(dev: &dyn BlockDev, opts: &FsOptions) -> Result<Usage> {
         ));
     }
     let clusters = fs.size() / cs;
+    // A dirty volume may have $LogFile records whose allocations $Bitmap does not show yet.
+    if let Ok(v) = fs.volume_info(&mut c) {
+        if v.flags()
+            .contains(ntfs::structured_values::NtfsVolumeFlags::IS_DIRTY)
+        {
+            return Err(crate::Error::Invalid(
+                "NTFS: the volume is marked dirty (in use, or not cleanly unmounted), so \
+                 $Bitmap may be out of date"
+                    .into(),
+            ));
+        }
+    }
 
     // $Bitmap: one bit per cluster.
     let bitmap_file = fs.file(&mut c, BITMAP_RECORD).map_err(err)?;
