@@ -90,6 +90,7 @@ pub fn map_disk(dev: &dyn BlockDev, sector_size: u32, opts: &FsOptions) -> DiskM
             };
         }
     };
+    let table = mbr_sector_size(dev, table);
     let mut warnings: Vec<String> = table.warnings.clone();
     let mut reports = Vec::new();
     let mut keep = Ranges::new();
@@ -139,6 +140,31 @@ pub fn map_disk(dev: &dyn BlockDev, sector_size: u32, opts: &FsOptions) -> DiskM
         partitions: reports,
         ranges: keep.union(&outside),
         warnings,
+    }
+}
+
+/// An MBR does not say its sector size, and a raw disk file does not either: when an MBR
+/// read with 512-byte sectors shows no filesystem where its partitions start, but does with
+/// 4096-byte sectors, the disk has 4096-byte sectors. (GPT finds its own: `partition::probe`
+/// looks for the header at both.)
+fn mbr_sector_size(dev: &dyn BlockDev, table: PartitionTable) -> PartitionTable {
+    let recognised = |t: &PartitionTable| {
+        t.partitions
+            .iter()
+            .filter(|p| {
+                Window::new(dev, p.start, p.len)
+                    .ok()
+                    .and_then(|w| fs::probe(&w).ok().flatten())
+                    .is_some()
+            })
+            .count()
+    };
+    if table.scheme != Scheme::Mbr || table.sector_size != 512 || recognised(&table) > 0 {
+        return table;
+    }
+    match partition::probe(dev, 4096) {
+        Ok(t) if t.scheme == Scheme::Mbr && recognised(&t) > 0 => t,
+        _ => table,
     }
 }
 

@@ -445,8 +445,15 @@ const STALE: &[u8] = b"STRATA-STALE-BLK";
 
 /// Images `disk` by used blocks and as a clone, restores the used-block image, and checks
 /// it with the real tools. Returns (original manifest, restored manifest, restored disk).
-fn round_trip(d: &Path, disk: &Path, ss: u32, extra: &[&str]) -> (String, String, PathBuf) {
-    let ss_arg = ss.to_string();
+/// `ss` is the disk's sector size, given to `create` unless `tell` is false.
+fn round_trip(
+    d: &Path,
+    disk: &Path,
+    ss: u32,
+    tell: bool,
+    extra: &[&str],
+) -> (String, String, PathBuf) {
+    let ss_arg = if tell { ss.to_string() } else { "512".into() };
     let image = d.join("used.strata");
     let clone = d.join("clone.strata");
     let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
@@ -586,7 +593,7 @@ fn mbr_with_logical_partitions_swap_pagefile_and_old_data() {
         [("pagefile.sys".to_string(), 3 << 20)]
     );
 
-    let (before, after, _) = round_trip(d.path(), &disk, 512, &[]);
+    let (before, after, _) = round_trip(d.path(), &disk, 512, true, &[]);
     assert!(
         before.contains("\tx\t"),
         "no xattrs / streams in the manifest"
@@ -652,7 +659,7 @@ fn gpt_with_4096_byte_sectors_and_old_data() {
         ],
         &disk,
     );
-    let (before, after, restored) = round_trip(d.path(), &disk, 4096, &[]);
+    let (before, after, restored) = round_trip(d.path(), &disk, 4096, true, &[]);
     assert!(before.lines().count() > 100);
     same_manifest(&before, &after);
     // The backup GPT at the disk's end came back: sgdisk finds no problem.
@@ -768,4 +775,39 @@ fn damaged_partition_table_images_the_whole_disk() {
     let restored = d.path().join("restored.img");
     ok(run(&[&"restore", &image, &restored, &"-q"]));
     assert!(same_content(&disk, &restored));
+}
+
+#[test]
+fn mbr_with_4096_byte_sectors_is_recognised_in_a_raw_file() {
+    if !require_root("mbr_with_4096_byte_sectors_is_recognised_in_a_raw_file") {
+        return;
+    }
+    let d = tempdir();
+    let disk = d.path().join("mbr4k.img");
+    make_disk(
+        &[
+            "--table",
+            "mbr",
+            "--sector-size",
+            "4096",
+            "--stale-data",
+            "7",
+            "--size",
+            "48M",
+            "--part",
+            "fs=ntfs,size=20M,label=M4NTFS,seed=51,files=40",
+            "--part",
+            "fs=ext4,size=rest,label=M4EXT4,seed=52,files=40",
+        ],
+        &disk,
+    );
+    // --sector-size 512 (the default for raw files): the filesystems tell it is 4096.
+    let (before, after, _) = round_trip(d.path(), &disk, 4096, false, &[]);
+    same_manifest(&before, &after);
+    assert!(before.lines().count() > 60);
+    let info = info_json(&d.path().join("used.strata"));
+    assert_eq!(info["layout"]["table"]["sector_size"], 4096, "{info}");
+    for p in info["layout"]["partitions"].as_array().unwrap() {
+        assert_eq!(p["imaging"]["mode"], "used_blocks", "{info}");
+    }
 }
