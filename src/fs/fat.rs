@@ -3,7 +3,7 @@
 //! Used: the reserved sectors (boot sector, FSInfo, backup boot sector), every FAT, the
 //! fixed root directory of FAT12/16, and each cluster whose FAT entry is not zero (free)
 //! and not the bad-cluster mark. The first FAT is the one read. The type is decided by the
-//! cluster count, as the specification says, never by the label strings.
+//! BPB layout and the cluster count, never by the label strings.
 
 use super::{corrupt, cstr, FsKind, Probe};
 use crate::blockdev::BlockDev;
@@ -59,12 +59,15 @@ impl Bpb {
         let root_dir_sectors = (root_entries * 32).div_ceil(bytes_per_sector);
         let data_start = reserved + fats * fat_sectors + root_dir_sectors;
         let clusters = total_sectors.checked_sub(data_start)? / sectors_per_cluster;
-        let kind = if clusters < 4085 {
-            FsKind::Fat12
-        } else if clusters < 65525 {
-            FsKind::Fat16
-        } else {
+        // A zero 16-bit FAT size means the FAT32 layout, whatever the cluster count (the
+        // Linux driver decides so, and mkfs.fat makes small FAT32 volumes); otherwise the
+        // cluster count decides between FAT12 and FAT16, as the specification says.
+        let kind = if fat16 == 0 {
             FsKind::Fat32
+        } else if clusters < 4085 {
+            FsKind::Fat12
+        } else {
+            FsKind::Fat16
         };
         let label_at = if kind == FsKind::Fat32 { 71 } else { 43 };
         let mut label = cstr(s.get(label_at..label_at + 11).unwrap_or_default());
