@@ -401,6 +401,7 @@ fn fsck_all(disk: &Path, sector_size: u32) {
             Some("FAT12" | "FAT16" | "FAT32") => &["fsck.fat", "-n"],
             Some("ext2" | "ext3" | "ext4") => &["e2fsck", "-fn"],
             Some("NTFS") => &["ntfsfix", "-n"],
+            Some("exFAT") => &["fsck.exfat", "-n"],
             _ => continue,
         };
         let ss = sector_size.to_string();
@@ -537,7 +538,7 @@ fn mbr_with_logical_partitions_swap_pagefile_and_old_data() {
             "--stale-data",
             "5",
             "--size",
-            "110M",
+            "120M",
             "--part",
             "fs=fat16,size=24M,label=LFAT,seed=21,files=40,cluster=4096",
             "--part",
@@ -548,6 +549,8 @@ fn mbr_with_logical_partitions_swap_pagefile_and_old_data() {
             "fs=ext4,size=24M,label=LEXT4,seed=23,files=40,symlinks=1,xattrs=1",
             "--part",
             "fs=raw,size=4M",
+            "--part",
+            "fs=exfat,size=12M,label=LEXFAT,seed=25,files=30",
             "--part",
             "fs=ext2,size=rest,label=LEXT2,seed=24,files=20",
         ],
@@ -574,7 +577,7 @@ fn mbr_with_logical_partitions_swap_pagefile_and_old_data() {
     let got: Vec<(u64, u64)> = t.partitions.iter().map(|p| (p.start, p.len)).collect();
     assert_eq!(got, want);
     let numbers: Vec<u32> = t.partitions.iter().map(|p| p.number).collect();
-    assert_eq!(numbers, [1, 2, 3, 5, 6, 7]);
+    assert_eq!(numbers, [1, 2, 3, 5, 6, 7, 8]);
     let fs: Vec<Option<&str>> = map.partitions.iter().map(|p| p.fs.as_deref()).collect();
     assert_eq!(
         fs,
@@ -584,6 +587,7 @@ fn mbr_with_logical_partitions_swap_pagefile_and_old_data() {
             Some("Linux swap"),
             Some("ext4"),
             None,
+            Some("exFAT"),
             Some("ext2")
         ]
     );
@@ -680,6 +684,7 @@ fn bare_filesystems_without_a_table() {
     for (fs, label) in [
         ("ext4", "BAREEXT4"),
         ("ntfs", "BARENTFS"),
+        ("exfat", "BAREEXFAT"),
         ("fat32", "BAREFAT"),
     ] {
         let disk = d.path().join(format!("bare-{fs}.img"));
