@@ -90,7 +90,7 @@ pub fn map_disk(dev: &dyn BlockDev, sector_size: u32, opts: &FsOptions) -> DiskM
             };
         }
     };
-    let table = mbr_sector_size(dev, table);
+    let table = mbr_sector_size(dev, mbr_behind_boot_sector(dev, sector_size, table));
     let mut warnings: Vec<String> = table.warnings.clone();
     let mut reports = Vec::new();
     let mut keep = Ranges::new();
@@ -117,7 +117,11 @@ pub fn map_disk(dev: &dyn BlockDev, sector_size: u32, opts: &FsOptions) -> DiskM
         inside.push(start.min(end), end);
         let (report, used) = map_partition(dev, number, start, end - start.min(end), opts);
         if let Imaging::EveryBlock(reason) = &report.imaging {
-            if report.fs.is_some() && !matches!(report.fs.as_deref(), Some("LUKS" | "BitLocker")) {
+            let expected = match report.fs.as_deref() {
+                None => reason == "no filesystem recognised",
+                Some(fs) => matches!(fs, "LUKS" | "BitLocker"),
+            };
+            if !expected {
                 let what = if number == 0 {
                     "the filesystem".to_string()
                 } else {
@@ -140,6 +144,49 @@ pub fn map_disk(dev: &dyn BlockDev, sector_size: u32, opts: &FsOptions) -> DiskM
         partitions: reports,
         ranges: keep.union(&outside),
         warnings,
+    }
+}
+
+/// Sector 0 of a bare FAT or NTFS volume ends in 55 AA like an MBR, so `partition::probe`
+/// takes a sector with a boot-sector BPB for a volume. Some MBRs carry a BPB too (boot
+/// loaders copy one there): when the entries of such a sector form a valid table whose
+/// partitions hold filesystems, and the volume reading does not give a usable map, it is a
+/// partitioned disk.
+fn mbr_behind_boot_sector(
+    dev: &dyn BlockDev,
+    sector_size: u32,
+    table: PartitionTable,
+) -> PartitionTable {
+    if table.scheme != Scheme::None || dev.len() < 512 {
+        return table;
+    }
+    let mut s0 = [0u8; 512];
+    if dev.read_at(0, &mut s0).is_err() {
+        return table;
+    }
+    let Some(m) = partition::mbr::Mbr::parse(&s0) else {
+        return table;
+    };
+    if !m.has_partitions() {
+        return table;
+    }
+    let Ok(t) = partition::mbr::read(dev, sector_size, &m) else {
+        return table;
+    };
+    let holds_fs = t.partitions.iter().any(|p| {
+        Window::new(dev, p.start, p.len)
+            .ok()
+            .and_then(|w| fs::probe(&w).ok().flatten())
+            .is_some()
+    });
+    let volume_maps = fs::probe(dev)
+        .ok()
+        .flatten()
+        .is_some_and(|p| fs::used(dev, &p, &FsOptions::default()).is_ok());
+    if holds_fs && !volume_maps {
+        t
+    } else {
+        table
     }
 }
 
@@ -204,7 +251,7 @@ fn map_partition(
             return (report, every);
         }
         Err(e) => {
-            report.imaging = Imaging::EveryBlock(format!("cannot read the partition: {e}"));
+            report.imaging = Imaging::EveryBlock(format!("filesystem not identified: {e}"));
             return (report, every);
         }
     };

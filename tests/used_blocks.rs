@@ -1029,3 +1029,25 @@ fn fat_layouts_made_by_mkfs_fat() {
     );
     bare(&map_file(&img, 512), "FAT32", "SMALL32");
 }
+
+#[test]
+fn ext_with_a_stale_fat_boot_sector_is_imaged_whole() {
+    // Both signatures: which filesystem is current cannot be told, so nothing is left out.
+    let d = tempdir();
+    let (ext, fat) = (d.path().join("ext.img"), d.path().join("fat.img"));
+    sh(
+        "mke2fs",
+        &["-q", "-F", "-t", "ext4", ext.to_str().unwrap(), "16M"],
+    );
+    sh("mkfs.fat", &["-C", fat.to_str().unwrap(), "16384"]);
+    let boot = std::fs::read(&fat).unwrap()[..512].to_vec();
+    write_at(&ext, 0, &boot);
+    let map = map_file(&ext, 512);
+    let p = &map.partitions[0];
+    assert_eq!(p.used_bytes, 16 << 20);
+    match &p.imaging {
+        Imaging::EveryBlock(r) => assert!(r.contains("both ext4 and FAT16"), "{r}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(map.warnings.len(), 1, "{:?}", map.warnings);
+}

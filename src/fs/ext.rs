@@ -403,9 +403,15 @@ pub fn used(dev: &dyn BlockDev) -> Result<Ranges> {
                 ));
             }
         }
-        let free = (0..blocks)
-            .filter(|&i| bitmap[(i / 8) as usize] >> (i % 8) & 1 == 0)
-            .count() as u64;
+        let whole = (blocks / 8) as usize;
+        let set: u64 = bitmap[..whole]
+            .iter()
+            .map(|b| u64::from(b.count_ones()))
+            .sum::<u64>()
+            + (whole as u64 * 8..blocks)
+                .filter(|&i| bitmap[(i / 8) as usize] >> (i % 8) & 1 == 1)
+                .count() as u64;
+        let free = blocks - set;
         if free != d.free_blocks {
             return Err(corrupt(
                 "ext",

@@ -110,13 +110,18 @@ pub fn probe(dev: &dyn BlockDev) -> Result<Option<Probe>> {
     if let Some(p) = exfat::probe(dev, &head)? {
         return Ok(Some(p));
     }
-    if let Some(p) = ext::probe(dev)? {
-        return Ok(Some(p));
+    // ext keeps its first 1 KiB free and FAT puts its boot sector there: a volume with both
+    // signatures was reformatted without wiping, and which one is current cannot be told.
+    let (ext, fat) = (ext::probe(dev)?, fat::probe(&head));
+    match (ext, fat) {
+        (Some(e), Some(f)) => Err(crate::Error::Invalid(format!(
+            "both {} and {} signatures: cannot tell which filesystem is current",
+            e.kind.name(),
+            f.kind.name()
+        ))),
+        (Some(p), None) | (None, Some(p)) => Ok(Some(p)),
+        (None, None) => swap::probe(dev),
     }
-    if let Some(p) = fat::probe(&head) {
-        return Ok(Some(p));
-    }
-    swap::probe(dev)
 }
 
 /// Used ranges of the filesystem `p` found on `dev`. For encrypted volumes there is no map:
