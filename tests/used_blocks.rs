@@ -1,6 +1,8 @@
 //! Used-block maps: partition tables and filesystem allocation maps read from third-party
 //! images with documented contents (`../shared/testdata`), and disks built by the fixture
 //! scripts with the real tools, imaged, restored and checked by those tools.
+// Real mkfs tools, mounts, loop devices and xattrs: Unix only.
+#![cfg(unix)]
 
 mod common;
 use common::*;
@@ -1050,4 +1052,70 @@ fn ext_with_a_stale_fat_boot_sector_is_imaged_whole() {
         other => panic!("{other:?}"),
     }
     assert_eq!(map.warnings.len(), 1, "{:?}", map.warnings);
+}
+
+#[test]
+fn ntfs_alternate_data_streams_survive_charlie() {
+    if !require_root("ntfs_alternate_data_streams_survive_charlie") {
+        return;
+    }
+    // A Windows-made bare NTFS volume whose /Nine.txt has three streams, one of them in an
+    // extension record (through $ATTRIBUTE_LIST).
+    let d = tempdir();
+    let vol = unpack("go-ntfs-charlie/charlie.dd.zst", d.path());
+    let image = d.path().join("charlie.strata");
+    ok(run(&[&"create", &vol, &image, &"-q"]));
+    std::fs::remove_file(&vol).unwrap();
+    let restored = d.path().join("charlie.restored");
+    ok(run(&[&"restore", &image, &restored, &"-q"]));
+    let lo = Loop::attach(&restored, 512, true);
+    let mnt = d.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    sh("ntfs-3g", &["-o", "ro", &lo.0, mnt.to_str().unwrap()]);
+    let check = std::panic::catch_unwind(|| {
+        let f = mnt.join("Nine.txt");
+        let hex = |b: &[u8]| -> String {
+            use sha2::{Digest, Sha256};
+            Sha256::digest(b)
+                .iter()
+                .map(|x| format!("{x:02x}"))
+                .collect()
+        };
+        let data = std::fs::read(&f).unwrap();
+        assert_eq!(data.len(), 5000);
+        assert_eq!(
+            hex(&data),
+            "cd841188f2034920150512139f5decc6b13e6af52b49522395aebe292bf2c6df"
+        );
+        // ntfs-3g shows streams as user.* xattrs; expected/charlie.listing.txt gives them.
+        for (name, size, sha) in [
+            ("user.111", 5005, "e8e8c473ba6cb75c"),
+            ("user.222", 56, "90190c1d304cab72"),
+            ("user.333", 6005, "5375ee1662a98ee8"),
+        ] {
+            let v = xattr(&f, name);
+            assert_eq!(v.len(), size, "{name}");
+            assert!(hex(&v).starts_with(sha), "{name}");
+        }
+    });
+    let _ = std::process::Command::new("umount").arg(&mnt).status();
+    check.unwrap();
+}
+
+/// An extended attribute's value (Linux).
+fn xattr(path: &Path, name: &str) -> Vec<u8> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let p = CString::new(path.as_os_str().as_bytes()).unwrap();
+    let n = CString::new(name).unwrap();
+    let mut buf = vec![0u8; 1 << 16];
+    // SAFETY: valid NUL-terminated strings and a buffer of the given length.
+    let len = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    assert!(
+        len >= 0,
+        "getxattr {name}: {}",
+        std::io::Error::last_os_error()
+    );
+    buf.truncate(len as usize);
+    buf
 }
