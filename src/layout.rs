@@ -335,11 +335,14 @@ impl std::fmt::Display for DiskMap {
         }
         for p in &self.partitions {
             let fs = p.fs.as_deref().unwrap_or("unknown");
-            let label = if p.label.is_empty() {
+            let mut label = if p.label.is_empty() {
                 String::new()
             } else {
                 format!(" \"{}\"", p.label)
             };
+            if p.fs.is_some() && p.fs_size > 0 {
+                label.push_str(&format!(" ({})", short_bytes(p.fs_size)));
+            }
             let kind = if p.type_name.is_empty() {
                 String::new()
             } else if p.name.is_empty() {
