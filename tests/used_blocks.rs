@@ -1119,3 +1119,26 @@ fn xattr(path: &Path, name: &str) -> Vec<u8> {
     buf.truncate(len as usize);
     buf
 }
+
+#[test]
+fn encrypted_volumes_are_imaged_whole_without_a_warning() {
+    use strata::blockdev::window::MemDev;
+    // LUKS2 header (magic, version 2, label at 24) and a BitLocker boot sector.
+    let mut luks = vec![0u8; 4 << 20];
+    luks[..8].copy_from_slice(b"LUKS\xba\xbe\x00\x02");
+    luks[24..31].copy_from_slice(b"secrets");
+    let mut bitlocker = vec![0u8; 4 << 20];
+    bitlocker[..11].copy_from_slice(b"\xeb\x58\x90-FVE-FS-");
+    bitlocker[510..512].copy_from_slice(&[0x55, 0xAA]);
+    for (dev, fs, label) in [(luks, "LUKS", "secrets"), (bitlocker, "BitLocker", "")] {
+        let map = map_disk(&MemDev(dev), 512, &FsOptions::default());
+        let p = &map.partitions[0];
+        assert_eq!((p.fs.as_deref(), p.label.as_str()), (Some(fs), label));
+        assert_eq!(p.used_bytes, 4 << 20);
+        match &p.imaging {
+            Imaging::EveryBlock(r) => assert!(r.contains("encrypted"), "{r}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(map.warnings.is_empty(), "{:?}", map.warnings);
+    }
+}

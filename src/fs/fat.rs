@@ -124,6 +124,13 @@ pub fn used(dev: &dyn BlockDev) -> Result<Ranges> {
             format!("{size} bytes of volume in a {}-byte partition", dev.len()),
         ));
     }
+    if b.data_start() > size {
+        return Err(corrupt(
+            "FAT",
+            14,
+            "reserved sectors, FATs and root directory overrun the volume",
+        ));
+    }
     // Entries 0 and 1 are reserved; clusters are numbered from 2.
     let entries = b.clusters + 2;
     let fat_bytes = match b.kind {
