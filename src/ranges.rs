@@ -132,7 +132,7 @@ impl Ranges {
         let mut i = 0u64;
         while i < bits {
             // Whole bytes of zeros or ones are skipped at once.
-            if i % 8 == 0 && i + 8 <= bits {
+            if i & 7 == 0 && i + 8 <= bits {
                 let byte = bitmap[(i / 8) as usize];
                 if byte == 0 || byte == 0xFF {
                     match (byte, run) {

@@ -156,7 +156,7 @@ pub fn used(dev: &dyn BlockDev) -> Result<Ranges> {
             FsKind::Fat12 => {
                 let o = (c + c / 2) as usize;
                 let v = u16::from_le_bytes([fat[o], fat[o + 1]]);
-                u32::from(if c % 2 == 0 { v & 0xFFF } else { v >> 4 })
+                u32::from(if c & 1 == 0 { v & 0xFFF } else { v >> 4 })
             }
             FsKind::Fat16 => u32::from(u16::from_le_bytes([
                 fat[2 * c as usize],
