@@ -505,7 +505,63 @@ fn round_trip(
         was > 5_000 && left * 50 < was,
         "{left} of {was} stale blocks came back"
     );
+    ext_free_blocks_are_zero(&restored, ss);
     (before, after, restored)
+}
+
+/// Every block that dumpe2fs lists as free, in every ext partition of `disk`, reads as
+/// zeros: e2fsprogs, not strata's own map, says what is free.
+fn ext_free_blocks_are_zero(disk: &Path, sector_size: u32) {
+    use std::io::{Read, Seek, SeekFrom};
+    let dev = FileDev::open(disk).unwrap();
+    let map = map_disk(&dev, sector_size, &FsOptions::default());
+    let mut f = std::fs::File::open(disk).unwrap();
+    for p in &map.partitions {
+        if !matches!(p.fs.as_deref(), Some("ext2" | "ext3" | "ext4")) {
+            continue;
+        }
+        let (off, len) = (p.start.to_string(), p.len.to_string());
+        let lo = Loop(sh(
+            "losetup",
+            &[
+                "--find",
+                "--show",
+                "--read-only",
+                "--offset",
+                &off,
+                "--sizelimit",
+                &len,
+                disk.to_str().unwrap(),
+            ],
+        ));
+        let dump = sh("dumpe2fs", &[&lo.0]);
+        let bs: u64 = dump
+            .lines()
+            .find_map(|l| l.strip_prefix("Block size:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap();
+        let mut checked = 0u64;
+        for l in dump.lines() {
+            // Per-group lines are indented; the header line "Free blocks: N" is a count.
+            let Some(list) = l.strip_prefix("  Free blocks:") else {
+                continue;
+            };
+            for r in list.split(',').map(str::trim).filter(|r| !r.is_empty()) {
+                let (a, b) = r.split_once('-').unwrap_or((r, r));
+                let (a, b): (u64, u64) = (a.parse().unwrap(), b.parse().unwrap());
+                let mut buf = vec![0u8; ((b - a + 1) * bs) as usize];
+                f.seek(SeekFrom::Start(p.start + a * bs)).unwrap();
+                f.read_exact(&mut buf).unwrap();
+                assert!(
+                    buf.iter().all(|&x| x == 0),
+                    "partition {}: free blocks {a}-{b} are not zeros",
+                    p.number
+                );
+                checked += b - a + 1;
+            }
+        }
+        assert!(checked > 0, "partition {}: no free blocks listed", p.number);
+    }
 }
 
 /// Fails with the lines that differ (not the whole manifests).
