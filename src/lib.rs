@@ -5,8 +5,11 @@
 //! ```text
 //! cli            strata create / info / verify / restore / demo
 //!  └ ops         the operations: create (pipeline), restore, verify, info
-//!     └ container  the .strata format: header, chunk records, index, trailer
-//!        └ blockdev  BlockDev: a read-only device read by byte position
+//!     └ layout     used-block map of a disk: table + filesystems -> ranges to image
+//!        └ fs        filesystems (NTFS, ext2/3/4, FAT, exFAT, swap): probe, used ranges
+//!           └ partition  GPT and MBR tables
+//!              └ container  the .strata format: header, chunk records, index, trailer
+//!                 └ blockdev  BlockDev: a read-only device read by byte position; Window
 //! ```
 //!
 //! Layers depend downwards only. A [`blockdev::BlockDev`] is the one read interface:
@@ -23,8 +26,12 @@ pub mod chain;
 pub mod cli;
 pub mod container;
 pub mod error;
+pub mod fs;
+pub mod layout;
 pub mod le;
 pub mod ops;
+pub mod partition;
 pub mod progress;
+pub mod ranges;
 
 pub use error::{Error, Result};

@@ -31,9 +31,8 @@ fn killed_create_leaves_no_accepted_image_and_old_dest_intact() {
             .spawn()
             .unwrap();
         std::thread::sleep(Duration::from_millis(delay_ms));
-        let finished = child.try_wait().unwrap().is_some();
         child.kill().ok(); // SIGKILL
-        child.wait().unwrap();
+        let finished = child.wait().unwrap().success();
         if finished {
             // It completed before the kill: DEST is the new, valid image.
             ok(run(&[&"verify", &dest, &"-q"]));

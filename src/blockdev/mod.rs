@@ -5,6 +5,7 @@
 //! shared by many threads (mount front-ends serve reads concurrently).
 
 pub mod file;
+pub mod window;
 
 use crate::error::Result;
 

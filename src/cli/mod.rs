@@ -139,6 +139,10 @@ struct CreateArgs {
     /// Store every sector (free space included) instead of only used blocks.
     #[arg(long)]
     clone: bool,
+    /// Keep the contents of pagefile.sys, hiberfil.sys and swapfile.sys (NTFS); by default
+    /// they are left out and read as zeros after a restore.
+    #[arg(long)]
+    keep_pagefile: bool,
     /// zstd compression level, 1 (fastest) to 22 (smallest).
     #[arg(long, short = 'l', default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=22))]
     level: i32,
@@ -230,6 +234,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 threads: threads(a.threads),
                 force: a.force,
                 clone: a.clone,
+                keep_pagefile: a.keep_pagefile,
                 sector_size: a.sector_size,
                 uuid: a.uuid,
                 parent: match (a.incremental, a.differential) {

@@ -10,7 +10,7 @@ use crate::atomic_file::AtomicFile;
 use crate::blockdev::file::{DevKind, FileDev};
 use crate::blockdev::{is_zero, BlockDev};
 use crate::chain::{resolve, BlockState, Chain, ResolveOptions};
-use crate::container::header::{Content, Header, ImageKind, MINOR_VERSION};
+use crate::container::header::{Header, ImageKind, MINOR_VERSION};
 use crate::container::index::ExtentKind;
 use crate::container::writer::ImageWriter;
 use crate::container::{DEFAULT_BLOCK_SIZE, DEFAULT_CHUNK_SIZE};
@@ -31,9 +31,10 @@ pub struct CreateOptions {
     /// Compression workers (at least 1).
     pub threads: usize,
     pub force: bool,
-    /// Store every sector rather than only used blocks. Until filesystems are understood
-    /// every sector is read either way; the flag is recorded in the header.
+    /// Store every sector rather than only the blocks the filesystems use.
     pub clone: bool,
+    /// Keep the contents of pagefile.sys, hiberfil.sys and swapfile.sys (NTFS).
+    pub keep_pagefile: bool,
     /// Logical sector size of a raw disk file (files carry none of their own).
     pub sector_size: Option<u32>,
     /// Fixed image UUID, for reproducible images.
@@ -56,6 +57,7 @@ impl CreateOptions {
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             force: false,
             clone: false,
+            keep_pagefile: false,
             sector_size: None,
             uuid: None,
             parent: None,
@@ -190,6 +192,17 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary> {
         None => DEFAULT_BLOCK_SIZE.max(src.sector_size()),
     };
     let chunk_size = opts.chunk_size.max(block_size) / block_size * block_size;
+    // Used-block map (or every sector with --clone); see ops/plan.rs.
+    let plan = super::plan::plan(
+        &src,
+        opts.clone,
+        &crate::fs::FsOptions {
+            keep_pagefile: opts.keep_pagefile,
+        },
+    );
+    for w in plan.map.iter().flat_map(|m| &m.warnings) {
+        eprintln!("strata: warning: {w}");
+    }
     let (created_unix, created_nanos) = creation_time();
     let canonical = std::fs::canonicalize(&opts.source).unwrap_or_else(|_| opts.source.clone());
     let (kind, parent_uuid, parent_index_digest, parent_hint) = match &parent {
@@ -218,8 +231,7 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary> {
         block_size,
         chunk_size,
         kind,
-        // Every sector is read until used-block maps exist, so record what really happened.
-        content: Content::Clone,
+        content: plan.content,
         compression: 1,
         compression_level: opts.level as i8,
         source: format!(
@@ -243,6 +255,7 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary> {
     let outcome = pipeline::run(&mut writer, opts.threads, opts.level, |packer| {
         read_source(
             &src,
+            &plan.ranges,
             block_size,
             chunk_size,
             parent.as_ref(),
@@ -306,10 +319,12 @@ fn add_run(runs: &mut Vec<(u64, u64)>, start: u64, end: u64) {
     }
 }
 
-/// Reads the source's data ranges in 1-chunk pieces, drops zero blocks and (for children)
-/// blocks whose hash matches the parent's, and packs the rest.
+/// Reads `ranges` (sorted, disjoint byte ranges) widened to whole blocks, in 1-chunk pieces;
+/// drops zero blocks and (for children) blocks whose hash matches the parent's, and packs
+/// the rest. Blocks outside `ranges` read as zeros at this point.
 fn read_source(
     src: &FileDev,
+    ranges: &[(u64, u64)],
     block_size: u32,
     chunk_size: u32,
     parent: Option<&Chain>,
@@ -327,8 +342,8 @@ fn read_source(
         unchanged_blocks: 0,
     };
     let mut next_block = 0u64; // first block not yet accounted for
-                               // Blocks not read (holes of a sparse source) are zeros now: where the parent holds data
-                               // there, record a zero run.
+                               // Blocks not read (holes of a sparse source, free space) are zeros at this point: where
+                               // the parent holds data there, record a zero run.
     let skip_to = |from: u64, to: u64, out: &mut ReadOutcome| {
         if let Some(p) = parent {
             for (a, b) in p.data_runs(from, to) {
@@ -337,7 +352,7 @@ fn read_source(
         }
         progress.inc((to * bs).min(len).saturating_sub((from * bs).min(len)));
     };
-    for (start, end) in src.data_ranges() {
+    for &(start, end) in ranges {
         // Widen to whole blocks; ranges may share a block at their edges.
         let first = (start / bs).max(next_block);
         let last = end.div_ceil(bs);
@@ -380,7 +395,8 @@ fn read_source(
             progress.inc(avail as u64);
             block += n_blocks;
         }
-        next_block = last;
+        // Ranges may share a block: never step back over one already read.
+        next_block = next_block.max(last);
     }
     skip_to(next_block, total_blocks, &mut out);
     Ok(out)

@@ -47,6 +47,8 @@ pub struct ImageInfo {
     pub chain: Vec<ChainEntry>,
     /// Why the chain could not be resolved, if it could not.
     pub chain_error: Option<String>,
+    /// Partition table and filesystems, read from the image itself (full images only).
+    pub layout: Option<crate::layout::DiskMap>,
 }
 
 /// One image of a chain, as `info` lists it.
@@ -94,12 +96,18 @@ fn chain_entries(layers: &[Image]) -> Vec<ChainEntry> {
 /// Reads the facts of an image and, for a child, of its chain.
 pub fn info(path: &Path, opts: &ResolveOptions) -> Result<ImageInfo> {
     let img = Image::open(path)?;
-    let (chain, chain_error) = if img.header().kind == ImageKind::Full {
-        (Vec::new(), None)
+    // The partition table and filesystems are probed from the chain point itself.
+    let (chain, chain_error, layout) = if img.header().kind == ImageKind::Full {
+        (Vec::new(), None, Some(image_layout(&img, img.header())))
     } else {
         match crate::chain::resolve::resolve(path, opts) {
-            Ok(layers) => (chain_entries(&layers), None),
-            Err(e) => (Vec::new(), Some(e.to_string())),
+            Ok(layers) => {
+                let entries = chain_entries(&layers);
+                let point = crate::chain::Chain::from_layers(layers)?;
+                let layout = image_layout(&point, point.top().header());
+                (entries, None, Some(layout))
+            }
+            Err(e) => (Vec::new(), Some(e.to_string()), None),
         }
     };
     let h = img.header();
@@ -113,6 +121,7 @@ pub fn info(path: &Path, opts: &ResolveOptions) -> Result<ImageInfo> {
         .map(|e| u64::from(e.count) * bs)
         .sum();
     Ok(ImageInfo {
+        layout,
         image: path.to_path_buf(),
         format_version: format!(
             "{}.{}",
@@ -293,6 +302,23 @@ impl fmt::Display for DirInfo {
     }
 }
 
+/// The partition table and filesystems of a full image, probed from its own blocks. A
+/// clone image holds every block of every partition.
+fn image_layout(
+    dev: &dyn crate::blockdev::BlockDev,
+    h: &crate::container::header::Header,
+) -> crate::layout::DiskMap {
+    use crate::layout::Imaging;
+    let mut map = crate::layout::map_disk(dev, h.sector_size, &Default::default());
+    if h.content == Content::Clone {
+        for p in &mut map.partitions {
+            p.imaging = Imaging::EveryBlock("clone image (--clone)".into());
+            p.skipped.clear();
+        }
+    }
+    map
+}
+
 /// Bytes as "1.50 GiB (1610612736 bytes)".
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 6] = ["bytes", "KiB", "MiB", "GiB", "TiB", "PiB"];
@@ -376,6 +402,9 @@ impl fmt::Display for ImageInfo {
         }
         if let Some(e) = &self.chain_error {
             write!(f, "\nchain:        cannot be resolved: {e}")?;
+        }
+        if let Some(l) = &self.layout {
+            write!(f, "\n{l}")?;
         }
         Ok(())
     }

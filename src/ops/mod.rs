@@ -5,6 +5,7 @@ pub mod consolidate;
 pub mod create;
 pub mod info;
 pub mod pipeline;
+pub mod plan;
 pub mod restore;
 pub mod verify;
 
