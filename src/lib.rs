@@ -32,5 +32,6 @@ pub mod ops;
 pub mod partition;
 pub mod progress;
 pub mod ranges;
+pub mod vfs;
 
 pub use error::{Error, Result};

@@ -1,0 +1,359 @@
+//! NTFS through the `ntfs` crate: one parsed [`Ntfs`] shared by every thread, and a fresh
+//! cursor over the partition for every call (the crate keeps no reader of its own).
+//!
+//! Node ids are file record numbers (the root directory is record 5). Like ntfs-3g, the
+//! metadata files (records 0 to 15: `$MFT`, `$Bitmap`…) are not listed, DOS 8.3 names are
+//! hidden behind their long names, times come from `$STANDARD_INFORMATION`, and named
+//! `$DATA` attributes are offered as streams. Symbolic links and junctions are shown as
+//! symbolic links; other reparse points as [`NodeKind::Reparse`].
+//!
+//! The crate returns the stored bytes of LZNT1-compressed files and ciphertext for EFS
+//! files, and zeros for files compressed by WOF (CompactOS): all three are refused with a
+//! message rather than read wrongly.
+
+use super::{DirEntry, FileSystem, Metadata, NodeId, NodeKind, PartDev, Stream, Time};
+use crate::blockdev::window::Cursor;
+use crate::error::{Error, Result};
+use crate::fs::FsKind;
+use ntfs::indexes::NtfsFileNameIndex;
+use ntfs::structured_values::{NtfsFileAttributeFlags, NtfsFileName, NtfsFileNamespace};
+use ntfs::{Ntfs, NtfsAttributeFlags, NtfsAttributeType, NtfsFile, NtfsReadSeek};
+use std::io::SeekFrom;
+
+/// Record number of the root directory.
+const ROOT: u64 = 5;
+/// Records below this are metadata files, hidden from listings.
+const FIRST_USER_RECORD: u64 = 16;
+
+const TAG_MOUNT_POINT: u32 = 0xA000_0003;
+const TAG_SYMLINK: u32 = 0xA000_000C;
+const TAG_WOF: u32 = 0x8000_0017;
+
+fn err(e: ntfs::NtfsError) -> Error {
+    Error::Invalid(format!("NTFS: {e}"))
+}
+
+/// A mounted NTFS volume.
+pub struct NtfsFs {
+    dev: PartDev,
+    ntfs: Ntfs,
+}
+
+impl NtfsFs {
+    /// Parses the boot sector and the upcase table (for case-insensitive lookups).
+    pub fn open(dev: PartDev) -> Result<NtfsFs> {
+        let ntfs = {
+            let mut c = Cursor::new(&dev);
+            let mut ntfs = Ntfs::new(&mut c).map_err(err)?;
+            ntfs.read_upcase_table(&mut c).map_err(err)?;
+            ntfs
+        };
+        Ok(NtfsFs { dev, ntfs })
+    }
+
+    fn file<'n>(&'n self, c: &mut Cursor, node: NodeId) -> Result<NtfsFile<'n>> {
+        self.ntfs.file(c, node).map_err(err)
+    }
+
+    /// The reparse point data of a file, if it has one.
+    fn reparse(&self, c: &mut Cursor, file: &NtfsFile) -> Result<Option<Vec<u8>>> {
+        let mut attrs = file.attributes();
+        while let Some(item) = attrs.next(c) {
+            let item = item.map_err(err)?;
+            let a = item.to_attribute().map_err(err)?;
+            if a.ty().map_err(err)? != NtfsAttributeType::ReparsePoint {
+                continue;
+            }
+            let len = a.value_length().min(16 * 1024) as usize;
+            let mut v = a.value(c).map_err(err)?;
+            let mut buf = vec![0u8; len];
+            let mut done = 0;
+            while done < len {
+                let n = v.read(c, &mut buf[done..]).map_err(err)?;
+                if n == 0 {
+                    break;
+                }
+                done += n;
+            }
+            buf.truncate(done);
+            return Ok(Some(buf));
+        }
+        Ok(None)
+    }
+
+    fn kind_of(&self, c: &mut Cursor, file: &NtfsFile) -> Result<NodeKind> {
+        let info = file.info().map_err(err)?;
+        if info
+            .file_attributes()
+            .contains(NtfsFileAttributeFlags::REPARSE_POINT)
+        {
+            if let Some(r) = self.reparse(c, file)? {
+                let tag = r
+                    .get(..4)
+                    .map_or(0, |t| u32::from_le_bytes([t[0], t[1], t[2], t[3]]));
+                match tag {
+                    TAG_SYMLINK | TAG_MOUNT_POINT => return Ok(NodeKind::Symlink),
+                    // WOF-compressed files are ordinary files (reading them is refused).
+                    TAG_WOF => {}
+                    _ if file.is_directory() => return Ok(NodeKind::Dir),
+                    _ => return Ok(NodeKind::Reparse),
+                }
+            }
+        }
+        Ok(if file.is_directory() {
+            NodeKind::Dir
+        } else {
+            NodeKind::File
+        })
+    }
+
+    /// Number of parent directories between `node` and the root.
+    fn depth(&self, c: &mut Cursor, node: NodeId) -> Result<usize> {
+        let mut depth = 0usize;
+        let mut cur = node;
+        while cur != ROOT && depth < 4096 {
+            let file = self.file(c, cur)?;
+            let name = file
+                .name(c, None, None)
+                .ok_or_else(|| Error::Invalid(format!("NTFS: record {cur} has no name")))?
+                .map_err(err)?;
+            cur = name.parent_directory_reference().file_record_number();
+            depth += 1;
+        }
+        Ok(depth.saturating_sub(1))
+    }
+
+    fn link_target(&self, c: &mut Cursor, node: NodeId) -> Result<String> {
+        let file = self.file(c, node)?;
+        let Some(r) = self.reparse(c, &file)? else {
+            return Err(Error::Invalid(format!(
+                "NTFS record {node}: not a symbolic link"
+            )));
+        };
+        let u16at = |o: usize| {
+            r.get(o..o + 2)
+                .map_or(0, |b| u16::from_le_bytes([b[0], b[1]])) as usize
+        };
+        let tag = r
+            .get(..4)
+            .map_or(0, |t| u32::from_le_bytes([t[0], t[1], t[2], t[3]]));
+        let (buf_start, relative) = match tag {
+            TAG_SYMLINK => {
+                let flags = r
+                    .get(16..20)
+                    .map_or(0, |t| u32::from_le_bytes([t[0], t[1], t[2], t[3]]));
+                (20, flags & 1 == 1)
+            }
+            TAG_MOUNT_POINT => (16, false),
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "NTFS record {node}: reparse point {tag:#010x} is not a symbolic link"
+                )))
+            }
+        };
+        let (sub_off, sub_len) = (u16at(8), u16at(10));
+        let start = buf_start + sub_off;
+        let bytes = r.get(start..start + sub_len).ok_or_else(|| {
+            crate::fs::corrupt("NTFS", 0, format!("record {node}: reparse data too short"))
+        })?;
+        let units: Vec<u16> = bytes
+            .chunks_exact(2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+            .collect();
+        let target = String::from_utf16_lossy(&units);
+        if relative {
+            return Ok(target.replace('\\', "/"));
+        }
+        // "\??\C:\dir\file": a path on some volume. Made relative to this one, as
+        // ntfs-3g does, so that it resolves inside a copy or a mount of the volume.
+        let t = target.strip_prefix("\\??\\").unwrap_or(&target);
+        let b = t.as_bytes();
+        if b.len() >= 2 && b[1] == b':' && b[0].is_ascii_alphabetic() {
+            let rest = t[2..].trim_start_matches('\\').replace('\\', "/");
+            let up = "../".repeat(self.depth(c, node)?);
+            let rel = format!("{up}{rest}");
+            return Ok(if rel.is_empty() { ".".into() } else { rel });
+        }
+        Ok(t.replace('\\', "/"))
+    }
+}
+
+fn time(t: ntfs::NtfsTime) -> Option<Time> {
+    Some(Time::from_nt(t.nt_timestamp()))
+}
+
+impl FileSystem for NtfsFs {
+    fn kind(&self) -> FsKind {
+        FsKind::Ntfs
+    }
+
+    fn root(&self) -> NodeId {
+        ROOT
+    }
+
+    fn lookup(&self, dir: NodeId, name: &str) -> Result<NodeId> {
+        let mut c = Cursor::new(&self.dev);
+        let file = self.file(&mut c, dir)?;
+        let index = file.directory_index(&mut c).map_err(err)?;
+        let mut finder = index.finder();
+        let Some(entry) = NtfsFileNameIndex::find(&mut finder, &self.ntfs, &mut c, name) else {
+            return Err(Error::NotFound(format!(
+                "{name}: no such file or directory"
+            )));
+        };
+        let record = entry.map_err(err)?.file_reference().file_record_number();
+        if record < FIRST_USER_RECORD && record != ROOT {
+            return Err(Error::NotFound(format!(
+                "{name}: no such file or directory"
+            )));
+        }
+        Ok(record)
+    }
+
+    fn read_dir(&self, dir: NodeId) -> Result<Vec<DirEntry>> {
+        let mut c = Cursor::new(&self.dev);
+        let file = self.file(&mut c, dir)?;
+        let index = file.directory_index(&mut c).map_err(err)?;
+        let mut entries = index.entries();
+        let mut raw: Vec<(String, u64, NtfsFileName)> = Vec::new();
+        while let Some(e) = entries.next(&mut c) {
+            let e = e.map_err(err)?;
+            let record = e.file_reference().file_record_number();
+            let Some(key) = e.key() else { continue };
+            let key = key.map_err(err)?;
+            if key.namespace() == NtfsFileNamespace::Dos || record < FIRST_USER_RECORD {
+                continue;
+            }
+            raw.push((key.name().to_string_lossy(), record, key));
+        }
+        drop(entries);
+        let mut out = Vec::with_capacity(raw.len());
+        for (name, record, key) in raw {
+            let attrs = key.file_attributes();
+            let kind = if attrs.contains(NtfsFileAttributeFlags::REPARSE_POINT) {
+                let f = self.file(&mut c, record)?;
+                self.kind_of(&mut c, &f)?
+            } else if key.is_directory() {
+                NodeKind::Dir
+            } else {
+                NodeKind::File
+            };
+            out.push(DirEntry {
+                name,
+                node: record,
+                kind,
+            });
+        }
+        Ok(out)
+    }
+
+    fn metadata(&self, node: NodeId) -> Result<Metadata> {
+        let mut c = Cursor::new(&self.dev);
+        let file = self.file(&mut c, node)?;
+        let kind = self.kind_of(&mut c, &file)?;
+        let info = file.info().map_err(err)?;
+        let mut m = Metadata::new(kind, 0);
+        m.mtime = time(info.modification_time());
+        m.atime = time(info.access_time());
+        m.ctime = time(info.mft_record_modification_time());
+        m.crtime = time(info.creation_time());
+        let mut links = 0u32;
+        let mut attrs = file.attributes();
+        while let Some(item) = attrs.next(&mut c) {
+            let item = item.map_err(err)?;
+            let a = item.to_attribute().map_err(err)?;
+            match a.ty().map_err(err)? {
+                NtfsAttributeType::FileName => {
+                    let n: NtfsFileName = a.structured_value(&mut c).map_err(err)?;
+                    if n.namespace() != NtfsFileNamespace::Dos {
+                        links += 1;
+                    }
+                }
+                NtfsAttributeType::Data => {
+                    let name = a.name().map_err(err)?;
+                    if name.is_empty() {
+                        if kind == NodeKind::File || kind == NodeKind::Reparse {
+                            m.size = a.value_length();
+                        }
+                    } else {
+                        m.streams.push(Stream {
+                            name: name.to_string_lossy(),
+                            size: a.value_length(),
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        m.nlink = Some(links.max(1));
+        if kind == NodeKind::Symlink {
+            m.size = self.link_target(&mut c, node)?.len() as u64;
+        }
+        Ok(m)
+    }
+
+    fn read_at(&self, node: NodeId, stream: &str, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        let mut c = Cursor::new(&self.dev);
+        let file = self.file(&mut c, node)?;
+        if file.is_directory() && stream.is_empty() {
+            return Err(Error::Invalid(format!(
+                "NTFS record {node}: is a directory"
+            )));
+        }
+        let Some(item) = file.data(&mut c, stream) else {
+            if stream.is_empty() {
+                return Ok(0);
+            }
+            return Err(Error::NotFound(format!("no stream named {stream}")));
+        };
+        let item = item.map_err(err)?;
+        let attr = item.to_attribute().map_err(err)?;
+        let flags = attr.flags();
+        if flags.contains(NtfsAttributeFlags::ENCRYPTED) {
+            return Err(Error::Invalid(format!(
+                "NTFS record {node}: EFS-encrypted; its contents cannot be read without the \
+                 owner's key"
+            )));
+        }
+        if flags.contains(NtfsAttributeFlags::COMPRESSED) {
+            return Err(Error::Invalid(format!(
+                "NTFS record {node}: NTFS-compressed (LZNT1) files cannot be read yet"
+            )));
+        }
+        if stream.is_empty() && attr.value_length() == 0 {
+            let info = file.info().map_err(err)?;
+            if info
+                .file_attributes()
+                .contains(NtfsFileAttributeFlags::REPARSE_POINT)
+            {
+                if let Some(r) = self.reparse(&mut c, &file)? {
+                    if r.get(..4) == Some(&TAG_WOF.to_le_bytes()[..]) {
+                        return Err(Error::Invalid(format!(
+                            "NTFS record {node}: compressed by Windows (WOF/CompactOS); \
+                             reading such files is not supported yet"
+                        )));
+                    }
+                }
+            }
+        }
+        let mut value = attr.value(&mut c).map_err(err)?;
+        if offset >= value.len() {
+            return Ok(0);
+        }
+        value.seek(&mut c, SeekFrom::Start(offset)).map_err(err)?;
+        let mut done = 0;
+        while done < buf.len() {
+            let n = value.read(&mut c, &mut buf[done..]).map_err(err)?;
+            if n == 0 {
+                break;
+            }
+            done += n;
+        }
+        Ok(done)
+    }
+
+    fn read_link(&self, node: NodeId) -> Result<String> {
+        let mut c = Cursor::new(&self.dev);
+        self.link_target(&mut c, node)
+    }
+}
