@@ -315,7 +315,8 @@ impl FileSystem for NtfsFs {
                  owner's key"
             )));
         }
-        if flags.contains(NtfsAttributeFlags::COMPRESSED) {
+        // A resident value is never stored compressed, whatever its flag says.
+        if flags.contains(NtfsAttributeFlags::COMPRESSED) && !attr.is_resident() {
             return Err(Error::Invalid(format!(
                 "NTFS record {node}: NTFS-compressed (LZNT1) files cannot be read yet"
             )));
