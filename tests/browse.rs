@@ -403,6 +403,15 @@ fn ntfs_samples() {
         "ntfs-samples-msuhanov/expected/ntfs-2m.p1.listing.txt",
         &[],
     );
+    // Written by Windows 10, with an LZNT1-compressed file (1.txt).
+    let dir = tempdir();
+    let raw = testdata("ntfs-samples-msuhanov/ntfs-ramslack.raw.zst", dir.path());
+    check_against_listing(
+        &raw,
+        "/p1",
+        "ntfs-samples-msuhanov/expected/ntfs-ramslack.p1.listing.txt",
+        &[],
+    );
     let dir = tempdir();
     let raw = testdata("ntfs-rs/testfs1.zst", dir.path());
     // The ntfs crate misreads file records that straddle two $MFT data runs (possible

@@ -21,6 +21,7 @@
 
 pub mod ext;
 pub mod fat;
+pub mod lznt1;
 pub mod ntfs;
 pub mod path;
 

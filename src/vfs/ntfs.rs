@@ -7,14 +7,17 @@
 //! `$DATA` attributes are offered as streams. Symbolic links and junctions are shown as
 //! symbolic links; other reparse points as [`NodeKind::Reparse`].
 //!
-//! The crate returns the stored bytes of LZNT1-compressed files and ciphertext for EFS
-//! files, and zeros for files compressed by WOF (CompactOS): all three are refused with a
-//! message rather than read wrongly.
+//! The crate returns the stored bytes of LZNT1-compressed files: those are decompressed
+//! here ([`super::lznt1`]). It returns ciphertext for EFS files and zeros for files
+//! compressed by WOF (CompactOS): both are refused with a message rather than read wrongly.
 
+use super::lznt1;
 use super::{DirEntry, FileSystem, Metadata, NodeId, NodeKind, PartDev, Stream, Time};
 use crate::blockdev::window::Cursor;
+use crate::blockdev::BlockDev;
 use crate::error::{Error, Result};
 use crate::fs::FsKind;
+use ntfs::attribute_value::NtfsAttributeValue;
 use ntfs::indexes::NtfsFileNameIndex;
 use ntfs::structured_values::{NtfsFileAttributeFlags, NtfsFileName, NtfsFileNamespace};
 use ntfs::{Ntfs, NtfsAttributeFlags, NtfsAttributeType, NtfsFile, NtfsReadSeek};
@@ -178,6 +181,83 @@ impl NtfsFs {
     }
 }
 
+/// Clusters in a compression unit: NTFS compresses only with 2^4.
+const UNIT_CLUSTERS: u64 = 16;
+
+/// One data run: first cluster (VCN), cluster count, byte position on the volume (`None`
+/// for a hole).
+type Run = (u64, u64, Option<u64>);
+
+impl NtfsFs {
+    /// Reads an LZNT1-compressed value: it is stored in units of 16 clusters, each either
+    /// all allocated (stored as is), all holes (zeros), or partly allocated (the allocated
+    /// clusters hold the compressed unit).
+    fn read_compressed(
+        &self,
+        v: &ntfs::attribute_value::NtfsNonResidentAttributeValue,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<usize> {
+        let cs = u64::from(self.ntfs.cluster_size());
+        let mut runs: Vec<Run> = Vec::new();
+        let mut vcn = 0u64;
+        for r in v.data_runs() {
+            let r = r.map_err(err)?;
+            let n = r.allocated_size() / cs;
+            runs.push((vcn, n, r.data_position().value().map(|p| p.get())));
+            vcn += n;
+        }
+        let size = v.len();
+        let end = size.min(offset.saturating_add(buf.len() as u64));
+        if offset >= end {
+            return Ok(0);
+        }
+        let unit_bytes = UNIT_CLUSTERS * cs;
+        let mut pos = offset;
+        while pos < end {
+            let u = pos / unit_bytes;
+            let data = self.unit(&runs, u, cs)?;
+            let from = (pos - u * unit_bytes) as usize;
+            let n = ((end - pos) as usize).min(data.len() - from);
+            let at = (pos - offset) as usize;
+            buf[at..at + n].copy_from_slice(&data[from..from + n]);
+            pos += n as u64;
+        }
+        Ok((end - offset) as usize)
+    }
+
+    /// The data of compression unit `u`.
+    fn unit(&self, runs: &[Run], u: u64, cs: u64) -> Result<Vec<u8>> {
+        let first = u * UNIT_CLUSTERS;
+        let last = first + UNIT_CLUSTERS;
+        let unit_bytes = (UNIT_CLUSTERS * cs) as usize;
+        let mut stored = Vec::with_capacity(unit_bytes);
+        let mut allocated = 0;
+        for &(start, n, at) in runs {
+            let (a, b) = (start.max(first), (start + n).min(last));
+            if a >= b {
+                continue;
+            }
+            if let Some(at) = at {
+                let mut piece = vec![0u8; ((b - a) * cs) as usize];
+                self.dev.read_at(at + (a - start) * cs, &mut piece)?;
+                stored.extend_from_slice(&piece);
+                allocated += b - a;
+            }
+        }
+        let mut out = if allocated == 0 {
+            Vec::new()
+        } else if allocated == UNIT_CLUSTERS {
+            stored
+        } else {
+            lznt1::decompress(&stored, unit_bytes)
+                .map_err(|e| Error::Invalid(format!("NTFS: compression unit {u}: {e}")))?
+        };
+        out.resize(unit_bytes, 0);
+        Ok(out)
+    }
+}
+
 fn time(t: ntfs::NtfsTime) -> Option<Time> {
     Some(Time::from_nt(t.nt_timestamp()))
 }
@@ -317,9 +397,13 @@ impl FileSystem for NtfsFs {
         }
         // A resident value is never stored compressed, whatever its flag says.
         if flags.contains(NtfsAttributeFlags::COMPRESSED) && !attr.is_resident() {
-            return Err(Error::Invalid(format!(
-                "NTFS record {node}: NTFS-compressed (LZNT1) files cannot be read yet"
-            )));
+            return match attr.value(&mut c).map_err(err)? {
+                NtfsAttributeValue::NonResident(v) => self.read_compressed(&v, offset, buf),
+                _ => Err(Error::Invalid(format!(
+                    "NTFS record {node}: compressed data spread over several file records \
+                     cannot be read yet"
+                ))),
+            };
         }
         if stream.is_empty() && attr.value_length() == 0 {
             let info = file.info().map_err(err)?;
