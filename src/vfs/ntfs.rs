@@ -31,6 +31,8 @@ const FIRST_USER_RECORD: u64 = 16;
 const TAG_MOUNT_POINT: u32 = 0xA000_0003;
 const TAG_SYMLINK: u32 = 0xA000_000C;
 const TAG_WOF: u32 = 0x8000_0017;
+/// Start of an Interix symbolic link's data.
+const INTERIX_LINK: &[u8] = b"IntxLNK\x01";
 
 fn err(e: ntfs::NtfsError) -> Error {
     Error::Invalid(format!("NTFS: {e}"))
@@ -103,11 +105,49 @@ impl NtfsFs {
                 }
             }
         }
-        Ok(if file.is_directory() {
-            NodeKind::Dir
-        } else {
-            NodeKind::File
-        })
+        if file.is_directory() {
+            return Ok(NodeKind::Dir);
+        }
+        if info
+            .file_attributes()
+            .contains(NtfsFileAttributeFlags::SYSTEM)
+            && self.interix_link(c, file)?.is_some()
+        {
+            return Ok(NodeKind::Symlink);
+        }
+        Ok(NodeKind::File)
+    }
+
+    /// The target of an Interix symbolic link: a system file holding `IntxLNK\1` and the
+    /// target in UTF-16. This is how ntfs-3g stores the links made through it.
+    fn interix_link(&self, c: &mut Cursor, file: &NtfsFile) -> Result<Option<String>> {
+        let Some(item) = file.data(c, "") else {
+            return Ok(None);
+        };
+        let item = item.map_err(err)?;
+        let attr = item.to_attribute().map_err(err)?;
+        let len = attr.value_length();
+        if !(8..=8 + 2 * 4096).contains(&len) || len % 2 != 0 {
+            return Ok(None);
+        }
+        let mut v = attr.value(c).map_err(err)?;
+        let mut buf = vec![0u8; len as usize];
+        let mut done = 0;
+        while done < buf.len() {
+            let n = v.read(c, &mut buf[done..]).map_err(err)?;
+            if n == 0 {
+                return Ok(None);
+            }
+            done += n;
+        }
+        if !buf.starts_with(INTERIX_LINK) {
+            return Ok(None);
+        }
+        let units: Vec<u16> = buf[8..]
+            .chunks_exact(2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+            .collect();
+        Ok(Some(String::from_utf16_lossy(&units)))
     }
 
     /// Number of parent directories between `node` and the root.
@@ -129,6 +169,9 @@ impl NtfsFs {
     fn link_target(&self, c: &mut Cursor, node: NodeId) -> Result<String> {
         let file = self.file(c, node)?;
         let Some(r) = self.reparse(c, &file)? else {
+            if let Some(t) = self.interix_link(c, &file)? {
+                return Ok(t);
+            }
             return Err(Error::Invalid(format!(
                 "NTFS record {node}: not a symbolic link"
             )));
@@ -310,7 +353,9 @@ impl FileSystem for NtfsFs {
         let mut out = Vec::with_capacity(raw.len());
         for (name, record, key) in raw {
             let attrs = key.file_attributes();
-            let kind = if attrs.contains(NtfsFileAttributeFlags::REPARSE_POINT) {
+            let kind = if attrs.contains(NtfsFileAttributeFlags::REPARSE_POINT)
+                || (attrs.contains(NtfsFileAttributeFlags::SYSTEM) && !key.is_directory())
+            {
                 let f = self.file(&mut c, record)?;
                 self.kind_of(&mut c, &f)?
             } else if key.is_directory() {
