@@ -21,6 +21,9 @@ static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);
 
 thread_local! {
     static LOADED: RefCell<HashMap<u64, Ext4>> = RefCell::new(HashMap::new());
+    /// The file this thread read last: (instance, node, open file). Sequential reads of
+    /// one file then cost no path lookup each.
+    static OPEN: RefCell<Option<(u64, NodeId, ext4_view::File)>> = const { RefCell::new(None) };
 }
 
 /// The crate's storage interface over a partition.
@@ -38,11 +41,13 @@ impl Ext4Read for Reader {
     }
 }
 
-/// Path table: id -> path, path -> id. Id 1 is the root.
+/// Path table: id -> path, path -> id. Id 1 is the root. Metadata is kept once read
+/// (listing a directory reads every entry's inode directly, without a path lookup).
 #[derive(Default)]
 struct Nodes {
     paths: Vec<Vec<u8>>,
     ids: HashMap<Vec<u8>, NodeId>,
+    meta: HashMap<NodeId, Metadata>,
 }
 
 impl Nodes {
@@ -81,6 +86,22 @@ fn time(t: ext4_view::Timestamp) -> Option<Time> {
         secs: t.seconds(),
         nanos: t.nanoseconds(),
     })
+}
+
+fn convert(md: &ext4_view::Metadata) -> Metadata {
+    let kind = kind_of(md.file_type());
+    let size = match kind {
+        NodeKind::File | NodeKind::Symlink => md.len(),
+        _ => 0,
+    };
+    let mut m = Metadata::new(kind, size);
+    m.mtime = time(md.modified());
+    m.atime = time(md.accessed());
+    m.crtime = md.created().and_then(time);
+    m.mode = Some(u32::from(md.mode()));
+    m.uid = Some(md.uid());
+    m.gid = Some(md.gid());
+    m
 }
 
 fn kind_of(t: FileType) -> NodeKind {
@@ -150,6 +171,7 @@ impl ExtFs {
 impl Drop for ExtFs {
     fn drop(&mut self) {
         // Only this thread's instance can be dropped here; other threads' go with them.
+        let _ = OPEN.try_with(|o| o.borrow_mut().take());
         let _ = LOADED.try_with(|l| l.borrow_mut().remove(&self.instance));
     }
 }
@@ -188,37 +210,39 @@ impl FileSystem for ExtFs {
                 if bytes == b"." || bytes == b".." {
                     continue;
                 }
-                let kind = kind_of(e.file_type().map_err(|e| err(&p, e))?);
-                out.push((bytes, kind));
+                let md = e.metadata().map_err(|e| err(&p, e))?;
+                out.push((bytes, convert(&md)));
             }
             Ok(out)
         })?;
         let mut nodes = self.nodes.lock().expect("not poisoned");
         Ok(raw
             .into_iter()
-            .map(|(name, kind)| DirEntry {
-                name: String::from_utf8_lossy(&name).into_owned(),
-                node: nodes.id(Self::child(&p, &name)),
-                kind,
+            .map(|(name, meta)| {
+                let node = nodes.id(Self::child(&p, &name));
+                let kind = meta.kind;
+                nodes.meta.insert(node, meta);
+                DirEntry {
+                    name: String::from_utf8_lossy(&name).into_owned(),
+                    node,
+                    kind,
+                }
             })
             .collect())
     }
 
     fn metadata(&self, node: NodeId) -> Result<Metadata> {
+        if let Some(m) = self.nodes.lock().expect("not poisoned").meta.get(&node) {
+            return Ok(m.clone());
+        }
         let p = self.path(node)?;
         let md = self.with(|fs| fs.symlink_metadata(p.as_slice()).map_err(|e| err(&p, e)))?;
-        let kind = kind_of(md.file_type());
-        let size = match kind {
-            NodeKind::File | NodeKind::Symlink => md.len(),
-            _ => 0,
-        };
-        let mut m = Metadata::new(kind, size);
-        m.mtime = time(md.modified());
-        m.atime = time(md.accessed());
-        m.crtime = md.created().and_then(time);
-        m.mode = Some(u32::from(md.mode()));
-        m.uid = Some(md.uid());
-        m.gid = Some(md.gid());
+        let m = convert(&md);
+        self.nodes
+            .lock()
+            .expect("not poisoned")
+            .meta
+            .insert(node, m.clone());
         Ok(m)
     }
 
@@ -228,20 +252,27 @@ impl FileSystem for ExtFs {
                 "ext files have no named streams ({stream})"
             )));
         }
+        let meta = self.metadata(node)?;
         let p = self.path(node)?;
-        self.with(|fs| {
-            let md = fs.symlink_metadata(p.as_slice()).map_err(|e| err(&p, e))?;
-            let kind = kind_of(md.file_type());
-            if kind != NodeKind::File {
-                return Err(Error::Invalid(format!(
-                    "{}: not a regular file ({kind:?})",
-                    String::from_utf8_lossy(&p)
-                )));
-            }
-            if offset >= md.len() {
-                return Ok(0);
-            }
-            let mut f = fs.open(p.as_slice()).map_err(|e| err(&p, e))?;
+        if meta.kind != NodeKind::File {
+            return Err(Error::Invalid(format!(
+                "{}: not a regular file ({:?})",
+                String::from_utf8_lossy(&p),
+                meta.kind
+            )));
+        }
+        if offset >= meta.size {
+            return Ok(0);
+        }
+        let cached = OPEN.with(|o| match o.borrow_mut().take() {
+            Some((i, n, f)) if i == self.instance && n == node => Some(f),
+            _ => None,
+        });
+        let mut f = match cached {
+            Some(f) => f,
+            None => self.with(|fs| fs.open(p.as_slice()).map_err(|e| err(&p, e)))?,
+        };
+        let r = (|| {
             f.seek_to(offset).map_err(|e| err(&p, e))?;
             let mut done = 0;
             while done < buf.len() {
@@ -252,7 +283,9 @@ impl FileSystem for ExtFs {
                 done += n;
             }
             Ok(done)
-        })
+        })();
+        OPEN.with(|o| *o.borrow_mut() = Some((self.instance, node, f)));
+        r
     }
 
     fn read_link(&self, node: NodeId) -> Result<String> {
