@@ -830,3 +830,98 @@ fn ext_special_files_are_listed_not_read() {
     assert!(out.join("volume/file").exists() || out.join("file").exists());
     assert!(!out.join("null").exists() && !out.join("volume/null").exists());
 }
+
+/// FAT12, FAT16 and FAT32 made by mkfs.fat and filled with mtools (long and Unicode
+/// names, deep trees, a 1000-file directory), at two points (files deleted, changed and
+/// added with mtools in between): each image reads exactly as mtools reads the disk.
+#[test]
+fn fat_volumes_at_two_points_match_mtools() {
+    if !require_root("fat_volumes_at_two_points_match_mtools") {
+        return;
+    }
+    let manifest_sh = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/manifest.sh");
+    for (fat, size) in [("12", 4u64 << 20), ("16", 32 << 20), ("32", 64 << 20)] {
+        let dir = tempdir();
+        let tree = dir.path().join("tree");
+        std::fs::create_dir(&tree).unwrap();
+        let o = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(
+                r#"
+import os, sys
+os.chdir(sys.argv[1])
+os.makedirs('Dokumente/Übersicht 2024/very long directory name number one')
+open('Dokumente/Übersicht 2024/very long directory name number one/a file with a long name.txt', 'w').write('x' * 5000)
+open('README.TXT', 'w').write('readme\n')
+open('données.bin', 'wb').write(bytes(i & 255 for i in range(70000)))
+open('empty', 'w').close()
+os.mkdir('many')
+for i in range(1000):
+    open('many/file number %04d.txt' % i, 'w').write(str(i))
+t = 1500000000
+for root, dirs, files in os.walk('.', topdown=False):
+    for n in files + dirs:
+        os.utime(os.path.join(root, n), (t, t)); t += 2
+"#,
+            )
+            .arg(&tree)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let vol = dir.path().join("vol.fat");
+        std::fs::File::create(&vol).unwrap().set_len(size).unwrap();
+        sh(
+            "mkfs.fat",
+            &["-F", fat, "-n", "POINTS", vol.to_str().unwrap()],
+        );
+        let mtools = |args: &[&str]| {
+            let o = std::process::Command::new(args[0])
+                .env("MTOOLS_SKIP_CHECK", "1")
+                .env("TZ", "UTC")
+                .args(&args[1..])
+                .output()
+                .unwrap();
+            assert!(
+                o.status.success(),
+                "{args:?}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        };
+        let v = vol.to_str().unwrap();
+        let mut copy_in: Vec<String> = vec![
+            "mcopy".into(),
+            "-i".into(),
+            v.into(),
+            "-s".into(),
+            "-m".into(),
+        ];
+        for e in std::fs::read_dir(&tree).unwrap() {
+            copy_in.push(e.unwrap().path().to_str().unwrap().to_string());
+        }
+        copy_in.push("::/".into());
+        mtools(&copy_in.iter().map(String::as_str).collect::<Vec<_>>());
+        for point in ["a", "b"] {
+            if point == "b" {
+                mtools(&["mdel", "-i", v, "::/README.TXT"]);
+                mtools(&["mdeltree", "-i", v, "::/Dokumente"]);
+                for i in (0..1000).step_by(5) {
+                    mtools(&["mdel", "-i", v, &format!("::/many/file number {i:04}.txt")]);
+                }
+                let new = dir.path().join("added later.txt");
+                std::fs::write(&new, b"second point\n").unwrap();
+                mtools(&["mcopy", "-i", v, "-m", new.to_str().unwrap(), "::/"]);
+            }
+            let disk = dir.path().join(format!("disk-{point}.img"));
+            disk_with(&vol, &disk);
+            let manifest = dir.path().join(format!("manifest-{point}.txt"));
+            sh(
+                manifest_sh.to_str().unwrap(),
+                &[disk.to_str().unwrap(), manifest.to_str().unwrap()],
+            );
+            let text = std::fs::read_to_string(&manifest).unwrap();
+            assert!(text.lines().count() > 10, "FAT{fat}: manifest too short");
+            let img = image_of(&disk, dir.path());
+            compare_with_manifest(&img, &text, &["p1"]);
+        }
+    }
+}

@@ -65,9 +65,56 @@ impl Seek for ReadOnlyIo {
 
 type Fat = fatfs::FileSystem<ReadOnlyIo>;
 
+/// Short (8.3) names are stored in an OEM code page. Code page 850 is what mtools and
+/// Western-European DOS and Windows use; bytes 0x80-0xFF decode through this table
+/// (`fatfs` alone would show them as U+FFFD).
+#[derive(Debug)]
+struct Cp850;
+
+static CP850: Cp850 = Cp850;
+
+const CP850_HIGH: [char; 128] = [
+    '\u{00C7}', '\u{00FC}', '\u{00E9}', '\u{00E2}', '\u{00E4}', '\u{00E0}', '\u{00E5}', '\u{00E7}',
+    '\u{00EA}', '\u{00EB}', '\u{00E8}', '\u{00EF}', '\u{00EE}', '\u{00EC}', '\u{00C4}', '\u{00C5}',
+    '\u{00C9}', '\u{00E6}', '\u{00C6}', '\u{00F4}', '\u{00F6}', '\u{00F2}', '\u{00FB}', '\u{00F9}',
+    '\u{00FF}', '\u{00D6}', '\u{00DC}', '\u{00F8}', '\u{00A3}', '\u{00D8}', '\u{00D7}', '\u{0192}',
+    '\u{00E1}', '\u{00ED}', '\u{00F3}', '\u{00FA}', '\u{00F1}', '\u{00D1}', '\u{00AA}', '\u{00BA}',
+    '\u{00BF}', '\u{00AE}', '\u{00AC}', '\u{00BD}', '\u{00BC}', '\u{00A1}', '\u{00AB}', '\u{00BB}',
+    '\u{2591}', '\u{2592}', '\u{2593}', '\u{2502}', '\u{2524}', '\u{00C1}', '\u{00C2}', '\u{00C0}',
+    '\u{00A9}', '\u{2563}', '\u{2551}', '\u{2557}', '\u{255D}', '\u{00A2}', '\u{00A5}', '\u{2510}',
+    '\u{2514}', '\u{2534}', '\u{252C}', '\u{251C}', '\u{2500}', '\u{253C}', '\u{00E3}', '\u{00C3}',
+    '\u{255A}', '\u{2554}', '\u{2569}', '\u{2566}', '\u{2560}', '\u{2550}', '\u{256C}', '\u{00A4}',
+    '\u{00F0}', '\u{00D0}', '\u{00CA}', '\u{00CB}', '\u{00C8}', '\u{0131}', '\u{00CD}', '\u{00CE}',
+    '\u{00CF}', '\u{2518}', '\u{250C}', '\u{2588}', '\u{2584}', '\u{00A6}', '\u{00CC}', '\u{2580}',
+    '\u{00D3}', '\u{00DF}', '\u{00D4}', '\u{00D2}', '\u{00F5}', '\u{00D5}', '\u{00B5}', '\u{00FE}',
+    '\u{00DE}', '\u{00DA}', '\u{00DB}', '\u{00D9}', '\u{00FD}', '\u{00DD}', '\u{00AF}', '\u{00B4}',
+    '\u{00AD}', '\u{00B1}', '\u{2017}', '\u{00BE}', '\u{00B6}', '\u{00A7}', '\u{00F7}', '\u{00B8}',
+    '\u{00B0}', '\u{00A8}', '\u{00B7}', '\u{00B9}', '\u{00B3}', '\u{00B2}', '\u{25A0}', '\u{00A0}',
+];
+
+impl fatfs::OemCpConverter for Cp850 {
+    fn decode(&self, oem_char: u8) -> char {
+        if oem_char < 0x80 {
+            char::from(oem_char)
+        } else {
+            CP850_HIGH[usize::from(oem_char - 0x80)]
+        }
+    }
+
+    fn encode(&self, uni_char: char) -> Option<u8> {
+        if uni_char.is_ascii() {
+            return Some(uni_char as u8);
+        }
+        CP850_HIGH
+            .iter()
+            .position(|&c| c == uni_char)
+            .map(|i| 0x80 + i as u8)
+    }
+}
+
 /// `fatfs::FileSystem` is not `Send` only because it holds `&'static dyn OemCpConverter`
 /// and `&'static dyn TimeProvider` trait objects without a `Sync` bound. The ones used here
-/// are the crate's defaults (`FsOptions::new()`): stateless unit structs. Its `RefCell`s
+/// are [`Cp850`] and the crate's default time provider: stateless unit structs. Its `RefCell`s
 /// are only reached through the `Mutex` in [`FatFs`], one thread at a time.
 struct SendFat(Fat);
 
@@ -149,7 +196,7 @@ impl FatFs {
     /// Mounts the volume (reads the boot sector and FSInfo only).
     pub fn open(dev: PartDev, kind: FsKind) -> Result<FatFs> {
         let io = ReadOnlyIo { dev, pos: 0 };
-        let fat = fatfs::FileSystem::new(io, fatfs::FsOptions::new())
+        let fat = fatfs::FileSystem::new(io, fatfs::FsOptions::new().oem_cp_converter(&CP850))
             .map_err(|e| Error::Invalid(format!("FAT: cannot mount: {e}")))?;
         let mut nodes = Nodes::default();
         nodes.list.push(Node {
