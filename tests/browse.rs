@@ -588,7 +588,11 @@ fn ntfs_alternate_data_streams() {
     let streams = &seen["/Nine.txt"].json["streams"];
     assert_eq!(
         streams,
-        &serde_json::json!([{"name": "111", "size": 5005}, {"name": "222", "size": 56}])
+        &serde_json::json!([
+            {"name": "111", "size": 5005},
+            {"name": "222", "size": 56},
+            {"name": "333", "size": 6005}
+        ])
     );
     let listing = std::fs::read_to_string(
         Path::new(TESTDATA).join("go-ntfs-charlie/expected/charlie.listing.txt"),

@@ -224,6 +224,102 @@ impl NtfsFs {
     }
 }
 
+impl NtfsFs {
+    /// Named `$DATA` attributes that live in extension records, found by walking the
+    /// `$ATTRIBUTE_LIST` directly. The ntfs crate's attribute iterator skips a stream whose
+    /// list entry has the same type and instance number as the non-resident stream before
+    /// it (instance numbers are only unique within one record), so such streams are looked
+    /// up here. Only list entries that start a value (lowest VCN 0) are returned.
+    fn listed_streams(
+        &self,
+        c: &mut Cursor,
+        file: &NtfsFile,
+    ) -> Result<Vec<ntfs::structured_values::NtfsAttributeListEntry>> {
+        let mut out = Vec::new();
+        for a in file.attributes_raw() {
+            let a = a.map_err(err)?;
+            if a.ty().map_err(err)? != NtfsAttributeType::AttributeList {
+                continue;
+            }
+            let list: ntfs::structured_values::NtfsAttributeList =
+                a.structured_value(c).map_err(err)?;
+            let mut entries = list.entries();
+            while let Some(e) = entries.next(c) {
+                let e = e.map_err(err)?;
+                if e.ty().map_err(err)? == NtfsAttributeType::Data
+                    && e.name_length() > 0
+                    && e.lowest_vcn().value() == 0
+                    && e.base_file_reference().file_record_number() != file.file_record_number()
+                {
+                    out.push(e);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads a `$DATA` attribute of `file` (record `node`).
+    #[allow(clippy::too_many_arguments)]
+    fn read_attr(
+        &self,
+        c: &mut Cursor,
+        file: &NtfsFile,
+        attr: &ntfs::NtfsAttribute,
+        node: NodeId,
+        stream: &str,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<usize> {
+        let flags = attr.flags();
+        if flags.contains(NtfsAttributeFlags::ENCRYPTED) {
+            return Err(Error::Invalid(format!(
+                "NTFS record {node}: EFS-encrypted; its contents cannot be read without the \
+                 owner's key"
+            )));
+        }
+        // A resident value is never stored compressed, whatever its flag says.
+        if flags.contains(NtfsAttributeFlags::COMPRESSED) && !attr.is_resident() {
+            return match attr.value(c).map_err(err)? {
+                NtfsAttributeValue::NonResident(v) => self.read_compressed(&v, offset, buf),
+                _ => Err(Error::Invalid(format!(
+                    "NTFS record {node}: compressed data spread over several file records \
+                     cannot be read yet"
+                ))),
+            };
+        }
+        if stream.is_empty() && attr.value_length() == 0 {
+            let info = file.info().map_err(err)?;
+            if info
+                .file_attributes()
+                .contains(NtfsFileAttributeFlags::REPARSE_POINT)
+            {
+                if let Some(r) = self.reparse(c, file)? {
+                    if r.get(..4) == Some(&TAG_WOF.to_le_bytes()[..]) {
+                        return Err(Error::Invalid(format!(
+                            "NTFS record {node}: compressed by Windows (WOF/CompactOS); \
+                             reading such files is not supported yet"
+                        )));
+                    }
+                }
+            }
+        }
+        let mut value = attr.value(c).map_err(err)?;
+        if offset >= value.len() {
+            return Ok(0);
+        }
+        value.seek(c, SeekFrom::Start(offset)).map_err(err)?;
+        let mut done = 0;
+        while done < buf.len() {
+            let n = value.read(c, &mut buf[done..]).map_err(err)?;
+            if n == 0 {
+                break;
+            }
+            done += n;
+        }
+        Ok(done)
+    }
+}
+
 /// Clusters in a compression unit: NTFS compresses only with 2^4.
 const UNIT_CLUSTERS: u64 = 16;
 
@@ -410,6 +506,17 @@ impl FileSystem for NtfsFs {
                 _ => {}
             }
         }
+        for e in self.listed_streams(&mut c, &file)? {
+            let name = e.name().to_string_lossy();
+            if m.streams.iter().all(|s| s.name != name) {
+                let ext = e.to_file(&self.ntfs, &mut c).map_err(err)?;
+                let a = e.to_attribute(&ext).map_err(err)?;
+                m.streams.push(Stream {
+                    name,
+                    size: a.value_length(),
+                });
+            }
+        }
         m.nlink = Some(links.max(1));
         if kind == NodeKind::Symlink {
             m.size = self.link_target(&mut c, node)?.len() as u64;
@@ -425,61 +532,23 @@ impl FileSystem for NtfsFs {
                 "NTFS record {node}: is a directory"
             )));
         }
-        let Some(item) = file.data(&mut c, stream) else {
-            if stream.is_empty() {
-                return Ok(0);
-            }
-            return Err(Error::NotFound(format!("no stream named {stream}")));
-        };
-        let item = item.map_err(err)?;
-        let attr = item.to_attribute().map_err(err)?;
-        let flags = attr.flags();
-        if flags.contains(NtfsAttributeFlags::ENCRYPTED) {
-            return Err(Error::Invalid(format!(
-                "NTFS record {node}: EFS-encrypted; its contents cannot be read without the \
-                 owner's key"
-            )));
+        if let Some(item) = file.data(&mut c, stream) {
+            let item = item.map_err(err)?;
+            let attr = item.to_attribute().map_err(err)?;
+            return self.read_attr(&mut c, &file, &attr, node, stream, offset, buf);
         }
-        // A resident value is never stored compressed, whatever its flag says.
-        if flags.contains(NtfsAttributeFlags::COMPRESSED) && !attr.is_resident() {
-            return match attr.value(&mut c).map_err(err)? {
-                NtfsAttributeValue::NonResident(v) => self.read_compressed(&v, offset, buf),
-                _ => Err(Error::Invalid(format!(
-                    "NTFS record {node}: compressed data spread over several file records \
-                     cannot be read yet"
-                ))),
-            };
-        }
-        if stream.is_empty() && attr.value_length() == 0 {
-            let info = file.info().map_err(err)?;
-            if info
-                .file_attributes()
-                .contains(NtfsFileAttributeFlags::REPARSE_POINT)
-            {
-                if let Some(r) = self.reparse(&mut c, &file)? {
-                    if r.get(..4) == Some(&TAG_WOF.to_le_bytes()[..]) {
-                        return Err(Error::Invalid(format!(
-                            "NTFS record {node}: compressed by Windows (WOF/CompactOS); \
-                             reading such files is not supported yet"
-                        )));
-                    }
-                }
-            }
-        }
-        let mut value = attr.value(&mut c).map_err(err)?;
-        if offset >= value.len() {
+        if stream.is_empty() {
             return Ok(0);
         }
-        value.seek(&mut c, SeekFrom::Start(offset)).map_err(err)?;
-        let mut done = 0;
-        while done < buf.len() {
-            let n = value.read(&mut c, &mut buf[done..]).map_err(err)?;
-            if n == 0 {
-                break;
+        // A stream the crate's attribute walk misses (see `listed_streams`).
+        for entry in self.listed_streams(&mut c, &file)? {
+            if entry.name().to_string_lossy().to_lowercase() == stream.to_lowercase() {
+                let ext = entry.to_file(&self.ntfs, &mut c).map_err(err)?;
+                let attr = entry.to_attribute(&ext).map_err(err)?;
+                return self.read_attr(&mut c, &file, &attr, node, stream, offset, buf);
             }
-            done += n;
         }
-        Ok(done)
+        Err(Error::NotFound(format!("no stream named {stream}")))
     }
 
     fn read_link(&self, node: NodeId) -> Result<String> {
