@@ -929,3 +929,39 @@ for root, dirs, files in os.walk('.', topdown=False):
         }
     }
 }
+
+/// exFAT (obhq/exfat's image): names, types, sizes, contents and times as its listing.
+#[test]
+fn exfat_volume() {
+    let dir = tempdir();
+    let raw = testdata("obhq-exfat/exfat.img.zst", dir.path());
+    let img = image_of(&raw, dir.path());
+    let (seen, clean) = ls_tree(&img, "/");
+    assert!(clean);
+    let got: Vec<_> = seen
+        .iter()
+        .map(|(p, s)| (p.as_str(), s.kind.as_str(), s.size, s.mtime))
+        .collect();
+    // 2023-03-06 13:03:18, 13:03:18 and 13:03:06 UTC.
+    assert_eq!(
+        got,
+        [
+            ("/dir1", "dir", 0, 1678107798),
+            ("/dir1/file2", "file", 13, 1678107798),
+            ("/file1", "file", 13, 1678107786)
+        ]
+    );
+    for (path, want) in [
+        ("/file1", "Test file 1.\n"),
+        ("/DIR1/File2", "Test file 2.\n"),
+    ] {
+        let o = run(&[&"cat", &img, &path]);
+        assert_eq!(String::from_utf8_lossy(&o.stdout), want, "{path}");
+    }
+    let out = dir.path().join("out");
+    ok(run(&[&"cp", &"-r", &"-q", &img, &"/", &out]));
+    assert_eq!(
+        std::fs::read_to_string(out.join("dir1/file2")).unwrap(),
+        "Test file 2.\n"
+    );
+}

@@ -14,11 +14,13 @@
 //! - Adapters: [`ntfs`] (the `ntfs` crate; node id = file record number), [`ext`]
 //!   (`ext4-view`; the crate addresses files by path and is not `Send`, so every thread
 //!   gets its own instance and node ids are synthesised from a path table), [`fat`]
-//!   (`fatfs` behind a `Mutex` on a storage adapter whose writes fail; synthesised ids).
+//!   (`fatfs` behind a `Mutex` on a storage adapter whose writes fail; synthesised ids),
+//!   [`exfat`] (read directly; synthesised ids). [`lznt1`] decodes NTFS compression.
 //! - [`path`] escapes names that cannot be written safely on the destination.
 //!
 //! Nothing here writes to the device: every adapter reads through [`BlockDev::read_at`].
 
+pub mod exfat;
 pub mod ext;
 pub mod fat;
 pub mod lznt1;
@@ -268,6 +270,7 @@ pub fn open_fs(dev: PartDev, kind: FsKind) -> std::result::Result<Arc<dyn FileSy
         FsKind::Fat12 | FsKind::Fat16 | FsKind::Fat32 => {
             fat::FatFs::open(dev, kind).map(|f| Arc::new(f) as _)
         }
+        FsKind::Exfat => exfat::ExfatFs::open(dev).map(|f| Arc::new(f) as _),
         other => return Err(format!("browsing {} is not supported", other.name())),
     };
     r.map_err(|e| e.to_string())
