@@ -965,3 +965,78 @@ fn exfat_volume() {
         "Test file 2.\n"
     );
 }
+
+/// Symbolic links and junctions stored as reparse points (as Windows makes them; written
+/// here through ntfs-3g's `system.ntfs_reparse_data`): shown as symbolic links, relative
+/// ones as stored, absolute ones (`\??\C:\...`) relative to the volume root.
+#[test]
+fn ntfs_reparse_links_are_relative_to_the_volume() {
+    if !require_root("ntfs_reparse_links_are_relative_to_the_volume") {
+        return;
+    }
+    let dir = tempdir();
+    let vol = dir.path().join("vol.ntfs");
+    std::fs::File::create(&vol)
+        .unwrap()
+        .set_len(16 << 20)
+        .unwrap();
+    let o = std::process::Command::new("mkntfs")
+        .args(["-q", "-F", "-f"])
+        .arg(&vol)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    // ntfs-3g stores the reparse data, then reports EINVAL: the data is checked below.
+    ntfs3g_fill(
+        &vol,
+        r#"
+import os, struct
+def mount_point(sub, pr):
+    sub = sub.encode('utf-16-le'); pr = pr.encode('utf-16-le')
+    body = struct.pack('<HHHH', 0, len(sub), len(sub) + 2, len(pr)) + sub + b'\0\0' + pr + b'\0\0'
+    return struct.pack('<IHH', 0xA0000003, len(body), 0) + body
+def symlink(sub, pr, rel):
+    sub = sub.encode('utf-16-le'); pr = pr.encode('utf-16-le')
+    body = struct.pack('<HHHHI', 0, len(sub), len(sub), len(pr), 1 if rel else 0) + sub + pr
+    return struct.pack('<IHH', 0xA000000C, len(body), 0) + body
+os.makedirs('target/inner')
+open('target/file.txt', 'w').write('target\n')
+os.makedirs('a/b')
+for path, data, is_dir in [
+    ('a/b/junction', mount_point('\\??\\C:\\target', 'C:\\target'), True),
+    ('a/absolute', symlink('\\??\\C:\\target\\file.txt', 'C:\\target\\file.txt', False), False),
+    ('a/relative', symlink('..\\target\\file.txt', '..\\target\\file.txt', True), False),
+    ('root junction', mount_point('\\??\\D:\\', 'D:\\'), True),
+]:
+    if is_dir:
+        os.mkdir(path)
+    else:
+        open(path, 'w').close()
+    try:
+        os.setxattr(path, 'system.ntfs_reparse_data', data)
+    except OSError:
+        pass
+"#,
+    );
+    let img = image_of(&vol, dir.path());
+    let (seen, _) = ls_tree(&img, "/");
+    for (path, target) in [
+        ("/a/b/junction", "../../target"),
+        ("/a/absolute", "../target/file.txt"),
+        ("/a/relative", "../target/file.txt"),
+        ("/root junction", "."),
+    ] {
+        let s = &seen[path];
+        assert_eq!(s.kind, "symlink", "{path}");
+        assert_eq!(s.target.as_deref(), Some(target), "{path}");
+        assert_eq!(s.size, target.len() as u64, "{path}");
+    }
+    // Copied links resolve inside the copy.
+    let out = dir.path().join("out");
+    ok(run(&[&"cp", &"-r", &"-q", &img, &"/", &out]));
+    assert_eq!(
+        std::fs::read_to_string(out.join("a/absolute")).unwrap(),
+        "target\n"
+    );
+    assert!(out.join("a/b/junction/inner").is_dir());
+}
