@@ -1007,6 +1007,7 @@ for path, data, is_dir in [
     ('a/absolute', symlink('\\??\\C:\\target\\file.txt', 'C:\\target\\file.txt', False), False),
     ('a/relative', symlink('..\\target\\file.txt', '..\\target\\file.txt', True), False),
     ('root junction', mount_point('\\??\\D:\\', 'D:\\'), True),
+    ('wof.txt', struct.pack('<IHHIIII', 0x80000017, 16, 0, 1, 2, 1, 0), False),
 ]:
     if is_dir:
         os.mkdir(path)
@@ -1031,12 +1032,79 @@ for path, data, is_dir in [
         assert_eq!(s.target.as_deref(), Some(target), "{path}");
         assert_eq!(s.size, target.len() as u64, "{path}");
     }
-    // Copied links resolve inside the copy.
+    // A file compressed by WOF is refused, not read as the zeros the ntfs crate gives.
+    let (code, _, err) = outcome(&run(&[&"cat", &img, &"/wof.txt"]));
+    assert_eq!(code, 1);
+    assert!(err.contains("WOF"), "{err}");
+    // Copied links resolve inside the copy; the WOF file is reported and left out.
     let out = dir.path().join("out");
-    ok(run(&[&"cp", &"-r", &"-q", &img, &"/", &out]));
+    let (code, _, err) = outcome(&run(&[&"cp", &"-r", &"-q", &img, &"/", &out]));
+    assert_eq!(code, 1);
+    assert!(err.contains("/wof.txt: not copied"), "{err}");
+    assert!(!out.join("wof.txt").exists());
     assert_eq!(
         std::fs::read_to_string(out.join("a/absolute")).unwrap(),
         "target\n"
     );
     assert!(out.join("a/b/junction/inner").is_dir());
+}
+
+/// Names that cannot be created as they are (control characters, `%XX` look-alikes) are
+/// escaped reversibly, reported, and nothing lands outside DEST. No root needed: mkfs.ext4
+/// takes any byte but `/` and NUL in names.
+#[test]
+fn hostile_names_are_escaped_inside_dest() {
+    let dir = tempdir();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    let names = [
+        "new\nline",
+        "bell\x07",
+        "tab\there",
+        "%2F..%2F..%2Fescape",
+        "...",
+    ];
+    for n in names {
+        std::fs::write(tree.join(n), n.as_bytes()).unwrap();
+    }
+    std::fs::create_dir(tree.join("sub\x1b[31m")).unwrap();
+    std::fs::write(tree.join("sub\x1b[31m/inner"), b"inner").unwrap();
+    let vol = dir.path().join("vol.ext4");
+    let o = std::process::Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-d"])
+        .arg(&tree)
+        .arg(&vol)
+        .arg("8M")
+        .output()
+        .expect("mkfs.ext4 is needed for this test");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let img = image_of(&vol, dir.path());
+    let dest = dir.path().join("dest");
+    let o = run(&[&"cp", &"-r", &"-q", &img, &"/", &dest]);
+    let (code, _, err) = outcome(&o);
+    assert_eq!(code, 0, "{err}");
+    for (name, escaped) in [
+        ("new\nline", "new%0Aline"),
+        ("bell\x07", "bell%07"),
+        ("tab\there", "tab%09here"),
+        ("%2F..%2F..%2Fescape", "%252F..%252F..%252Fescape"),
+        ("...", "..."),
+    ] {
+        let p = dest.join(escaped);
+        assert_eq!(std::fs::read(&p).unwrap(), name.as_bytes(), "{escaped}");
+        if name != escaped {
+            assert!(err.contains(&format!("name escaped as {escaped}")), "{err}");
+        }
+    }
+    assert_eq!(
+        std::fs::read(dest.join("sub%1B[31m/inner")).unwrap(),
+        b"inner"
+    );
+    // Nothing outside DEST: the temporary directory holds only what the test made.
+    let mut top: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    top.sort();
+    assert_eq!(top, ["dest", "tree", "vol.ext4", "vol.ext4.strata"]);
 }
