@@ -1108,3 +1108,47 @@ fn hostile_names_are_escaped_inside_dest() {
     top.sort();
     assert_eq!(top, ["dest", "tree", "vol.ext4", "vol.ext4.strata"]);
 }
+
+/// The filesystem layer is shared by threads (as a FUSE front-end will): four threads read
+/// every file of every partition at once, through one `Vfs`, and get the manifest's bytes.
+#[test]
+fn one_vfs_serves_many_threads() {
+    use std::sync::Arc;
+    use strata::vfs::{NodeKind, Target, Vfs};
+    let dir = tempdir();
+    let img = image_of(&sample_disk(dir.path()), dir.path());
+    let dev: Arc<dyn strata::blockdev::BlockDev> =
+        Arc::new(strata::container::reader::Image::open(&img).unwrap());
+    let vfs = Arc::new(Vfs::open(dev).unwrap());
+    let files: Vec<(String, String)> = ["p1", "p2", "p3"]
+        .iter()
+        .flat_map(|p| manifest_lines(p))
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (f[2] == "f").then(|| (format!("/{}{}", f[0], f[1]), f[5].to_string()))
+        })
+        .collect();
+    assert_eq!(files.len(), 360);
+    let files = Arc::new(files);
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let (vfs, files) = (vfs.clone(), files.clone());
+            std::thread::spawn(move || {
+                // Each thread walks the list from a different place.
+                for i in 0..files.len() {
+                    let (path, sha) = &files[(i + t * 97) % files.len()];
+                    let Target::Node { mount, node } = vfs.resolve(path).unwrap() else {
+                        panic!("{path}: not a node");
+                    };
+                    let fs = vfs.fs(mount).unwrap();
+                    assert_eq!(fs.metadata(node).unwrap().kind, NodeKind::File);
+                    let data = Vfs::read_all(&**fs, node, "").unwrap();
+                    assert_eq!(&hex_sha(&data), sha, "{path}");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
