@@ -13,7 +13,6 @@
 
 use super::lznt1;
 use super::{DirEntry, FileSystem, Metadata, NodeId, NodeKind, PartDev, Stream, Time};
-use crate::blockdev::window::Cursor;
 use crate::blockdev::BlockDev;
 use crate::error::{Error, Result};
 use crate::fs::FsKind;
@@ -21,6 +20,7 @@ use ntfs::attribute_value::NtfsAttributeValue;
 use ntfs::indexes::NtfsFileNameIndex;
 use ntfs::structured_values::{NtfsFileAttributeFlags, NtfsFileName, NtfsFileNamespace};
 use ntfs::{Ntfs, NtfsAttributeFlags, NtfsAttributeType, NtfsFile, NtfsReadSeek};
+use std::collections::HashMap;
 use std::io::SeekFrom;
 
 /// Record number of the root directory.
@@ -42,18 +42,134 @@ fn err(e: ntfs::NtfsError) -> Error {
 pub struct NtfsFs {
     dev: PartDev,
     ntfs: Ntfs,
+    /// File records that straddle two `$MFT` data runs: position of their first part ->
+    /// the (position, length) pieces that make the record.
+    stitched: HashMap<u64, Vec<(u64, u64)>>,
+}
+
+/// A `Read + Seek` cursor over the partition for the ntfs crate, which reads a file record
+/// as `record size` contiguous bytes from where its first byte lies. That is wrong for a
+/// record split over two `$MFT` data runs (clusters smaller than records: 512-byte
+/// clusters); such reads are served from the record's pieces instead.
+struct Cursor<'a> {
+    dev: &'a PartDev,
+    pos: u64,
+    stitched: Option<&'a HashMap<u64, Vec<(u64, u64)>>>,
+}
+
+impl<'a> Cursor<'a> {
+    fn new(dev: &'a PartDev) -> Cursor<'a> {
+        Cursor {
+            dev,
+            pos: 0,
+            stitched: None,
+        }
+    }
+}
+
+impl std::io::Read for Cursor<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if let Some(pieces) = self.stitched.and_then(|m| m.get(&self.pos)) {
+            let total: u64 = pieces.iter().map(|p| p.1).sum();
+            if buf.len() as u64 == total {
+                let mut at = 0usize;
+                for &(pos, len) in pieces {
+                    self.dev.read_at(pos, &mut buf[at..at + len as usize])?;
+                    at += len as usize;
+                }
+                self.pos += total;
+                return Ok(buf.len());
+            }
+        }
+        let left = self.dev.len().saturating_sub(self.pos);
+        let n = (buf.len() as u64).min(left) as usize;
+        if n == 0 {
+            return Ok(0);
+        }
+        self.dev.read_at(self.pos, &mut buf[..n])?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl std::io::Seek for Cursor<'_> {
+    fn seek(&mut self, pos: SeekFrom) -> std::io::Result<u64> {
+        let new = match pos {
+            SeekFrom::Start(p) => Some(p),
+            SeekFrom::End(d) => self.dev.len().checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        }
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "bad seek"))?;
+        self.pos = new;
+        Ok(new)
+    }
+}
+
+/// Records of `$MFT` that straddle a boundary between two of its data runs.
+fn straddling_records(ntfs: &Ntfs, c: &mut Cursor) -> Result<HashMap<u64, Vec<(u64, u64)>>> {
+    let mut out = HashMap::new();
+    let rs = u64::from(ntfs.file_record_size());
+    let mft = ntfs.file(c, 0).map_err(err)?;
+    let Some(item) = mft.data(c, "") else {
+        return Ok(out);
+    };
+    let item = item.map_err(err)?;
+    let attr = item.to_attribute().map_err(err)?;
+    let NtfsAttributeValue::NonResident(v) = attr.value(c).map_err(err)? else {
+        return Ok(out);
+    };
+    // (first byte in the $MFT stream, length, position on the volume)
+    let mut runs = Vec::new();
+    let mut at = 0u64;
+    for r in v.data_runs() {
+        let r = r.map_err(err)?;
+        let len = r.allocated_size();
+        if let Some(p) = r.data_position().value() {
+            runs.push((at, len, p.get()));
+        }
+        at += len;
+    }
+    for w in runs.windows(2) {
+        let ((a_start, a_len, a_pos), (b_start, _, b_pos)) = (w[0], w[1]);
+        let boundary = a_start + a_len;
+        if boundary % rs == 0 || b_start != boundary {
+            continue;
+        }
+        let rec = boundary - boundary % rs;
+        let first = boundary - rec;
+        out.insert(
+            a_pos + (rec - a_start),
+            vec![(a_pos + (rec - a_start), first), (b_pos, rs - first)],
+        );
+    }
+    Ok(out)
 }
 
 impl NtfsFs {
     /// Parses the boot sector and the upcase table (for case-insensitive lookups).
     pub fn open(dev: PartDev) -> Result<NtfsFs> {
-        let ntfs = {
+        let (ntfs, stitched) = {
             let mut c = Cursor::new(&dev);
             let mut ntfs = Ntfs::new(&mut c).map_err(err)?;
+            let stitched = straddling_records(&ntfs, &mut c)?;
+            c.stitched = Some(&stitched);
             ntfs.read_upcase_table(&mut c).map_err(err)?;
-            ntfs
+            (ntfs, stitched)
         };
-        Ok(NtfsFs { dev, ntfs })
+        Ok(NtfsFs {
+            dev,
+            ntfs,
+            stitched,
+        })
+    }
+
+    /// A cursor over the partition for one call.
+    fn cursor(&self) -> Cursor<'_> {
+        Cursor {
+            dev: &self.dev,
+            pos: 0,
+            stitched: Some(&self.stitched),
+        }
     }
 
     fn file<'n>(&'n self, c: &mut Cursor, node: NodeId) -> Result<NtfsFile<'n>> {
@@ -411,7 +527,7 @@ impl FileSystem for NtfsFs {
     }
 
     fn lookup(&self, dir: NodeId, name: &str) -> Result<NodeId> {
-        let mut c = Cursor::new(&self.dev);
+        let mut c = self.cursor();
         let file = self.file(&mut c, dir)?;
         let index = file.directory_index(&mut c).map_err(err)?;
         let mut finder = index.finder();
@@ -430,7 +546,7 @@ impl FileSystem for NtfsFs {
     }
 
     fn read_dir(&self, dir: NodeId) -> Result<Vec<DirEntry>> {
-        let mut c = Cursor::new(&self.dev);
+        let mut c = self.cursor();
         let file = self.file(&mut c, dir)?;
         let index = file.directory_index(&mut c).map_err(err)?;
         let mut entries = index.entries();
@@ -469,7 +585,7 @@ impl FileSystem for NtfsFs {
     }
 
     fn metadata(&self, node: NodeId) -> Result<Metadata> {
-        let mut c = Cursor::new(&self.dev);
+        let mut c = self.cursor();
         let file = self.file(&mut c, node)?;
         let kind = self.kind_of(&mut c, &file)?;
         let info = file.info().map_err(err)?;
@@ -525,7 +641,7 @@ impl FileSystem for NtfsFs {
     }
 
     fn read_at(&self, node: NodeId, stream: &str, offset: u64, buf: &mut [u8]) -> Result<usize> {
-        let mut c = Cursor::new(&self.dev);
+        let mut c = self.cursor();
         let file = self.file(&mut c, node)?;
         if file.is_directory() && stream.is_empty() {
             return Err(Error::Invalid(format!(
@@ -552,7 +668,7 @@ impl FileSystem for NtfsFs {
     }
 
     fn read_link(&self, node: NodeId) -> Result<String> {
-        let mut c = Cursor::new(&self.dev);
+        let mut c = self.cursor();
         self.link_target(&mut c, node)
     }
 }
