@@ -372,6 +372,15 @@ fn cat_reads_files_and_lookups_follow_each_filesystem() {
             "{bad}: {err}"
         );
     }
+    // Listed paths are normalised.
+    let out = ok(run(&[&"ls", &"--json", &img, &"p3/src/../Music/"]));
+    for line in out.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(
+            v["path"].as_str().unwrap().starts_with("/p3/Music/"),
+            "{line}"
+        );
+    }
     let (code, _, err) = outcome(&run(&[&"cat", &img, &"/p3/src"]));
     assert_eq!(code, 1);
     assert!(err.contains("not a regular file"), "{err}");

@@ -203,6 +203,22 @@ impl Lister<'_> {
     }
 }
 
+/// `path` as shown in listings: absolute, without `.`, `..` (applied, stopping at the top)
+/// or repeated slashes; the top is `/`.
+fn normalize(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
 /// Splits `PATH:stream` when `PATH` alone does not exist.
 fn resolve_stream(vfs: &Vfs, path: &str) -> Result<(Target, String)> {
     match vfs.resolve(path) {
@@ -231,11 +247,7 @@ pub fn ls(image: &Path, path: &str, opts: &LsOptions) -> Result<bool> {
         out: std::io::BufWriter::new(std::io::stdout().lock()),
         failed: false,
     };
-    let norm = if path.starts_with('/') {
-        path.to_string()
-    } else {
-        format!("/{path}")
-    };
+    let norm = normalize(path);
     match vfs.resolve(path)? {
         Target::Top => {
             for (i, m) in vfs.mounts().iter().enumerate() {
@@ -552,7 +564,7 @@ pub fn cp(image: &Path, sources: &[String], dest: &Path, opts: &CpOptions) -> Re
         sum: CpSummary::default(),
     };
     for src in sources {
-        let norm = format!("/{}", src.trim_matches('/'));
+        let norm = normalize(src);
         let base = norm.rsplit('/').next().unwrap_or("");
         let target_path = |name: &str| -> PathBuf {
             if into_dir {
@@ -604,4 +616,21 @@ pub fn cp(image: &Path, sources: &[String], dest: &Path, opts: &CpOptions) -> Re
         }
     }
     Ok(c.sum)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn paths_are_normalised_for_display() {
+        for (p, want) in [
+            ("", "/"),
+            ("/", "/"),
+            ("p2", "/p2"),
+            ("/p2//a/./b/", "/p2/a/b"),
+            ("/p2/a/../../..", "/"),
+            ("p3/src/../Music", "/p3/Music"),
+        ] {
+            assert_eq!(super::normalize(p), want, "{p}");
+        }
+    }
 }
