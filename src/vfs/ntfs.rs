@@ -22,6 +22,7 @@ use ntfs::structured_values::{NtfsFileAttributeFlags, NtfsFileName, NtfsFileName
 use ntfs::{Ntfs, NtfsAttributeFlags, NtfsAttributeType, NtfsFile, NtfsReadSeek};
 use std::collections::HashMap;
 use std::io::SeekFrom;
+use std::sync::{Arc, Mutex};
 
 /// Record number of the root directory.
 const ROOT: u64 = 5;
@@ -45,6 +46,47 @@ pub struct NtfsFs {
     /// File records that straddle two `$MFT` data runs: position of their first part ->
     /// the (position, length) pieces that make the record.
     stitched: HashMap<u64, Vec<(u64, u64)>>,
+    /// Decompressed LZNT1 units, so that small reads (a mount's) decompress each unit once.
+    units: Mutex<UnitCache>,
+}
+
+/// Bytes of decompressed units kept by one volume.
+pub const UNIT_CACHE_BYTES: usize = 32 << 20;
+
+type UnitKey = (NodeId, String, u64);
+
+/// A least-recently-used cache bounded by the bytes it holds.
+struct UnitCache {
+    lru: lru::LruCache<UnitKey, Arc<Vec<u8>>>,
+    bytes: usize,
+    max: usize,
+}
+
+impl UnitCache {
+    fn new(max: usize) -> UnitCache {
+        UnitCache {
+            lru: lru::LruCache::unbounded(),
+            bytes: 0,
+            max,
+        }
+    }
+
+    fn get(&mut self, k: &UnitKey) -> Option<Arc<Vec<u8>>> {
+        self.lru.get(k).cloned()
+    }
+
+    fn put(&mut self, k: UnitKey, v: Arc<Vec<u8>>) {
+        self.bytes += v.len();
+        if let Some(old) = self.lru.put(k, v) {
+            self.bytes -= old.len();
+        }
+        while self.bytes > self.max {
+            match self.lru.pop_lru() {
+                Some((_, old)) => self.bytes -= old.len(),
+                None => break,
+            }
+        }
+    }
 }
 
 /// A `Read + Seek` cursor over the partition for the ntfs crate, which reads a file record
@@ -160,6 +202,7 @@ impl NtfsFs {
             dev,
             ntfs,
             stitched,
+            units: Mutex::new(UnitCache::new(UNIT_CACHE_BYTES)),
         })
     }
 
@@ -396,7 +439,9 @@ impl NtfsFs {
         // A resident value is never stored compressed, whatever its flag says.
         if flags.contains(NtfsAttributeFlags::COMPRESSED) && !attr.is_resident() {
             return match attr.value(c).map_err(err)? {
-                NtfsAttributeValue::NonResident(v) => self.read_compressed(&v, offset, buf),
+                NtfsAttributeValue::NonResident(v) => {
+                    self.read_compressed(&v, (node, stream), offset, buf)
+                }
                 _ => Err(Error::Invalid(format!(
                     "NTFS record {node}: compressed data spread over several file records \
                      cannot be read yet"
@@ -450,6 +495,7 @@ impl NtfsFs {
     fn read_compressed(
         &self,
         v: &ntfs::attribute_value::NtfsNonResidentAttributeValue,
+        (node, stream): (NodeId, &str),
         offset: u64,
         buf: &mut [u8],
     ) -> Result<usize> {
@@ -471,7 +517,16 @@ impl NtfsFs {
         let mut pos = offset;
         while pos < end {
             let u = pos / unit_bytes;
-            let data = self.unit(&runs, u, cs)?;
+            let key = (node, stream.to_string(), u);
+            let cached = self.units.lock().expect("not poisoned").get(&key);
+            let data = match cached {
+                Some(d) => d,
+                None => {
+                    let d = Arc::new(self.unit(&runs, u, cs)?);
+                    self.units.lock().expect("not poisoned").put(key, d.clone());
+                    d
+                }
+            };
             let from = (pos - u * unit_bytes) as usize;
             let n = ((end - pos) as usize).min(data.len() - from);
             let at = (pos - offset) as usize;
@@ -670,5 +725,29 @@ impl FileSystem for NtfsFs {
     fn read_link(&self, node: NodeId) -> Result<String> {
         let mut c = self.cursor();
         self.link_target(&mut c, node)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unit_cache_stays_under_its_byte_ceiling() {
+        let mut c = UnitCache::new(25);
+        for u in 0..3 {
+            c.put((1, String::new(), u), Arc::new(vec![0u8; 10]));
+        }
+        assert_eq!(c.bytes, 20);
+        assert!(
+            c.get(&(1, String::new(), 0)).is_none(),
+            "the oldest unit goes first"
+        );
+        assert!(c.get(&(1, String::new(), 2)).is_some());
+        // Replacing a unit does not count it twice.
+        c.put((1, String::new(), 2), Arc::new(vec![0u8; 10]));
+        assert_eq!(c.bytes, 20);
+        c.put((2, "s".into(), 0), Arc::new(vec![0u8; 100]));
+        assert_eq!(c.bytes, 0, "a unit larger than the ceiling is not kept");
     }
 }
