@@ -401,6 +401,7 @@ impl Copier<'_> {
                 let target = fs.read_link(node)?;
                 self.make_room(dest)?;
                 make_symlink(&target, dest)?;
+                set_link_mtime(dest, meta.mtime);
                 self.sum.links += 1;
                 Ok(())
             }
@@ -532,6 +533,39 @@ fn set_mtime(p: &Path, t: Option<Time>) {
         let _ = f.set_modified(t.to_system());
     }
 }
+
+/// Sets the modification time of a symbolic link itself (never of its target).
+#[cfg(unix)]
+fn set_link_mtime(p: &Path, t: Option<Time>) {
+    use std::os::unix::ffi::OsStrExt;
+    let Some(t) = t else { return };
+    let Ok(c) = std::ffi::CString::new(p.as_os_str().as_bytes()) else {
+        return;
+    };
+    let times = [
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        libc::timespec {
+            tv_sec: t.secs as libc::time_t,
+            tv_nsec: t.nanos as libc::c_long,
+        },
+    ];
+    // SAFETY: `c` is a valid NUL-terminated path and `times` holds two timespecs, as
+    // utimensat requires; AT_SYMLINK_NOFOLLOW makes it act on the link itself.
+    unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        );
+    }
+}
+
+#[cfg(not(unix))]
+fn set_link_mtime(_p: &Path, _t: Option<Time>) {}
 
 #[cfg(unix)]
 fn make_symlink(target: &str, dest: &Path) -> Result<()> {
