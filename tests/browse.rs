@@ -1159,3 +1159,25 @@ fn one_vfs_serves_many_threads() {
         t.join().unwrap();
     }
 }
+
+/// A feature ext4-view cannot read is named in the error (mke2fs's name for it).
+#[test]
+fn ext_unsupported_feature_is_named() {
+    let dir = tempdir();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    std::fs::write(tree.join("a"), b"hi\n").unwrap();
+    let vol = dir.path().join("vol.ext4");
+    let o = std::process::Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-O", "inline_data", "-d"])
+        .arg(&tree)
+        .arg(&vol)
+        .arg("8M")
+        .output()
+        .expect("mkfs.ext4 is needed for this test");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let img = image_of(&vol, dir.path());
+    let (code, _, err) = outcome(&run(&[&"ls", &img, &"/"]));
+    assert_eq!(code, 1);
+    assert!(err.contains("inline_data"), "{err}");
+}

@@ -75,7 +75,12 @@ fn err(what: &[u8], e: Ext4Error) -> Error {
     match e {
         Ext4Error::NotFound => Error::NotFound(format!("{path}: no such file or directory")),
         Ext4Error::Incompatible(i) => Error::Invalid(format!(
-            "ext: {path}: this filesystem uses a feature strata cannot read yet: {i}"
+            "ext: {path}: this filesystem uses a feature strata cannot read yet: {}",
+            // The crate names features by their flag; say what mke2fs calls them too.
+            i.to_string()
+                .replace("DATA_IN_INODE", "inline_data (DATA_IN_INODE)")
+                .replace("ENCRYPTION", "encrypt (ENCRYPTION)")
+                .replace("CASEFOLD", "casefold (CASEFOLD)")
         )),
         e => Error::Invalid(format!("ext: {path}: {e}")),
     }
