@@ -50,6 +50,9 @@ pub enum Error {
     /// Bad input from the user: the message says what and why.
     #[error("{0}")]
     Invalid(String),
+    /// A path inside an image does not exist: the message names it.
+    #[error("{0}")]
+    NotFound(String),
     /// The user interrupted the operation (Ctrl-C); partial output was removed.
     #[error("interrupted")]
     Interrupted,
@@ -94,6 +97,7 @@ impl From<Error> for io::Error {
         match e {
             Error::Io { source, .. } => source,
             Error::Invalid(m) => io::Error::new(io::ErrorKind::InvalidInput, m),
+            Error::NotFound(m) => io::Error::new(io::ErrorKind::NotFound, m),
             Error::Interrupted => io::Error::new(io::ErrorKind::Interrupted, "interrupted"),
             // Damaged or foreign data reads as EIO, the errno front-ends expect.
             other => io::Error::other(other.to_string()),

@@ -3,7 +3,8 @@
 //! # From the top
 //!
 //! ```text
-//! cli            strata create / info / verify / restore / demo
+//! cli            strata create / info / verify / restore / demo / ls / cat / cp
+//!  ├ vfs         files inside an image: one FileSystem interface, Vfs of all partitions
 //!  └ ops         the operations: create (pipeline), restore, verify, info
 //!     └ layout     used-block map of a disk: table + filesystems -> ranges to image
 //!        └ fs        filesystems (NTFS, ext2/3/4, FAT, exFAT, swap): probe, used ranges
@@ -33,5 +34,6 @@ pub mod ops;
 pub mod partition;
 pub mod progress;
 pub mod ranges;
+pub mod vfs;
 
 pub use error::{Error, Result};

@@ -727,3 +727,55 @@ fn a_looping_chain_is_refused() {
     assert_eq!(code, 3, "{err}{err2}");
     assert!(err2.contains("loops"), "{err2}");
 }
+
+#[test]
+fn files_are_browsed_at_each_point_of_a_chain() {
+    let d = tempdir();
+    let disk = sample_disk(d.path());
+    let fat = partitions(&disk)[0].0;
+    let full = d.path().join("full.strata");
+    let inc = d.path().join("inc.strata");
+    ok(run(&[&"create", &disk, &full, &"-q"]));
+    let file = "/Dokumente/2022/2019/chapter 2.text";
+    let before = ok(run(&[&"cat", &full, &format!("/p1{file}")]));
+    // Change the file through mtools, add one, and take an incremental.
+    let new = d.path().join("new.txt");
+    std::fs::write(&new, "rewritten after the full backup\n").unwrap();
+    mtools(
+        "mcopy",
+        &disk,
+        fat,
+        &["-o", new.to_str().unwrap(), &format!("::{file}")],
+    );
+    mtools(
+        "mcopy",
+        &disk,
+        fat,
+        &[new.to_str().unwrap(), "::/ADDED.TXT"],
+    );
+    ok(run(&[
+        &"create",
+        &disk,
+        &inc,
+        &"-q",
+        &"--incremental",
+        &full,
+    ]));
+
+    assert_eq!(ok(run(&[&"cat", &full, &format!("/p1{file}")])), before);
+    assert_eq!(
+        ok(run(&[&"cat", &inc, &format!("/p1{file}")])),
+        "rewritten after the full backup\n"
+    );
+    let listed = |img: &Path| ok(run(&[&"ls", &img, &"/p1"]));
+    assert!(listed(&inc).contains("ADDED.TXT"));
+    assert!(!listed(&full).contains("ADDED.TXT"));
+    // Copy out of the incremental: the parent is found the same way as for restore.
+    let out = d.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    ok(run(&[&"cp", &inc, &"/p1/ADDED.TXT", &out, &"-q"]));
+    assert_eq!(
+        std::fs::read_to_string(out.join("ADDED.TXT")).unwrap(),
+        "rewritten after the full backup\n"
+    );
+}

@@ -2,9 +2,12 @@
 //!
 //! Exit codes: 0 success, 1 error, 2 usage error, 3 an image failed an integrity check.
 
+mod browse;
 mod demo;
 
 use crate::chain::ResolveOptions;
+pub use browse::open_point;
+
 use crate::container::reader::DEFAULT_CACHE_BYTES;
 use crate::error::{Error, Result};
 use crate::ops::{consolidate, create, info, restore, verify};
@@ -102,6 +105,53 @@ enum Command {
         /// Print a JSON summary.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        chain: ChainArgs,
+    },
+    /// List files inside an image: the partitions at the top (p1, p2…), then their files.
+    Ls {
+        /// The image file (any point of a chain).
+        image: PathBuf,
+        /// Path inside the image, e.g. /p2/Users (default: the top).
+        #[arg(default_value = "/")]
+        path: String,
+        /// Long listing: type, size, modification time, link targets, streams.
+        #[arg(long, short = 'l')]
+        long: bool,
+        /// List directories recursively.
+        #[arg(long, short = 'R')]
+        recursive: bool,
+        /// One JSON object per line and entry.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        chain: ChainArgs,
+    },
+    /// Write a file inside an image (or a stream of it, PATH:stream) to stdout.
+    Cat {
+        /// The image file (any point of a chain).
+        image: PathBuf,
+        /// Path inside the image, e.g. /p2/notes.txt or /p2/file.txt:stream.
+        path: String,
+        #[command(flatten)]
+        chain: ChainArgs,
+    },
+    /// Copy files or trees out of an image, keeping modification times and holes.
+    Cp {
+        /// The image file (any point of a chain).
+        image: PathBuf,
+        /// Paths inside the image, then the destination.
+        #[arg(required = true, num_args = 2..)]
+        paths: Vec<std::ffi::OsString>,
+        /// Copy directories and everything below them.
+        #[arg(long, short = 'r')]
+        recursive: bool,
+        /// Replace existing files and links at the destination (directories are merged).
+        #[arg(long, short = 'f')]
+        force: bool,
+        /// No progress bar, no summary.
+        #[arg(long, short = 'q')]
+        quiet: bool,
         #[command(flatten)]
         chain: ChainArgs,
     },
@@ -345,6 +395,71 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Demo { dir } => demo::run(dir)?,
+        Command::Ls {
+            image,
+            path,
+            long,
+            recursive,
+            json,
+            chain,
+        } => {
+            let opts = browse::LsOptions {
+                long,
+                recursive,
+                json,
+                resolve: chain.resolve(),
+            };
+            if !browse::ls(&image, &path, &opts)? {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Cat { image, path, chain } => browse::cat(&image, &path, &chain.resolve())?,
+        Command::Cp {
+            image,
+            mut paths,
+            recursive,
+            force,
+            quiet,
+            chain,
+        } => {
+            let dest = PathBuf::from(paths.pop().expect("clap requires two paths"));
+            let sources = paths
+                .into_iter()
+                .map(|p| {
+                    p.into_string().map_err(|p| {
+                        Error::Invalid(format!("{p:?}: paths inside images are Unicode"))
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let opts = browse::CpOptions {
+                recursive,
+                force,
+                quiet,
+                resolve: chain.resolve(),
+            };
+            let s = browse::cp(&image, &sources, &dest, &opts)?;
+            for (src, name) in &s.escaped {
+                eprintln!("strata: {src}: name escaped as {name}");
+            }
+            for (src, why) in &s.skipped {
+                eprintln!("strata: {src}: skipped: {why}");
+            }
+            for (src, why) in &s.failed {
+                eprintln!("strata: {src}: not copied: {why}");
+            }
+            if !quiet {
+                out(&format!(
+                    "copied {} files, {} directories, {} links, {}",
+                    s.files,
+                    s.dirs,
+                    s.links,
+                    info::human_bytes(s.bytes)
+                ))?;
+            }
+            if !s.failed.is_empty() {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
     }
     // Keeps the constant referenced for later readers of the cache size.
     let _ = DEFAULT_CACHE_BYTES;

@@ -1,0 +1,675 @@
+//! `strata ls`, `cat` and `cp`: files inside an image, through [`crate::vfs::Vfs`].
+
+use crate::blockdev::BlockDev;
+use crate::chain::ResolveOptions;
+use crate::error::{Error, Result};
+use crate::progress::{check_interrupt, Progress};
+use crate::vfs::path::escape_name;
+use crate::vfs::{FileSystem, Metadata, NodeId, NodeKind, Target, Time, Vfs};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Files larger than this get a progress bar while they are copied.
+const PROGRESS_MIN_BYTES: u64 = 64 << 20;
+/// Read size for `cat` and `cp`.
+const BUF_BYTES: usize = 1 << 20;
+
+/// The point in time an image file stands for (the image and its ancestors), as one
+/// device. Every browsing command opens its image here and nowhere else.
+pub fn open_point(path: &Path, resolve: &ResolveOptions) -> Result<Arc<dyn BlockDev>> {
+    Ok(Arc::new(crate::chain::Chain::open(path, resolve)?))
+}
+
+/// Opens the files of an image.
+pub fn open_vfs(image: &Path, resolve: &ResolveOptions) -> Result<Vfs> {
+    Vfs::open(open_point(image, resolve)?)
+}
+
+/// Options of `strata ls`.
+pub struct LsOptions {
+    pub long: bool,
+    pub recursive: bool,
+    pub json: bool,
+    /// Where to look for parent images.
+    pub resolve: ResolveOptions,
+}
+
+/// One listed entry.
+struct Entry {
+    /// Full path from the top, `/`-separated.
+    path: String,
+    name: String,
+    meta: Metadata,
+    target: Option<String>,
+    /// For a partition directory: number, filesystem, label.
+    mount: Option<(u32, String, String)>,
+}
+
+fn fmt_time(t: Option<Time>) -> String {
+    match t {
+        Some(t) if t.secs >= 0 => humantime::format_rfc3339_seconds(t.to_system()).to_string(),
+        Some(t) => format!("@{}", t.secs),
+        None => "-".into(),
+    }
+}
+
+impl Entry {
+    fn json(&self) -> serde_json::Value {
+        let m = &self.meta;
+        let mut o = serde_json::json!({
+            "path": self.path,
+            "type": m.kind,
+            "size": m.size,
+        });
+        let obj = o.as_object_mut().expect("object");
+        for (k, t) in [
+            ("mtime", m.mtime),
+            ("atime", m.atime),
+            ("ctime", m.ctime),
+            ("crtime", m.crtime),
+        ] {
+            if let Some(t) = t {
+                obj.insert(k.into(), t.secs.into());
+                obj.insert(format!("{k}_nsec"), t.nanos.into());
+            }
+        }
+        for (k, v) in [
+            ("mode", m.mode),
+            ("uid", m.uid),
+            ("gid", m.gid),
+            ("nlink", m.nlink),
+        ] {
+            if let Some(v) = v {
+                obj.insert(k.into(), v.into());
+            }
+        }
+        if let Some(t) = &self.target {
+            obj.insert("target".into(), t.clone().into());
+        }
+        if !m.streams.is_empty() {
+            obj.insert(
+                "streams".into(),
+                serde_json::to_value(&m.streams).expect("serialisable"),
+            );
+        }
+        if let Some((n, fs, label)) = &self.mount {
+            obj.insert("partition".into(), (*n).into());
+            obj.insert("filesystem".into(), fs.clone().into());
+            obj.insert("label".into(), label.clone().into());
+        }
+        o
+    }
+
+    fn text(&self, long: bool, full: bool) -> String {
+        let shown = if full { &self.path } else { &self.name };
+        if !long {
+            return shown.clone();
+        }
+        let m = &self.meta;
+        let mut line = format!(
+            "{} {:>12} {:>20} {}",
+            m.kind.letter(),
+            m.size,
+            fmt_time(m.mtime),
+            shown
+        );
+        if let Some(t) = &self.target {
+            line.push_str(&format!(" -> {t}"));
+        }
+        if let Some((_, fs, label)) = &self.mount {
+            line.push_str(&format!(
+                "  [{fs}{}]",
+                if label.is_empty() {
+                    String::new()
+                } else {
+                    format!(" \"{label}\"")
+                }
+            ));
+        }
+        for s in &m.streams {
+            line.push_str(&format!("\n{:>36} {}:{}", s.size, shown, s.name));
+        }
+        line
+    }
+}
+
+fn join(dir: &str, name: &str) -> String {
+    if dir.ends_with('/') {
+        format!("{dir}{name}")
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+fn entry(fs: &dyn FileSystem, path: String, name: String, node: NodeId) -> Result<Entry> {
+    let meta = fs.metadata(node)?;
+    let target = if meta.kind == NodeKind::Symlink {
+        Some(fs.read_link(node)?)
+    } else {
+        None
+    };
+    Ok(Entry {
+        path,
+        name,
+        meta,
+        target,
+        mount: None,
+    })
+}
+
+struct Lister<'a> {
+    opts: &'a LsOptions,
+    out: std::io::BufWriter<std::io::StdoutLock<'static>>,
+    failed: bool,
+}
+
+impl Lister<'_> {
+    fn emit(&mut self, e: &Entry) -> Result<()> {
+        let line = if self.opts.json {
+            e.json().to_string()
+        } else {
+            e.text(self.opts.long, self.opts.recursive)
+        };
+        writeln!(self.out, "{line}").map_err(|err| Error::io("stdout", "cannot write", err))
+    }
+
+    fn warn(&mut self, path: &str, e: &Error) {
+        eprintln!("strata: {path}: {e}");
+        self.failed = true;
+    }
+
+    /// Lists the children of directory `node` at `path`.
+    fn dir(&mut self, fs: &dyn FileSystem, path: &str, node: NodeId) -> Result<()> {
+        let mut children = match fs.read_dir(node) {
+            Ok(c) => c,
+            Err(e) => {
+                self.warn(path, &e);
+                return Ok(());
+            }
+        };
+        children.sort_by(|a, b| a.name.cmp(&b.name));
+        for c in children {
+            check_interrupt()?;
+            let p = join(path, &c.name);
+            match entry(fs, p.clone(), c.name.clone(), c.node) {
+                Ok(e) => {
+                    self.emit(&e)?;
+                    if self.opts.recursive && e.meta.kind == NodeKind::Dir {
+                        self.dir(fs, &p, c.node)?;
+                    }
+                }
+                Err(e) => self.warn(&p, &e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `path` as shown in listings: absolute, without `.`, `..` (applied, stopping at the top)
+/// or repeated slashes; the top is `/`.
+fn normalize(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+/// Splits `PATH:stream` when `PATH` alone does not exist.
+fn resolve_stream(vfs: &Vfs, path: &str) -> Result<(Target, String)> {
+    match vfs.resolve(path) {
+        Ok(t) => Ok((t, String::new())),
+        Err(Error::NotFound(m)) => {
+            let last = path.rsplit('/').next().unwrap_or(path);
+            match last.rfind(':') {
+                Some(i) if i > 0 => {
+                    let cut = path.len() - last.len() + i;
+                    let t = vfs.resolve(&path[..cut])?;
+                    Ok((t, path[cut + 1..].to_string()))
+                }
+                _ => Err(Error::NotFound(m)),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// `strata ls`. Returns false when some entries could not be read (they are reported on
+/// stderr and the rest is listed).
+pub fn ls(image: &Path, path: &str, opts: &LsOptions) -> Result<bool> {
+    let vfs = open_vfs(image, &opts.resolve)?;
+    let mut l = Lister {
+        opts,
+        out: std::io::BufWriter::new(std::io::stdout().lock()),
+        failed: false,
+    };
+    let norm = normalize(path);
+    match vfs.resolve(path)? {
+        Target::Top => {
+            for (i, m) in vfs.mounts().iter().enumerate() {
+                let Ok(fs) = vfs.fs(i) else {
+                    if let (Some(k), Err(why)) = (m.kind, &m.fs) {
+                        eprintln!("strata: {} ({}): {why}", m.name, k.name());
+                    }
+                    continue;
+                };
+                let mut meta = fs
+                    .metadata(fs.root())
+                    .unwrap_or_else(|_| Metadata::new(NodeKind::Dir, 0));
+                meta.size = 0;
+                let e = Entry {
+                    path: format!("/{}", m.name),
+                    name: m.name.clone(),
+                    meta,
+                    target: None,
+                    mount: Some((
+                        m.number,
+                        m.kind.map_or("", |k| k.name()).to_string(),
+                        m.label.clone(),
+                    )),
+                };
+                l.emit(&e)?;
+                if opts.recursive {
+                    l.dir(&**fs, &e.path, fs.root())?;
+                }
+            }
+        }
+        Target::Node { mount, node } => {
+            let fs = vfs.fs(mount)?;
+            let e = entry(
+                &**fs,
+                norm.clone(),
+                norm.rsplit('/').next().unwrap_or("").to_string(),
+                node,
+            )?;
+            if e.meta.kind == NodeKind::Dir {
+                l.dir(&**fs, norm.trim_end_matches('/'), node)?;
+            } else {
+                l.emit(&e)?;
+            }
+        }
+    }
+    l.out
+        .flush()
+        .map_err(|e| Error::io("stdout", "cannot write", e))?;
+    Ok(!l.failed)
+}
+
+/// `strata cat`: a file (or `PATH:stream`) to stdout.
+pub fn cat(image: &Path, path: &str, resolve: &ResolveOptions) -> Result<()> {
+    let vfs = open_vfs(image, resolve)?;
+    let (target, stream) = resolve_stream(&vfs, path)?;
+    let Target::Node { mount, node } = target else {
+        return Err(Error::Invalid(format!("{path}: is a directory")));
+    };
+    let fs = vfs.fs(mount)?;
+    let meta = fs.metadata(node)?;
+    match meta.kind {
+        NodeKind::File | NodeKind::Reparse => {}
+        NodeKind::Dir if !stream.is_empty() => {}
+        NodeKind::Symlink => {
+            return Err(Error::Invalid(format!(
+                "{path}: is a symbolic link to {}",
+                fs.read_link(node)?
+            )))
+        }
+        k => {
+            return Err(Error::Invalid(format!(
+                "{path}: not a regular file ({k:?})"
+            )))
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    let mut buf = vec![0u8; BUF_BYTES];
+    let mut pos = 0u64;
+    loop {
+        check_interrupt()?;
+        let n = fs.read_at(node, &stream, pos, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        out.write_all(&buf[..n])
+            .map_err(|e| Error::io("stdout", "cannot write", e))?;
+        pos += n as u64;
+    }
+    out.flush()
+        .map_err(|e| Error::io("stdout", "cannot write", e))
+}
+
+/// Options of `strata cp`.
+pub struct CpOptions {
+    pub recursive: bool,
+    pub force: bool,
+    pub quiet: bool,
+    /// Where to look for parent images.
+    pub resolve: ResolveOptions,
+}
+
+/// What `cp` did.
+#[derive(Default)]
+pub struct CpSummary {
+    pub files: u64,
+    pub dirs: u64,
+    pub links: u64,
+    pub bytes: u64,
+    /// Entries not copied on purpose (device nodes, FIFOs, sockets), with the reason.
+    pub skipped: Vec<(String, String)>,
+    /// Entries that could not be copied, with the error.
+    pub failed: Vec<(String, String)>,
+    /// Names that had to be escaped: (path in the image, name written).
+    pub escaped: Vec<(String, String)>,
+}
+
+struct Copier<'a> {
+    opts: &'a CpOptions,
+    sum: CpSummary,
+}
+
+fn exists(p: &Path) -> Option<std::fs::Metadata> {
+    std::fs::symlink_metadata(p).ok()
+}
+
+impl Copier<'_> {
+    /// Makes room for a new non-directory at `dest`: refused when something is there,
+    /// unless `--force` (then a file or link is removed; a directory never is).
+    fn make_room(&self, dest: &Path) -> Result<()> {
+        let Some(m) = exists(dest) else { return Ok(()) };
+        if !self.opts.force {
+            return Err(Error::Invalid(format!(
+                "{}: already exists (use --force to replace it)",
+                dest.display()
+            )));
+        }
+        if m.is_dir() {
+            return Err(Error::Invalid(format!(
+                "{}: is a directory, not replaced",
+                dest.display()
+            )));
+        }
+        std::fs::remove_file(dest).map_err(|e| Error::io(dest, "cannot replace", e))
+    }
+
+    fn copy(&mut self, fs: &dyn FileSystem, src: &str, node: NodeId, dest: &Path) -> Result<()> {
+        check_interrupt()?;
+        let meta = fs.metadata(node)?;
+        match meta.kind {
+            NodeKind::Dir => self.copy_dir(fs, src, node, &meta, dest),
+            NodeKind::File => self.copy_file(fs, node, &meta, dest),
+            NodeKind::Symlink => {
+                let target = fs.read_link(node)?;
+                self.make_room(dest)?;
+                make_symlink(&target, dest)?;
+                set_link_mtime(dest, meta.mtime);
+                self.sum.links += 1;
+                Ok(())
+            }
+            k => {
+                self.sum
+                    .skipped
+                    .push((src.to_string(), format!("{k:?} nodes are not copied")));
+                Ok(())
+            }
+        }
+    }
+
+    fn copy_dir(
+        &mut self,
+        fs: &dyn FileSystem,
+        src: &str,
+        node: NodeId,
+        meta: &Metadata,
+        dest: &Path,
+    ) -> Result<()> {
+        if !self.opts.recursive {
+            return Err(Error::Invalid(format!(
+                "{src}: is a directory (use -r to copy it)"
+            )));
+        }
+        match exists(dest) {
+            Some(m) if m.is_dir() => {}
+            Some(_) => {
+                self.make_room(dest)?;
+                std::fs::create_dir(dest).map_err(|e| Error::io(dest, "cannot create", e))?;
+            }
+            None => std::fs::create_dir(dest).map_err(|e| Error::io(dest, "cannot create", e))?,
+        }
+        self.sum.dirs += 1;
+        let mut children = fs.read_dir(node)?;
+        children.sort_by(|a, b| a.name.cmp(&b.name));
+        for c in children {
+            let child_src = join(src, &c.name);
+            let safe = escape_name(&c.name);
+            if safe != c.name {
+                self.sum
+                    .escaped
+                    .push((child_src.clone(), safe.clone().into_owned()));
+            }
+            let child_dest = dest.join(&*safe);
+            if let Err(e) = self.copy(fs, &child_src, c.node, &child_dest) {
+                if matches!(e, Error::Interrupted) {
+                    return Err(e);
+                }
+                self.sum.failed.push((child_src, e.to_string()));
+            }
+        }
+        set_mtime(dest, meta.mtime);
+        Ok(())
+    }
+
+    fn copy_file(
+        &mut self,
+        fs: &dyn FileSystem,
+        node: NodeId,
+        meta: &Metadata,
+        dest: &Path,
+    ) -> Result<()> {
+        self.make_room(dest)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(dest)
+            .map_err(|e| Error::io(dest, "cannot create", e))?;
+        let bar = Progress::new(
+            meta.size,
+            "copy",
+            !self.opts.quiet && meta.size >= PROGRESS_MIN_BYTES,
+        );
+        let r = write_contents(fs, node, &mut f, &bar);
+        bar.finish();
+        match r {
+            Ok(n) => {
+                drop(f);
+                set_mtime(dest, meta.mtime);
+                self.sum.files += 1;
+                self.sum.bytes += n;
+                Ok(())
+            }
+            Err(e) => {
+                // Never leave a file with wrong or partial contents behind.
+                drop(f);
+                let _ = std::fs::remove_file(dest);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Copies a file's contents, leaving holes where the data is all zeros.
+fn write_contents(
+    fs: &dyn FileSystem,
+    node: NodeId,
+    f: &mut std::fs::File,
+    bar: &Progress,
+) -> Result<u64> {
+    use std::io::{Seek, SeekFrom};
+    let mut buf = vec![0u8; BUF_BYTES];
+    let mut pos = 0u64;
+    loop {
+        check_interrupt()?;
+        let n = fs.read_at(node, "", pos, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        if crate::blockdev::is_zero(&buf[..n]) {
+            f.seek(SeekFrom::Current(n as i64))
+                .map_err(|e| Error::io("destination", "cannot seek", e))?;
+        } else {
+            f.write_all(&buf[..n])
+                .map_err(|e| Error::io("destination", "cannot write", e))?;
+        }
+        pos += n as u64;
+        bar.inc(n as u64);
+    }
+    f.set_len(pos)
+        .map_err(|e| Error::io("destination", "cannot set length", e))?;
+    Ok(pos)
+}
+
+fn set_mtime(p: &Path, t: Option<Time>) {
+    let Some(t) = t else { return };
+    if let Ok(f) = std::fs::File::open(p) {
+        let _ = f.set_modified(t.to_system());
+    }
+}
+
+/// Sets the modification time of a symbolic link itself (never of its target).
+#[cfg(unix)]
+fn set_link_mtime(p: &Path, t: Option<Time>) {
+    use std::os::unix::ffi::OsStrExt;
+    let Some(t) = t else { return };
+    let Ok(c) = std::ffi::CString::new(p.as_os_str().as_bytes()) else {
+        return;
+    };
+    let times = [
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        libc::timespec {
+            tv_sec: t.secs as libc::time_t,
+            tv_nsec: t.nanos as libc::c_long,
+        },
+    ];
+    // SAFETY: `c` is a valid NUL-terminated path and `times` holds two timespecs, as
+    // utimensat requires; AT_SYMLINK_NOFOLLOW makes it act on the link itself.
+    unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        );
+    }
+}
+
+#[cfg(not(unix))]
+fn set_link_mtime(_p: &Path, _t: Option<Time>) {}
+
+#[cfg(unix)]
+fn make_symlink(target: &str, dest: &Path) -> Result<()> {
+    std::os::unix::fs::symlink(target, dest).map_err(|e| Error::io(dest, "cannot create link", e))
+}
+
+#[cfg(not(unix))]
+fn make_symlink(target: &str, dest: &Path) -> Result<()> {
+    let _ = target;
+    Err(Error::Invalid(format!(
+        "{}: symbolic links are not created on this system",
+        dest.display()
+    )))
+}
+
+/// `strata cp`: copies files and trees out of an image into `dest`. When `dest` is an
+/// existing directory (or several sources are given) each source goes inside it under its
+/// own name; otherwise `dest` is the new name of the one source.
+pub fn cp(image: &Path, sources: &[String], dest: &Path, opts: &CpOptions) -> Result<CpSummary> {
+    let vfs = open_vfs(image, &opts.resolve)?;
+    let into_dir = exists(dest).is_some_and(|m| m.is_dir()) || sources.len() > 1;
+    if sources.len() > 1 && !exists(dest).is_some_and(|m| m.is_dir()) {
+        return Err(Error::Invalid(format!(
+            "{}: not a directory (several sources need an existing directory)",
+            dest.display()
+        )));
+    }
+    let mut c = Copier {
+        opts,
+        sum: CpSummary::default(),
+    };
+    for src in sources {
+        let norm = normalize(src);
+        let base = norm.rsplit('/').next().unwrap_or("");
+        let target_path = |name: &str| -> PathBuf {
+            if into_dir {
+                dest.join(&*escape_name(name))
+            } else {
+                dest.to_path_buf()
+            }
+        };
+        match vfs.resolve(src)? {
+            Target::Top => {
+                if !opts.recursive {
+                    return Err(Error::Invalid(format!(
+                        "{src}: is a directory (use -r to copy it)"
+                    )));
+                }
+                let top = if into_dir {
+                    dest.join("disk")
+                } else {
+                    dest.to_path_buf()
+                };
+                if exists(&top).is_none() {
+                    std::fs::create_dir(&top).map_err(|e| Error::io(&top, "cannot create", e))?;
+                }
+                for (i, m) in vfs.mounts().iter().enumerate() {
+                    if let Ok(fs) = vfs.fs(i) {
+                        c.copy(
+                            &**fs,
+                            &format!("/{}", m.name),
+                            fs.root(),
+                            &top.join(&m.name),
+                        )?;
+                    }
+                }
+            }
+            Target::Node { mount, node } => {
+                let fs = vfs.fs(mount)?;
+                let name = if base.is_empty() {
+                    vfs.mounts()[mount].name.clone()
+                } else {
+                    base.to_string()
+                };
+                let name = if name.is_empty() {
+                    "volume".to_string()
+                } else {
+                    name
+                };
+                c.copy(&**fs, &norm, node, &target_path(&name))?;
+            }
+        }
+    }
+    Ok(c.sum)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn paths_are_normalised_for_display() {
+        for (p, want) in [
+            ("", "/"),
+            ("/", "/"),
+            ("p2", "/p2"),
+            ("/p2//a/./b/", "/p2/a/b"),
+            ("/p2/a/../../..", "/"),
+            ("p3/src/../Music", "/p3/Music"),
+        ] {
+            assert_eq!(super::normalize(p), want, "{p}");
+        }
+    }
+}

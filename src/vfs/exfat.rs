@@ -1,0 +1,343 @@
+//! exFAT, read directly (no crate): boot sector, FAT chains, directory entry sets.
+//!
+//! A file is a set of directory entries: a File entry (0x85: attributes, times), a Stream
+//! Extension (0xC0: first cluster, lengths, whether the clusters are contiguous) and File
+//! Name entries (0xC1: 15 UTF-16 units each). Data is either contiguous from its first
+//! cluster (NoFatChain) or follows the FAT; bytes past the valid data length read as zeros.
+//! Node ids are synthesised (root 1). Names are compared case-insensitively through
+//! Unicode lower-casing (the volume's up-case table is not consulted).
+
+use super::{DirEntry, FileSystem, Metadata, NodeId, NodeKind, PartDev, Time};
+use crate::blockdev::BlockDev;
+use crate::error::{Error, Result};
+use crate::fs::{corrupt, FsKind};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// Largest directory read (directories are small; this bounds damaged ones).
+const MAX_DIR_BYTES: u64 = 256 << 20;
+
+#[derive(Clone, Copy)]
+struct Data {
+    first: u32,
+    /// Bytes allocated to the file.
+    len: u64,
+    /// Bytes written; the rest reads as zeros.
+    valid: u64,
+    contiguous: bool,
+}
+
+struct Node {
+    path: String,
+    meta: Metadata,
+    data: Data,
+}
+
+/// A mounted exFAT volume.
+pub struct ExfatFs {
+    dev: PartDev,
+    fat: u64,
+    heap: u64,
+    cluster: u64,
+    clusters: u64,
+    nodes: Mutex<(Vec<Node>, HashMap<String, NodeId>)>,
+}
+
+fn u16at(b: &[u8], o: usize) -> u16 {
+    u16::from_le_bytes([b[o], b[o + 1]])
+}
+fn u32at(b: &[u8], o: usize) -> u32 {
+    u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
+}
+fn u64at(b: &[u8], o: usize) -> u64 {
+    u64::from_le_bytes(b[o..o + 8].try_into().expect("8 bytes"))
+}
+
+/// An exFAT timestamp (DOS date and time, 10 ms increments, UTC offset) as UTC.
+fn time(ts: u32, ms10: u8, utc: u8) -> Option<Time> {
+    let (y, m, d) = (
+        i64::from(ts >> 25) + 1980,
+        i64::from(ts >> 21 & 15),
+        i64::from(ts >> 16 & 31),
+    );
+    if !(1..=12).contains(&m) || d < 1 {
+        return None;
+    }
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    let mut secs = days * 86_400
+        + i64::from(ts >> 11 & 31) * 3600
+        + i64::from(ts >> 5 & 63) * 60
+        + i64::from(ts & 31) * 2
+        + i64::from(ms10 / 100);
+    if utc & 0x80 != 0 {
+        // Signed 7-bit count of 15-minute steps east of UTC.
+        let q = i64::from(((utc << 1) as i8) >> 1);
+        secs -= q * 15 * 60;
+    }
+    Some(Time {
+        secs,
+        nanos: u32::from(ms10 % 100) * 10_000_000,
+    })
+}
+
+impl ExfatFs {
+    /// Reads the boot sector.
+    pub fn open(dev: PartDev) -> Result<ExfatFs> {
+        let mut s = [0u8; 512];
+        dev.read_at(0, &mut s)?;
+        let (bps, spc) = (s[0x6C], s[0x6D]);
+        if s.get(3..11) != Some(b"EXFAT   ") || !(9..=12).contains(&bps) || bps + spc > 25 {
+            return Err(corrupt("exFAT", 0x6C, "bad boot sector"));
+        }
+        let sector = 1u64 << bps;
+        let root_cluster = u32at(&s, 0x60);
+        let fs = ExfatFs {
+            fat: u64::from(u32at(&s, 0x50)) * sector,
+            heap: u64::from(u32at(&s, 0x58)) * sector,
+            cluster: sector << spc,
+            clusters: u64::from(u32at(&s, 0x5C)),
+            dev,
+            nodes: Mutex::new((Vec::new(), HashMap::new())),
+        };
+        let root = Node {
+            path: String::new(),
+            meta: Metadata::new(NodeKind::Dir, 0),
+            data: Data {
+                first: root_cluster,
+                len: MAX_DIR_BYTES,
+                valid: MAX_DIR_BYTES,
+                contiguous: false,
+            },
+        };
+        let mut n = fs.nodes.lock().expect("not poisoned");
+        n.0.push(root);
+        n.1.insert(String::new(), 1);
+        drop(n);
+        Ok(fs)
+    }
+
+    fn cluster_pos(&self, c: u32) -> Result<u64> {
+        if c < 2 || u64::from(c) >= self.clusters + 2 {
+            return Err(corrupt(
+                "exFAT",
+                self.fat,
+                format!("cluster {c} is outside the heap"),
+            ));
+        }
+        Ok(self.heap + (u64::from(c) - 2) * self.cluster)
+    }
+
+    fn next_cluster(&self, c: u32) -> Result<Option<u32>> {
+        let mut e = [0u8; 4];
+        self.dev.read_at(self.fat + 4 * u64::from(c), &mut e)?;
+        Ok(match u32::from_le_bytes(e) {
+            0xFFFF_FFFF => None,
+            n => Some(n),
+        })
+    }
+
+    /// Reads `buf.len()` bytes of `d` from `offset` (callers keep within `d.len`). A chain
+    /// that ends early reads as the end of the data.
+    fn read_data(&self, d: Data, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        let end = d.len.min(offset + buf.len() as u64);
+        if offset >= end {
+            return Ok(0);
+        }
+        let want = (end - offset) as usize;
+        let mut done = 0usize;
+        let mut index = offset / self.cluster;
+        let mut c = d.first;
+        if !d.contiguous {
+            for _ in 0..index {
+                match self.next_cluster(c)? {
+                    Some(n) => c = n,
+                    None => return Ok(0),
+                }
+            }
+            index = 0;
+        }
+        let mut within = offset % self.cluster;
+        while done < want {
+            let cl = if d.contiguous {
+                u32::try_from(u64::from(d.first) + index)
+                    .map_err(|_| corrupt("exFAT", self.fat, "cluster number overflows"))?
+            } else {
+                c
+            };
+            let n = ((self.cluster - within) as usize).min(want - done);
+            self.dev
+                .read_at(self.cluster_pos(cl)? + within, &mut buf[done..done + n])?;
+            done += n;
+            within = 0;
+            index += 1;
+            if !d.contiguous && done < want {
+                match self.next_cluster(c)? {
+                    Some(nx) => c = nx,
+                    None => break,
+                }
+            }
+        }
+        // Past the valid data length: zeros.
+        let pos = offset;
+        if pos + done as u64 > d.valid {
+            let from = d.valid.saturating_sub(pos) as usize;
+            buf[from.min(done)..done].fill(0);
+        }
+        Ok(done)
+    }
+
+    fn node(&self, id: NodeId) -> Result<(String, Metadata, Data)> {
+        let n = self.nodes.lock().expect("not poisoned");
+        id.checked_sub(1)
+            .and_then(|i| n.0.get(i as usize))
+            .map(|n| (n.path.clone(), n.meta.clone(), n.data))
+            .ok_or_else(|| Error::NotFound(format!("exFAT: no node {id}")))
+    }
+
+    /// Entries of a directory: (name, metadata, data).
+    fn list(&self, d: Data) -> Result<Vec<(String, Metadata, Data)>> {
+        let mut raw = Vec::new();
+        let mut buf = vec![0u8; self.cluster as usize];
+        let mut off = 0u64;
+        'read: while off < d.len.min(MAX_DIR_BYTES) {
+            let n = self.read_data(d, off, &mut buf)?;
+            if n == 0 {
+                break;
+            }
+            for e in buf[..n].chunks_exact(32) {
+                if e[0] == 0 {
+                    break 'read;
+                }
+                raw.extend_from_slice(e);
+            }
+            off += n as u64;
+        }
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i + 32 <= raw.len() {
+            let e = &raw[i..i + 32];
+            if e[0] != 0x85 {
+                i += 32;
+                continue;
+            }
+            let secondary = usize::from(e[1]);
+            let set = raw.get(i..i + 32 * (secondary + 1));
+            i += 32;
+            let Some(set) = set else { break };
+            let st = &set[32..64.min(set.len())];
+            if secondary < 2 || st.len() < 32 || st[0] != 0xC0 {
+                continue;
+            }
+            let attrs = u16at(e, 4);
+            let name_len = usize::from(st[3]);
+            let mut units = Vec::with_capacity(name_len);
+            for ne in set[64..].chunks_exact(32).filter(|n| n[0] == 0xC1) {
+                for k in 0..15 {
+                    if units.len() < name_len {
+                        units.push(u16at(ne, 2 + 2 * k));
+                    }
+                }
+            }
+            let name = String::from_utf16_lossy(&units);
+            let data = Data {
+                first: u32at(st, 20),
+                len: u64at(st, 24),
+                valid: u64at(st, 8),
+                contiguous: st[1] & 2 != 0,
+            };
+            let dir = attrs & 0x10 != 0;
+            let mut m = Metadata::new(
+                if dir { NodeKind::Dir } else { NodeKind::File },
+                if dir { 0 } else { data.len },
+            );
+            m.crtime = time(u32at(e, 8), e[20], e[22]);
+            m.mtime = time(u32at(e, 12), e[21], e[23]);
+            m.atime = time(u32at(e, 16), 0, e[24]);
+            m.nlink = Some(1);
+            i += 32 * secondary;
+            out.push((name, m, data));
+        }
+        Ok(out)
+    }
+
+    fn register(&self, path: String, meta: Metadata, data: Data) -> NodeId {
+        let mut n = self.nodes.lock().expect("not poisoned");
+        if let Some(&id) = n.1.get(&path) {
+            return id;
+        }
+        n.0.push(Node {
+            path: path.clone(),
+            meta,
+            data,
+        });
+        let id = n.0.len() as NodeId;
+        n.1.insert(path, id);
+        id
+    }
+}
+
+impl FileSystem for ExfatFs {
+    fn kind(&self) -> FsKind {
+        FsKind::Exfat
+    }
+
+    fn root(&self) -> NodeId {
+        1
+    }
+
+    fn lookup(&self, dir: NodeId, name: &str) -> Result<NodeId> {
+        let want = name.to_lowercase();
+        self.read_dir(dir)?
+            .into_iter()
+            .find(|e| e.name == name || e.name.to_lowercase() == want)
+            .map(|e| e.node)
+            .ok_or_else(|| Error::NotFound(format!("{name}: no such file or directory")))
+    }
+
+    fn read_dir(&self, dir: NodeId) -> Result<Vec<DirEntry>> {
+        let (path, meta, data) = self.node(dir)?;
+        if meta.kind != NodeKind::Dir {
+            return Err(Error::Invalid(format!("{path}: not a directory")));
+        }
+        Ok(self
+            .list(data)?
+            .into_iter()
+            .map(|(name, meta, data)| {
+                let kind = meta.kind;
+                let node = self.register(format!("{path}/{name}"), meta, data);
+                DirEntry { name, node, kind }
+            })
+            .collect())
+    }
+
+    fn metadata(&self, node: NodeId) -> Result<Metadata> {
+        Ok(self.node(node)?.1)
+    }
+
+    fn read_at(&self, node: NodeId, stream: &str, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        if !stream.is_empty() {
+            return Err(Error::NotFound(format!(
+                "exFAT files have no named streams ({stream})"
+            )));
+        }
+        let (path, meta, data) = self.node(node)?;
+        if meta.kind != NodeKind::File {
+            return Err(Error::Invalid(format!("{path}: is a directory")));
+        }
+        if data.len == 0 {
+            return Ok(0);
+        }
+        self.read_data(data, offset, buf)
+    }
+
+    fn read_link(&self, node: NodeId) -> Result<String> {
+        let (path, _, _) = self.node(node)?;
+        Err(Error::Invalid(format!(
+            "{path}: exFAT has no symbolic links"
+        )))
+    }
+}

@@ -1,0 +1,753 @@
+//! NTFS through the `ntfs` crate: one parsed [`Ntfs`] shared by every thread, and a fresh
+//! cursor over the partition for every call (the crate keeps no reader of its own).
+//!
+//! Node ids are file record numbers (the root directory is record 5). Like ntfs-3g, the
+//! metadata files (records 0 to 15: `$MFT`, `$Bitmap`…) are not listed, DOS 8.3 names are
+//! hidden behind their long names, times come from `$STANDARD_INFORMATION`, and named
+//! `$DATA` attributes are offered as streams. Symbolic links and junctions are shown as
+//! symbolic links; other reparse points as [`NodeKind::Reparse`].
+//!
+//! The crate returns the stored bytes of LZNT1-compressed files: those are decompressed
+//! here ([`super::lznt1`]). It returns ciphertext for EFS files and zeros for files
+//! compressed by WOF (CompactOS): both are refused with a message rather than read wrongly.
+
+use super::lznt1;
+use super::{DirEntry, FileSystem, Metadata, NodeId, NodeKind, PartDev, Stream, Time};
+use crate::blockdev::BlockDev;
+use crate::error::{Error, Result};
+use crate::fs::FsKind;
+use ntfs::attribute_value::NtfsAttributeValue;
+use ntfs::indexes::NtfsFileNameIndex;
+use ntfs::structured_values::{NtfsFileAttributeFlags, NtfsFileName, NtfsFileNamespace};
+use ntfs::{Ntfs, NtfsAttributeFlags, NtfsAttributeType, NtfsFile, NtfsReadSeek};
+use std::collections::HashMap;
+use std::io::SeekFrom;
+use std::sync::{Arc, Mutex};
+
+/// Record number of the root directory.
+const ROOT: u64 = 5;
+/// Records below this are metadata files, hidden from listings.
+const FIRST_USER_RECORD: u64 = 16;
+
+const TAG_MOUNT_POINT: u32 = 0xA000_0003;
+const TAG_SYMLINK: u32 = 0xA000_000C;
+const TAG_WOF: u32 = 0x8000_0017;
+/// Start of an Interix symbolic link's data.
+const INTERIX_LINK: &[u8] = b"IntxLNK\x01";
+
+fn err(e: ntfs::NtfsError) -> Error {
+    Error::Invalid(format!("NTFS: {e}"))
+}
+
+/// A mounted NTFS volume.
+pub struct NtfsFs {
+    dev: PartDev,
+    ntfs: Ntfs,
+    /// File records that straddle two `$MFT` data runs: position of their first part ->
+    /// the (position, length) pieces that make the record.
+    stitched: HashMap<u64, Vec<(u64, u64)>>,
+    /// Decompressed LZNT1 units, so that small reads (a mount's) decompress each unit once.
+    units: Mutex<UnitCache>,
+}
+
+/// Bytes of decompressed units kept by one volume.
+pub const UNIT_CACHE_BYTES: usize = 32 << 20;
+
+type UnitKey = (NodeId, String, u64);
+
+/// A least-recently-used cache bounded by the bytes it holds.
+struct UnitCache {
+    lru: lru::LruCache<UnitKey, Arc<Vec<u8>>>,
+    bytes: usize,
+    max: usize,
+}
+
+impl UnitCache {
+    fn new(max: usize) -> UnitCache {
+        UnitCache {
+            lru: lru::LruCache::unbounded(),
+            bytes: 0,
+            max,
+        }
+    }
+
+    fn get(&mut self, k: &UnitKey) -> Option<Arc<Vec<u8>>> {
+        self.lru.get(k).cloned()
+    }
+
+    fn put(&mut self, k: UnitKey, v: Arc<Vec<u8>>) {
+        self.bytes += v.len();
+        if let Some(old) = self.lru.put(k, v) {
+            self.bytes -= old.len();
+        }
+        while self.bytes > self.max {
+            match self.lru.pop_lru() {
+                Some((_, old)) => self.bytes -= old.len(),
+                None => break,
+            }
+        }
+    }
+}
+
+/// A `Read + Seek` cursor over the partition for the ntfs crate, which reads a file record
+/// as `record size` contiguous bytes from where its first byte lies. That is wrong for a
+/// record split over two `$MFT` data runs (clusters smaller than records: 512-byte
+/// clusters); such reads are served from the record's pieces instead.
+struct Cursor<'a> {
+    dev: &'a PartDev,
+    pos: u64,
+    stitched: Option<&'a HashMap<u64, Vec<(u64, u64)>>>,
+}
+
+impl<'a> Cursor<'a> {
+    fn new(dev: &'a PartDev) -> Cursor<'a> {
+        Cursor {
+            dev,
+            pos: 0,
+            stitched: None,
+        }
+    }
+}
+
+impl std::io::Read for Cursor<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if let Some(pieces) = self.stitched.and_then(|m| m.get(&self.pos)) {
+            let total: u64 = pieces.iter().map(|p| p.1).sum();
+            if buf.len() as u64 == total {
+                let mut at = 0usize;
+                for &(pos, len) in pieces {
+                    self.dev.read_at(pos, &mut buf[at..at + len as usize])?;
+                    at += len as usize;
+                }
+                self.pos += total;
+                return Ok(buf.len());
+            }
+        }
+        let left = self.dev.len().saturating_sub(self.pos);
+        let n = (buf.len() as u64).min(left) as usize;
+        if n == 0 {
+            return Ok(0);
+        }
+        self.dev.read_at(self.pos, &mut buf[..n])?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl std::io::Seek for Cursor<'_> {
+    fn seek(&mut self, pos: SeekFrom) -> std::io::Result<u64> {
+        let new = match pos {
+            SeekFrom::Start(p) => Some(p),
+            SeekFrom::End(d) => self.dev.len().checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        }
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "bad seek"))?;
+        self.pos = new;
+        Ok(new)
+    }
+}
+
+/// Records of `$MFT` that straddle a boundary between two of its data runs.
+fn straddling_records(ntfs: &Ntfs, c: &mut Cursor) -> Result<HashMap<u64, Vec<(u64, u64)>>> {
+    let mut out = HashMap::new();
+    let rs = u64::from(ntfs.file_record_size());
+    let mft = ntfs.file(c, 0).map_err(err)?;
+    let Some(item) = mft.data(c, "") else {
+        return Ok(out);
+    };
+    let item = item.map_err(err)?;
+    let attr = item.to_attribute().map_err(err)?;
+    let NtfsAttributeValue::NonResident(v) = attr.value(c).map_err(err)? else {
+        return Ok(out);
+    };
+    // (first byte in the $MFT stream, length, position on the volume)
+    let mut runs = Vec::new();
+    let mut at = 0u64;
+    for r in v.data_runs() {
+        let r = r.map_err(err)?;
+        let len = r.allocated_size();
+        if let Some(p) = r.data_position().value() {
+            runs.push((at, len, p.get()));
+        }
+        at += len;
+    }
+    for w in runs.windows(2) {
+        let ((a_start, a_len, a_pos), (b_start, _, b_pos)) = (w[0], w[1]);
+        let boundary = a_start + a_len;
+        if boundary % rs == 0 || b_start != boundary {
+            continue;
+        }
+        let rec = boundary - boundary % rs;
+        let first = boundary - rec;
+        out.insert(
+            a_pos + (rec - a_start),
+            vec![(a_pos + (rec - a_start), first), (b_pos, rs - first)],
+        );
+    }
+    Ok(out)
+}
+
+impl NtfsFs {
+    /// Parses the boot sector and the upcase table (for case-insensitive lookups).
+    pub fn open(dev: PartDev) -> Result<NtfsFs> {
+        let (ntfs, stitched) = {
+            let mut c = Cursor::new(&dev);
+            let mut ntfs = Ntfs::new(&mut c).map_err(err)?;
+            let stitched = straddling_records(&ntfs, &mut c)?;
+            c.stitched = Some(&stitched);
+            ntfs.read_upcase_table(&mut c).map_err(err)?;
+            (ntfs, stitched)
+        };
+        Ok(NtfsFs {
+            dev,
+            ntfs,
+            stitched,
+            units: Mutex::new(UnitCache::new(UNIT_CACHE_BYTES)),
+        })
+    }
+
+    /// A cursor over the partition for one call.
+    fn cursor(&self) -> Cursor<'_> {
+        Cursor {
+            dev: &self.dev,
+            pos: 0,
+            stitched: Some(&self.stitched),
+        }
+    }
+
+    fn file<'n>(&'n self, c: &mut Cursor, node: NodeId) -> Result<NtfsFile<'n>> {
+        self.ntfs.file(c, node).map_err(err)
+    }
+
+    /// The reparse point data of a file, if it has one.
+    fn reparse(&self, c: &mut Cursor, file: &NtfsFile) -> Result<Option<Vec<u8>>> {
+        let mut attrs = file.attributes();
+        while let Some(item) = attrs.next(c) {
+            let item = item.map_err(err)?;
+            let a = item.to_attribute().map_err(err)?;
+            if a.ty().map_err(err)? != NtfsAttributeType::ReparsePoint {
+                continue;
+            }
+            let len = a.value_length().min(16 * 1024) as usize;
+            let mut v = a.value(c).map_err(err)?;
+            let mut buf = vec![0u8; len];
+            let mut done = 0;
+            while done < len {
+                let n = v.read(c, &mut buf[done..]).map_err(err)?;
+                if n == 0 {
+                    break;
+                }
+                done += n;
+            }
+            buf.truncate(done);
+            return Ok(Some(buf));
+        }
+        Ok(None)
+    }
+
+    fn kind_of(&self, c: &mut Cursor, file: &NtfsFile) -> Result<NodeKind> {
+        let info = file.info().map_err(err)?;
+        if info
+            .file_attributes()
+            .contains(NtfsFileAttributeFlags::REPARSE_POINT)
+        {
+            if let Some(r) = self.reparse(c, file)? {
+                let tag = r
+                    .get(..4)
+                    .map_or(0, |t| u32::from_le_bytes([t[0], t[1], t[2], t[3]]));
+                match tag {
+                    TAG_SYMLINK | TAG_MOUNT_POINT => return Ok(NodeKind::Symlink),
+                    // WOF-compressed files are ordinary files (reading them is refused).
+                    TAG_WOF => {}
+                    _ if file.is_directory() => return Ok(NodeKind::Dir),
+                    _ => return Ok(NodeKind::Reparse),
+                }
+            }
+        }
+        if file.is_directory() {
+            return Ok(NodeKind::Dir);
+        }
+        if info
+            .file_attributes()
+            .contains(NtfsFileAttributeFlags::SYSTEM)
+            && self.interix_link(c, file)?.is_some()
+        {
+            return Ok(NodeKind::Symlink);
+        }
+        Ok(NodeKind::File)
+    }
+
+    /// The target of an Interix symbolic link: a system file holding `IntxLNK\1` and the
+    /// target in UTF-16. This is how ntfs-3g stores the links made through it.
+    fn interix_link(&self, c: &mut Cursor, file: &NtfsFile) -> Result<Option<String>> {
+        let Some(item) = file.data(c, "") else {
+            return Ok(None);
+        };
+        let item = item.map_err(err)?;
+        let attr = item.to_attribute().map_err(err)?;
+        let len = attr.value_length();
+        if !(8..=8 + 2 * 4096).contains(&len) || len % 2 != 0 {
+            return Ok(None);
+        }
+        let mut v = attr.value(c).map_err(err)?;
+        let mut buf = vec![0u8; len as usize];
+        let mut done = 0;
+        while done < buf.len() {
+            let n = v.read(c, &mut buf[done..]).map_err(err)?;
+            if n == 0 {
+                return Ok(None);
+            }
+            done += n;
+        }
+        if !buf.starts_with(INTERIX_LINK) {
+            return Ok(None);
+        }
+        let units: Vec<u16> = buf[8..]
+            .chunks_exact(2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+            .collect();
+        Ok(Some(String::from_utf16_lossy(&units)))
+    }
+
+    /// Number of parent directories between `node` and the root.
+    fn depth(&self, c: &mut Cursor, node: NodeId) -> Result<usize> {
+        let mut depth = 0usize;
+        let mut cur = node;
+        while cur != ROOT && depth < 4096 {
+            let file = self.file(c, cur)?;
+            let name = file
+                .name(c, None, None)
+                .ok_or_else(|| Error::Invalid(format!("NTFS: record {cur} has no name")))?
+                .map_err(err)?;
+            cur = name.parent_directory_reference().file_record_number();
+            depth += 1;
+        }
+        Ok(depth.saturating_sub(1))
+    }
+
+    fn link_target(&self, c: &mut Cursor, node: NodeId) -> Result<String> {
+        let file = self.file(c, node)?;
+        let Some(r) = self.reparse(c, &file)? else {
+            if let Some(t) = self.interix_link(c, &file)? {
+                return Ok(t);
+            }
+            return Err(Error::Invalid(format!(
+                "NTFS record {node}: not a symbolic link"
+            )));
+        };
+        let u16at = |o: usize| {
+            r.get(o..o + 2)
+                .map_or(0, |b| u16::from_le_bytes([b[0], b[1]])) as usize
+        };
+        let tag = r
+            .get(..4)
+            .map_or(0, |t| u32::from_le_bytes([t[0], t[1], t[2], t[3]]));
+        let (buf_start, relative) = match tag {
+            TAG_SYMLINK => {
+                let flags = r
+                    .get(16..20)
+                    .map_or(0, |t| u32::from_le_bytes([t[0], t[1], t[2], t[3]]));
+                (20, flags & 1 == 1)
+            }
+            TAG_MOUNT_POINT => (16, false),
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "NTFS record {node}: reparse point {tag:#010x} is not a symbolic link"
+                )))
+            }
+        };
+        let (sub_off, sub_len) = (u16at(8), u16at(10));
+        let start = buf_start + sub_off;
+        let bytes = r.get(start..start + sub_len).ok_or_else(|| {
+            crate::fs::corrupt("NTFS", 0, format!("record {node}: reparse data too short"))
+        })?;
+        let units: Vec<u16> = bytes
+            .chunks_exact(2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+            .collect();
+        let target = String::from_utf16_lossy(&units);
+        if relative {
+            return Ok(target.replace('\\', "/"));
+        }
+        // "\??\C:\dir\file": a path on some volume. Made relative to this one, as
+        // ntfs-3g does, so that it resolves inside a copy or a mount of the volume.
+        let t = target.strip_prefix("\\??\\").unwrap_or(&target);
+        let b = t.as_bytes();
+        if b.len() >= 2 && b[1] == b':' && b[0].is_ascii_alphabetic() {
+            let rest = t[2..].trim_start_matches('\\').replace('\\', "/");
+            let up = "../".repeat(self.depth(c, node)?);
+            let rel = format!("{up}{rest}");
+            return Ok(if rel.is_empty() { ".".into() } else { rel });
+        }
+        Ok(t.replace('\\', "/"))
+    }
+}
+
+impl NtfsFs {
+    /// Named `$DATA` attributes that live in extension records, found by walking the
+    /// `$ATTRIBUTE_LIST` directly. The ntfs crate's attribute iterator skips a stream whose
+    /// list entry has the same type and instance number as the non-resident stream before
+    /// it (instance numbers are only unique within one record), so such streams are looked
+    /// up here. Only list entries that start a value (lowest VCN 0) are returned.
+    fn listed_streams(
+        &self,
+        c: &mut Cursor,
+        file: &NtfsFile,
+    ) -> Result<Vec<ntfs::structured_values::NtfsAttributeListEntry>> {
+        let mut out = Vec::new();
+        for a in file.attributes_raw() {
+            let a = a.map_err(err)?;
+            if a.ty().map_err(err)? != NtfsAttributeType::AttributeList {
+                continue;
+            }
+            let list: ntfs::structured_values::NtfsAttributeList =
+                a.structured_value(c).map_err(err)?;
+            let mut entries = list.entries();
+            while let Some(e) = entries.next(c) {
+                let e = e.map_err(err)?;
+                if e.ty().map_err(err)? == NtfsAttributeType::Data
+                    && e.name_length() > 0
+                    && e.lowest_vcn().value() == 0
+                    && e.base_file_reference().file_record_number() != file.file_record_number()
+                {
+                    out.push(e);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads a `$DATA` attribute of `file` (record `node`).
+    #[allow(clippy::too_many_arguments)]
+    fn read_attr(
+        &self,
+        c: &mut Cursor,
+        file: &NtfsFile,
+        attr: &ntfs::NtfsAttribute,
+        node: NodeId,
+        stream: &str,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<usize> {
+        let flags = attr.flags();
+        if flags.contains(NtfsAttributeFlags::ENCRYPTED) {
+            return Err(Error::Invalid(format!(
+                "NTFS record {node}: EFS-encrypted; its contents cannot be read without the \
+                 owner's key"
+            )));
+        }
+        // A resident value is never stored compressed, whatever its flag says.
+        if flags.contains(NtfsAttributeFlags::COMPRESSED) && !attr.is_resident() {
+            return match attr.value(c).map_err(err)? {
+                NtfsAttributeValue::NonResident(v) => {
+                    self.read_compressed(&v, (node, stream), offset, buf)
+                }
+                _ => Err(Error::Invalid(format!(
+                    "NTFS record {node}: compressed data spread over several file records \
+                     cannot be read yet"
+                ))),
+            };
+        }
+        if stream.is_empty() && attr.value_length() == 0 {
+            let info = file.info().map_err(err)?;
+            if info
+                .file_attributes()
+                .contains(NtfsFileAttributeFlags::REPARSE_POINT)
+            {
+                if let Some(r) = self.reparse(c, file)? {
+                    if r.get(..4) == Some(&TAG_WOF.to_le_bytes()[..]) {
+                        return Err(Error::Invalid(format!(
+                            "NTFS record {node}: compressed by Windows (WOF/CompactOS); \
+                             reading such files is not supported yet"
+                        )));
+                    }
+                }
+            }
+        }
+        let mut value = attr.value(c).map_err(err)?;
+        if offset >= value.len() {
+            return Ok(0);
+        }
+        value.seek(c, SeekFrom::Start(offset)).map_err(err)?;
+        let mut done = 0;
+        while done < buf.len() {
+            let n = value.read(c, &mut buf[done..]).map_err(err)?;
+            if n == 0 {
+                break;
+            }
+            done += n;
+        }
+        Ok(done)
+    }
+}
+
+/// Clusters in a compression unit: NTFS compresses only with 2^4.
+const UNIT_CLUSTERS: u64 = 16;
+
+/// One data run: first cluster (VCN), cluster count, byte position on the volume (`None`
+/// for a hole).
+type Run = (u64, u64, Option<u64>);
+
+impl NtfsFs {
+    /// Reads an LZNT1-compressed value: it is stored in units of 16 clusters, each either
+    /// all allocated (stored as is), all holes (zeros), or partly allocated (the allocated
+    /// clusters hold the compressed unit).
+    fn read_compressed(
+        &self,
+        v: &ntfs::attribute_value::NtfsNonResidentAttributeValue,
+        (node, stream): (NodeId, &str),
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<usize> {
+        let cs = u64::from(self.ntfs.cluster_size());
+        let mut runs: Vec<Run> = Vec::new();
+        let mut vcn = 0u64;
+        for r in v.data_runs() {
+            let r = r.map_err(err)?;
+            let n = r.allocated_size() / cs;
+            runs.push((vcn, n, r.data_position().value().map(|p| p.get())));
+            vcn += n;
+        }
+        let size = v.len();
+        let end = size.min(offset.saturating_add(buf.len() as u64));
+        if offset >= end {
+            return Ok(0);
+        }
+        let unit_bytes = UNIT_CLUSTERS * cs;
+        let mut pos = offset;
+        while pos < end {
+            let u = pos / unit_bytes;
+            let key = (node, stream.to_string(), u);
+            let cached = self.units.lock().expect("not poisoned").get(&key);
+            let data = match cached {
+                Some(d) => d,
+                None => {
+                    let d = Arc::new(self.unit(&runs, u, cs)?);
+                    self.units.lock().expect("not poisoned").put(key, d.clone());
+                    d
+                }
+            };
+            let from = (pos - u * unit_bytes) as usize;
+            let n = ((end - pos) as usize).min(data.len() - from);
+            let at = (pos - offset) as usize;
+            buf[at..at + n].copy_from_slice(&data[from..from + n]);
+            pos += n as u64;
+        }
+        Ok((end - offset) as usize)
+    }
+
+    /// The data of compression unit `u`.
+    fn unit(&self, runs: &[Run], u: u64, cs: u64) -> Result<Vec<u8>> {
+        let first = u * UNIT_CLUSTERS;
+        let last = first + UNIT_CLUSTERS;
+        let unit_bytes = (UNIT_CLUSTERS * cs) as usize;
+        let mut stored = Vec::with_capacity(unit_bytes);
+        let mut allocated = 0;
+        for &(start, n, at) in runs {
+            let (a, b) = (start.max(first), (start + n).min(last));
+            if a >= b {
+                continue;
+            }
+            if let Some(at) = at {
+                let mut piece = vec![0u8; ((b - a) * cs) as usize];
+                self.dev.read_at(at + (a - start) * cs, &mut piece)?;
+                stored.extend_from_slice(&piece);
+                allocated += b - a;
+            }
+        }
+        let mut out = if allocated == 0 {
+            Vec::new()
+        } else if allocated == UNIT_CLUSTERS {
+            stored
+        } else {
+            lznt1::decompress(&stored, unit_bytes)
+                .map_err(|e| Error::Invalid(format!("NTFS: compression unit {u}: {e}")))?
+        };
+        out.resize(unit_bytes, 0);
+        Ok(out)
+    }
+}
+
+fn time(t: ntfs::NtfsTime) -> Option<Time> {
+    Some(Time::from_nt(t.nt_timestamp()))
+}
+
+impl FileSystem for NtfsFs {
+    fn kind(&self) -> FsKind {
+        FsKind::Ntfs
+    }
+
+    fn root(&self) -> NodeId {
+        ROOT
+    }
+
+    fn lookup(&self, dir: NodeId, name: &str) -> Result<NodeId> {
+        let mut c = self.cursor();
+        let file = self.file(&mut c, dir)?;
+        let index = file.directory_index(&mut c).map_err(err)?;
+        let mut finder = index.finder();
+        let Some(entry) = NtfsFileNameIndex::find(&mut finder, &self.ntfs, &mut c, name) else {
+            return Err(Error::NotFound(format!(
+                "{name}: no such file or directory"
+            )));
+        };
+        let record = entry.map_err(err)?.file_reference().file_record_number();
+        if record < FIRST_USER_RECORD && record != ROOT {
+            return Err(Error::NotFound(format!(
+                "{name}: no such file or directory"
+            )));
+        }
+        Ok(record)
+    }
+
+    fn read_dir(&self, dir: NodeId) -> Result<Vec<DirEntry>> {
+        let mut c = self.cursor();
+        let file = self.file(&mut c, dir)?;
+        let index = file.directory_index(&mut c).map_err(err)?;
+        let mut entries = index.entries();
+        let mut raw: Vec<(String, u64, NtfsFileName)> = Vec::new();
+        while let Some(e) = entries.next(&mut c) {
+            let e = e.map_err(err)?;
+            let record = e.file_reference().file_record_number();
+            let Some(key) = e.key() else { continue };
+            let key = key.map_err(err)?;
+            if key.namespace() == NtfsFileNamespace::Dos || record < FIRST_USER_RECORD {
+                continue;
+            }
+            raw.push((key.name().to_string_lossy(), record, key));
+        }
+        drop(entries);
+        let mut out = Vec::with_capacity(raw.len());
+        for (name, record, key) in raw {
+            let attrs = key.file_attributes();
+            let kind = if attrs.contains(NtfsFileAttributeFlags::REPARSE_POINT)
+                || (attrs.contains(NtfsFileAttributeFlags::SYSTEM) && !key.is_directory())
+            {
+                let f = self.file(&mut c, record)?;
+                self.kind_of(&mut c, &f)?
+            } else if key.is_directory() {
+                NodeKind::Dir
+            } else {
+                NodeKind::File
+            };
+            out.push(DirEntry {
+                name,
+                node: record,
+                kind,
+            });
+        }
+        Ok(out)
+    }
+
+    fn metadata(&self, node: NodeId) -> Result<Metadata> {
+        let mut c = self.cursor();
+        let file = self.file(&mut c, node)?;
+        let kind = self.kind_of(&mut c, &file)?;
+        let info = file.info().map_err(err)?;
+        let mut m = Metadata::new(kind, 0);
+        m.mtime = time(info.modification_time());
+        m.atime = time(info.access_time());
+        m.ctime = time(info.mft_record_modification_time());
+        m.crtime = time(info.creation_time());
+        let mut links = 0u32;
+        let mut attrs = file.attributes();
+        while let Some(item) = attrs.next(&mut c) {
+            let item = item.map_err(err)?;
+            let a = item.to_attribute().map_err(err)?;
+            match a.ty().map_err(err)? {
+                NtfsAttributeType::FileName => {
+                    let n: NtfsFileName = a.structured_value(&mut c).map_err(err)?;
+                    if n.namespace() != NtfsFileNamespace::Dos {
+                        links += 1;
+                    }
+                }
+                NtfsAttributeType::Data => {
+                    let name = a.name().map_err(err)?;
+                    if name.is_empty() {
+                        if kind == NodeKind::File || kind == NodeKind::Reparse {
+                            m.size = a.value_length();
+                        }
+                    } else {
+                        m.streams.push(Stream {
+                            name: name.to_string_lossy(),
+                            size: a.value_length(),
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        for e in self.listed_streams(&mut c, &file)? {
+            let name = e.name().to_string_lossy();
+            if m.streams.iter().all(|s| s.name != name) {
+                let ext = e.to_file(&self.ntfs, &mut c).map_err(err)?;
+                let a = e.to_attribute(&ext).map_err(err)?;
+                m.streams.push(Stream {
+                    name,
+                    size: a.value_length(),
+                });
+            }
+        }
+        m.nlink = Some(links.max(1));
+        if kind == NodeKind::Symlink {
+            m.size = self.link_target(&mut c, node)?.len() as u64;
+        }
+        Ok(m)
+    }
+
+    fn read_at(&self, node: NodeId, stream: &str, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        let mut c = self.cursor();
+        let file = self.file(&mut c, node)?;
+        if file.is_directory() && stream.is_empty() {
+            return Err(Error::Invalid(format!(
+                "NTFS record {node}: is a directory"
+            )));
+        }
+        if let Some(item) = file.data(&mut c, stream) {
+            let item = item.map_err(err)?;
+            let attr = item.to_attribute().map_err(err)?;
+            return self.read_attr(&mut c, &file, &attr, node, stream, offset, buf);
+        }
+        if stream.is_empty() {
+            return Ok(0);
+        }
+        // A stream the crate's attribute walk misses (see `listed_streams`).
+        for entry in self.listed_streams(&mut c, &file)? {
+            if entry.name().to_string_lossy().to_lowercase() == stream.to_lowercase() {
+                let ext = entry.to_file(&self.ntfs, &mut c).map_err(err)?;
+                let attr = entry.to_attribute(&ext).map_err(err)?;
+                return self.read_attr(&mut c, &file, &attr, node, stream, offset, buf);
+            }
+        }
+        Err(Error::NotFound(format!("no stream named {stream}")))
+    }
+
+    fn read_link(&self, node: NodeId) -> Result<String> {
+        let mut c = self.cursor();
+        self.link_target(&mut c, node)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unit_cache_stays_under_its_byte_ceiling() {
+        let mut c = UnitCache::new(25);
+        for u in 0..3 {
+            c.put((1, String::new(), u), Arc::new(vec![0u8; 10]));
+        }
+        assert_eq!(c.bytes, 20);
+        assert!(
+            c.get(&(1, String::new(), 0)).is_none(),
+            "the oldest unit goes first"
+        );
+        assert!(c.get(&(1, String::new(), 2)).is_some());
+        // Replacing a unit does not count it twice.
+        c.put((1, String::new(), 2), Arc::new(vec![0u8; 10]));
+        assert_eq!(c.bytes, 20);
+        c.put((2, "s".into(), 0), Arc::new(vec![0u8; 100]));
+        assert_eq!(c.bytes, 0, "a unit larger than the ceiling is not kept");
+    }
+}
