@@ -13,14 +13,14 @@ use crate::error::{Error, Result};
 use crate::fs::FsKind;
 use ext4_view::{Ext4, Ext4Error, Ext4Read, FileType};
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);
 
 thread_local! {
-    static LOADED: RefCell<HashMap<u64, Ext4>> = RefCell::new(HashMap::new());
+    static LOADED: RefCell<BTreeMap<u64, Ext4>> = const { RefCell::new(BTreeMap::new()) };
     /// The file this thread read last: (instance, node, open file). Sequential reads of
     /// one file then cost no path lookup each.
     static OPEN: RefCell<Option<(u64, NodeId, ext4_view::File)>> = const { RefCell::new(None) };
