@@ -108,6 +108,12 @@ mod tests {
             "...",
             "a..b",
         ] {
+            if cfg!(windows) && n.ends_with('.') {
+                // Windows cannot keep a trailing dot: escaped, and reversibly.
+                assert_ne!(escape_name(n), n);
+                assert_eq!(unescape_name(&escape_name(n)), n);
+                continue;
+            }
             assert_eq!(escape_name(n), n);
             assert_eq!(unescape_name(n), n);
         }
