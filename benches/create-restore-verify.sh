@@ -2,12 +2,17 @@
 # create-restore-verify.sh - time strata against zstd on a realistic test disk.
 #
 # Usage: benches/create-restore-verify.sh [--runs N] [--out-dir DIR]
+#                                         [--rev REV] [--max-wait S]
 #                                         [--rebuild-disk] [--disk-only]
 #
 #   --runs N         timed rounds (default 5); every figure is the median
 #   --out-dir DIR    where images, .zst files and restored disks are written
 #                    (default: a fresh directory in /dev/shm, i.e. tmpfs, so
 #                    that the storage device is not what is measured)
+#   --rev REV        benchmark git revision REV (exported with git archive and
+#                    built under STRATA_BENCH_DIR) instead of the working tree
+#   --max-wait S     before each timed command, wait up to S seconds (default
+#                    60) for the machine to be idle (under 10% CPU busy)
 #   --rebuild-disk   build the test disk again even if a cached one exists
 #   --disk-only      build (or check) the test disk and stop
 #   -h, --help       show this help
@@ -22,22 +27,35 @@
 # /usr (programs, libraries, documentation, man pages, locales, headers,
 # Python sources), generated documents (fixtures/gen-files.py), logs, and
 # incompressible "media" files (photos, videos, music, archives). Before
-# each filesystem is made, 40% of its partition is filled with old data
-# (file contents and random bytes, as left behind by deleted files); the
-# rest of the free space and 126 MiB of unpartitioned space at the end are
-# zeros. The disk file is fully allocated (no holes), like a real disk.
+# each filesystem is made, 30% of its partition (from the middle on) is
+# filled with old data (file contents and random bytes, as left behind by
+# deleted files); the rest of the free space and 126 MiB of unpartitioned
+# space at the end are zeros. The disk file is fully allocated (no holes),
+# like a real disk.
 #
-# Measured, in one run, each round interleaving the two tools and
-# alternating which one goes first:
-#   create   strata create --quiet          vs  zstd -3 -T0
-#            strata create --threads 1      vs  zstd -3 -T1
-#   restore  strata restore (sparse file)   vs  zstd -d --sparse
-#   verify   strata verify                  vs  zstd -t
+# Measured, in one run, each round interleaving the tools and alternating
+# which one goes first:
+#   create   strata create --quiet --clone        vs  zstd -3 -T0
+#            strata create --clone --threads 1    vs  zstd -3 -T1
+#            strata create --quiet (used blocks only, for reference)
+#   restore  strata restore (to a sparse file)    vs  zstd -d --sparse
+#   verify   strata verify                        vs  zstd -t
+# --clone stores every sector, old data in free space included, so that
+# image holds what the .zst holds; strata's default stores only the blocks
+# the filesystems use (revisions without --clone always store every sector).
 # Every command's output ends flushed to stable storage: strata fsyncs what
 # it writes, and each zstd command that writes a file is followed by
 # `sync FILE`. All inputs are read warm from the page cache (they are read
-# once before the first round); caches are not dropped between runs.
+# once before the first round); caches are not dropped between runs. A
+# warm-up round, not counted, comes first and checks that both restores give
+# back the disk byte for byte. Each command waits for an idle machine first
+# (see --max-wait); a run that started on an idle machine but during which
+# other processes used more than 10% of the CPU is repeated (up to 3 times),
+# and the load from other processes is reported.
 
+# The whole script is one { } group, so bash parses it completely before
+# running it: editing the file during a run does not affect that run.
+{
 set -euo pipefail
 export LC_ALL=C TZ=UTC
 
@@ -53,10 +71,14 @@ RUNS=5
 OUT=
 REBUILD=0
 DISK_ONLY=0
+REV=
+MAX_WAIT=60
 while [ $# -gt 0 ]; do
     case "$1" in
         --runs) RUNS=${2:?--runs needs a number}; shift 2 ;;
         --out-dir) OUT=${2:?--out-dir needs a directory}; shift 2 ;;
+        --max-wait) MAX_WAIT=${2:?--max-wait needs seconds}; shift 2 ;;
+        --rev) REV=${2:?--rev needs a git revision}; shift 2 ;;
         --rebuild-disk) REBUILD=1; shift ;;
         --disk-only) DISK_ONLY=1; shift ;;
         -h|--help) usage; exit 0 ;;
@@ -64,12 +86,13 @@ while [ $# -gt 0 ]; do
     esac
 done
 [[ "$RUNS" =~ ^[1-9][0-9]*$ ]] || die "--runs must be a positive number"
+[[ "$MAX_WAIT" =~ ^[0-9]+$ ]] || die "--max-wait must be a number of seconds"
 
 WORK=${STRATA_BENCH_DIR:-/var/tmp/strata-bench}
 DISK=$WORK/disk.img
 INFO=$WORK/disk.info
 # Bump when the recipe below changes, so cached disks are rebuilt.
-DISK_RECIPE=1
+DISK_RECIPE=3
 
 MIB=$((1024 * 1024))
 DISK_MIB=2560
@@ -108,11 +131,11 @@ write_helpers() {  # DIR
 partition image. Deterministic for a given machine: files are chosen by a
 hash of their path and copied in sorted order; generated bytes come from
 seeded PRNGs."""
-import hashlib, os, random, shutil, stat, subprocess, sys
+import hashlib, os, random, shutil, stat, subprocess, sys, time
 
 MiB = 1 << 20
 
-def machine_files(roots, salt, exts=None, max_size=48 * MiB):
+def machine_files(roots, salt, exts=None, max_size=16 * MiB):
     """Regular files under roots, each with a stable pseudo-random key."""
     out = []
     for root in roots:
@@ -135,16 +158,15 @@ def machine_files(roots, salt, exts=None, max_size=48 * MiB):
     return out
 
 def sample(files, budget):
-    """Files in pseudo-random order until budget bytes; returned sorted by path."""
-    chosen, used = [], 0
-    for key, root, rel, size in sorted(files):
-        if used + size > budget:
-            continue
-        chosen.append((root, rel, size))
-        used += size
-        if used >= budget * 0.995:
-            break
-    return sorted(chosen, key=lambda t: (t[1].encode(), t[0])), used
+    """About budget bytes of files, each taken or not by its own key alone
+    (so that installing a package changes the choice only a little);
+    returned sorted by path."""
+    total = sum(f[3] for f in files)
+    limit = int(min(1.0, budget / total) * 2**64) if total else 0
+    chosen = [(root, rel, size) for key, root, rel, size in files
+              if int.from_bytes(key, "big") < limit]
+    return (sorted(chosen, key=lambda t: (t[1].encode(), t[0])),
+            sum(t[2] for t in chosen))
 
 def copy_sample(dest, prefix, roots, budget_mib, salt, exts=None):
     files, used = sample(machine_files(roots, salt, exts), budget_mib * MiB)
@@ -158,6 +180,14 @@ def copy_sample(dest, prefix, roots, budget_mib, salt, exts=None):
         st = os.stat(src)
         os.utime(dst, (st.st_mtime, st.st_mtime))
     return len(files), used
+
+def tree_size(top):
+    n = used = 0
+    for dp, dns, fns in os.walk(top):
+        for f in fns:
+            n += 1
+            used += os.lstat(os.path.join(dp, f)).st_size
+    return n, used
 
 def random_file(path, size, seed, magic=b""):
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -188,7 +218,7 @@ def log_file(path, size, seed):
         while written < size:
             t += r.randint(0, 40)
             line = "%s %s %s: %s\n" % (
-                __import__("time").strftime("%b %d %H:%M:%S", __import__("time").gmtime(t)),
+                time.strftime("%b %d %H:%M:%S", time.gmtime(t)),
                 r.choice(hosts), r.choice(procs),
                 r.choice(msgs).format(n=r.randint(1, 254), p=r.randint(1024, 65535),
                                       c=r.randint(0, 7), u=r.choice(["root", "alice"])))
@@ -211,6 +241,7 @@ def profile_ntfs(dest, genfiles):
                    ["/usr/include", "/usr/lib/python3.11"], 70, "ntfs-src",
                    (".h", ".hpp", ".c", ".py", ".txt", ".rst", ".json", ".cfg", ".toml"))))
     gen_docs(os.path.join(u, "Documents", "Personal"), 101, 3000, 12, genfiles)
+    report.append(("documents", tree_size(os.path.join(u, "Documents", "Personal"))))
     r = random.Random(7)
     pics = 0
     for i in range(60):
@@ -225,6 +256,7 @@ def profile_ntfs(dest, genfiles):
     random_file(os.path.join(u, "Downloads", "photos-2021.zip"), 16 * MiB, 3, b"PK\x03\x04")
     log_file(os.path.join(u, "AppData", "Local", "Sync", "sync.log"), 20 * MiB, 4)
     report.append(("media (random)", (63, pics + 108 * MiB)))
+    report.append(("log", (1, 20 * MiB)))
     return report
 
 def profile_ext4(dest, genfiles):
@@ -232,12 +264,13 @@ def profile_ext4(dest, genfiles):
     h = os.path.join(dest, "home", "bob")
     report = []
     report.append(("libraries", copy_sample(dest, "usr/lib/x86_64-linux-gnu",
-                   ["/usr/lib/x86_64-linux-gnu"], 160, "ext4-lib")))
+                   ["/usr/lib/x86_64-linux-gnu"], 130, "ext4-lib")))
     report.append(("programs", copy_sample(dest, "usr/bin", ["/usr/bin"], 30, "ext4-bin")))
-    report.append(("shared data", copy_sample(dest, "usr/share", ["/usr/share"], 110, "ext4-share")))
+    report.append(("shared data", copy_sample(dest, "usr/share", ["/usr/share"], 95, "ext4-share")))
     report.append(("source code", copy_sample(dest, "usr/src",
                    ["/usr/include", "/usr/lib/python3.11"], 60, "ext4-src")))
     gen_docs(os.path.join(h, "docs"), 202, 2500, 8, genfiles)
+    report.append(("documents", tree_size(os.path.join(h, "docs"))))
     r = random.Random(8)
     music = 0
     for i in range(30):
@@ -249,6 +282,7 @@ def profile_ext4(dest, genfiles):
                 b"\x28\xb5\x2f\xfd")
     log_file(os.path.join(dest, "var", "log", "syslog.1"), 20 * MiB, 6)
     report.append(("media (random)", (31, music + 24 * MiB)))
+    report.append(("log", (1, 20 * MiB)))
     return report
 
 def stale(img, offset, length, seed):
@@ -311,12 +345,12 @@ build_disk() {
     local py="python3 $SCRATCH/content.py" genfiles=$REPO/fixtures/gen-files.py
     local p1=$SCRATCH/p1.img p2=$SCRATCH/p2.img
 
-    # Old data first: 40% of each partition, at 45%-85% of it.
+    # Old data first: 30% of each partition, at 50%-80% of it.
     note "building the test disk in $WORK (takes a few minutes)"
     truncate -s $((P1_MIB * MIB)) "$p1"
     truncate -s $((P2_MIB * MIB)) "$p2"
-    $py stale "$p1" $((P1_MIB * MIB * 45 / 100 / MIB * MIB)) $((P1_MIB * MIB * 40 / 100 / MIB * MIB)) 11
-    $py stale "$p2" $((P2_MIB * MIB * 45 / 100 / MIB * MIB)) $((P2_MIB * MIB * 40 / 100 / MIB * MIB)) 22
+    $py stale "$p1" $((P1_MIB * MIB / 2)) $((P1_MIB * MIB * 30 / 100 / MIB * MIB)) 11
+    $py stale "$p2" $((P2_MIB * MIB / 2)) $((P2_MIB * MIB * 30 / 100 / MIB * MIB)) 22
 
     # Partition 1: NTFS, quick-formatted (old data stays) and filled through ntfs-3g.
     note "partition 1: NTFS, $P1_MIB MiB"
@@ -400,11 +434,15 @@ EOF
     note "test disk ready ($((SECONDS - started)) s)"
 }
 
+# One builder at a time (other benchmarks call --disk-only on the same directory).
+exec 9>"$WORK/.lock"
+flock 9
 if [ "$REBUILD" = 1 ] || ! disk_is_cached; then
     build_disk
 else
     note "reusing the test disk in $WORK (--rebuild-disk to build it again)"
 fi
+flock -u 9
 sed 's/^/  /' "$INFO" >&2
 [ "$DISK_ONLY" = 0 ] || exit 0
 
@@ -414,9 +452,24 @@ sed 's/^/  /' "$INFO" >&2
 need cargo "Rust (https://rustup.rs)"
 need zstd zstd
 need python3 python3
-note "building strata (cargo build --release)"
-(cd "$REPO" && cargo build --release --quiet)
-STRATA=$REPO/target/release/strata
+if [ -n "$REV" ]; then
+    GIT_REV=$(git -C "$REPO" rev-parse --short "$REV^{commit}") || die "unknown revision $REV"
+    SRC=$WORK/src-$GIT_REV
+    note "building strata $GIT_REV in $SRC (cargo build --release)"
+    rm -rf "$SRC"
+    mkdir -p "$SRC"
+    git -C "$REPO" archive "$GIT_REV" | tar -x -C "$SRC"
+    (cd "$SRC" && CARGO_TARGET_DIR=$WORK/target cargo build --release --quiet)
+    rm -rf "$SRC"
+    STRATA=$WORK/target/release/strata
+else
+    GIT_REV=$(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
+    [ -z "$(cd "$REPO" && git status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null)" ] ||
+        GIT_REV="$GIT_REV with uncommitted changes"
+    note "building strata (cargo build --release)"
+    (cd "$REPO" && cargo build --release --quiet)
+    STRATA=$REPO/target/release/strata
+fi
 [ -x "$STRATA" ] || die "$STRATA was not built"
 
 if [ -z "$OUT" ]; then
@@ -437,75 +490,145 @@ TIME_BIN=
 STAMP=$(date -u '+%Y%m%d-%H%M%S')
 CSV=$WORK/runs-$STAMP.csv
 REPORT=$WORK/results-$STAMP.md
-echo "round,op,tool,seconds,user,sys,maxrss_kib,bytes" >"$CSV"
+echo "round,op,tool,seconds,user,sys,maxrss_kib,bytes,other_cpu,counted" >"$CSV"
 
-# timed ROUND OP TOOL OUTPUT_FILE_OR_- cmd...: runs cmd, appends a CSV line.
-timed() {
-    local round=$1 op=$2 tool=$3 output=$4 t0 t1 user=- sys=- rss=- bytes=-
-    shift 4
-    t0=$EPOCHREALTIME
-    if [ -n "$TIME_BIN" ]; then
-        "$TIME_BIN" -f '%U %S %M' -o "$OUT/.time" "$@"
-    else
-        "$@"
-    fi
-    t1=$EPOCHREALTIME
-    [ -z "$TIME_BIN" ] || read -r user sys rss <"$OUT/.time"
-    [ "$output" = - ] || bytes=$(stat -c %s "$output")
-    echo "$round,$op,$tool,$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.4f", b-a}'),$user,$sys,$rss,$bytes" >>"$CSV"
+# The machine may be shared. Before each timed command, wait (up to
+# --max-wait seconds) for a second in which less than 10% of the CPU time
+# was used; during the command, record the share of the machine's CPU time
+# that went to anything else (other_cpu, from /proc/stat minus the command's
+# own user + sys time).
+CLK_TCK=$(getconf CLK_TCK)
+NCPU=$(nproc)
+busy_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9; exit}' /proc/stat; }
+wait_idle() {  # fails when the machine is still busy after MAX_WAIT seconds
+    local waited=0 a b
+    while :; do
+        a=$(busy_ticks); sleep 1; b=$(busy_ticks)
+        [ $(((b - a) * 100)) -ge $((10 * CLK_TCK * NCPU)) ] || return 0
+        waited=$((waited + 1))
+        if [ "$waited" -ge "$MAX_WAIT" ]; then
+            note "the machine is still busy after ${MAX_WAIT} s of waiting; measuring anyway"
+            return 1
+        fi
+    done
 }
 
-IMG=$OUT/disk.strata
+# timed ROUND OP TOOL OUTPUT_FILE_OR_- cmd...: runs cmd, appends a CSV line.
+# A timed round's run is repeated (up to 3 times) when the machine was idle
+# when it started but other processes took more than 10% of its CPU time
+# meanwhile; only the last attempt counts (the others stay in the CSV with
+# counted=0). Under steady load there is no point in repeating.
+timed() {
+    local round=$1 op=$2 tool=$3 output=$4 attempt retries=3 t0 t1 b0 b1
+    local user=- sys=- rss=- bytes=- other=- counted idle
+    shift 4
+    [ "$round" != 0 ] || retries=0
+    for ((attempt = 0; ; attempt++)); do
+        idle=1
+        wait_idle || idle=0
+        b0=$(busy_ticks)
+        t0=$EPOCHREALTIME
+        if [ -n "$TIME_BIN" ]; then
+            "$TIME_BIN" -f '%U %S %M' -o "$OUT/.time" "$@"
+        else
+            "$@"
+        fi
+        t1=$EPOCHREALTIME
+        b1=$(busy_ticks)
+        if [ -n "$TIME_BIN" ]; then
+            read -r user sys rss <"$OUT/.time"
+            other=$(awk -v t0="$t0" -v t1="$t1" -v b="$((b1 - b0))" -v hz="$CLK_TCK" -v n="$NCPU" \
+                        -v u="$user" -v s="$sys" \
+                        'BEGIN {o = (b / hz - u - s) / (n * (t1 - t0)); printf "%.3f", o < 0 ? 0 : o}')
+        fi
+        [ "$output" = - ] || bytes=$(stat -c %s "$output")
+        counted=1
+        if [ "$other" != - ] && [ "$idle" = 1 ] && [ "$attempt" -lt "$retries" ] &&
+            awk -v o="$other" 'BEGIN {exit !(o > 0.10)}'; then
+            counted=0
+        fi
+        echo "$round,$op,$tool,$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.4f", b-a}'),$user,$sys,$rss,$bytes,$other,$counted" >>"$CSV"
+        [ "$counted" = 0 ] || return 0
+        note "round $round, $op, $tool: other processes used ${other} of the CPU meanwhile; repeating it"
+    done
+}
+
+IMG=$OUT/disk.strata        # every sector (--clone): holds what the .zst holds
+USED=$OUT/used.strata       # strata's default: the blocks the filesystems use
 ZST=$OUT/disk.img.zst
 RESTORED=$OUT/restored.img
+
+# strata revisions that read filesystems store only used blocks unless --clone;
+# older ones always store every sector and have no --clone.
+CLONE=()
+if "$STRATA" create --help 2>/dev/null | grep -q -- '--clone'; then
+    CLONE=(--clone)
+fi
 
 # The zstd side: a shell running zstd, then fsyncing its output as strata does.
 ZSTD_C='zstd -q -f -3 "$1" "$2" -o "$3" && sync "$3"'   # THREADS_FLAG INPUT OUTPUT
 ZSTD_D='zstd -q -f -d --sparse "$1" -o "$2" && sync "$2"'  # INPUT OUTPUT
 
-# One round. Tools alternate going first: zstd first in odd rounds, strata in even.
+# The commands of a step in round R's order: as given in odd rounds, reversed
+# in even ones (so no tool always goes first).
+in_order() {
+    local r=$1; shift
+    if [ $((r % 2)) = 1 ]; then echo "$@"; else printf '%s\n' "$@" | tac | tr '\n' ' '; fi
+}
+
 round() {
-    local r=$1 first=zstd second=strata
-    [ $((r % 2)) = 1 ] || { first=strata; second=zstd; }
-    local tool
-    for tool in $first $second; do
-        case $tool in
+    local r=$1 t tools=(zstd strata)
+    [ ${#CLONE[@]} = 0 ] || tools+=(strata-used)
+    for t in $(in_order "$r" "${tools[@]}"); do
+        case $t in
             zstd) timed "$r" create-T0 zstd "$ZST" bash -c "$ZSTD_C" _ -T0 "$DISK" "$ZST" ;;
-            strata) timed "$r" create-T0 strata "$IMG" "$STRATA" create --quiet --force "$DISK" "$IMG" ;;
+            strata) timed "$r" create-T0 strata "$IMG" \
+                        "$STRATA" create --quiet --force "${CLONE[@]}" "$DISK" "$IMG" ;;
+            strata-used) timed "$r" create-T0 strata-used "$USED" \
+                        "$STRATA" create --quiet --force "$DISK" "$USED" ;;
         esac
     done
-    for tool in $first $second; do
-        case $tool in
-            zstd) timed "$r" create-T1 zstd "$OUT/t1.zst" bash -c "$ZSTD_C" _ -T1 "$DISK" "$OUT/t1.zst"; rm -f "$OUT/t1.zst" ;;
+    for t in $(in_order "$r" zstd strata); do
+        case $t in
+            zstd) timed "$r" create-T1 zstd "$OUT/t1.zst" bash -c "$ZSTD_C" _ -T1 "$DISK" "$OUT/t1.zst"
+                  rm -f "$OUT/t1.zst" ;;
             strata) timed "$r" create-T1 strata "$OUT/t1.strata" \
-                        "$STRATA" create --quiet --force --threads 1 "$DISK" "$OUT/t1.strata"
+                        "$STRATA" create --quiet --force --threads 1 "${CLONE[@]}" "$DISK" "$OUT/t1.strata"
                     rm -f "$OUT/t1.strata" ;;
         esac
     done
-    for tool in $first $second; do
-        case $tool in
+    for t in $(in_order "$r" "${tools[@]}"); do
+        case $t in
             zstd) timed "$r" restore zstd - bash -c "$ZSTD_D" _ "$ZST" "$RESTORED" ;;
             strata) timed "$r" restore strata - "$STRATA" restore --quiet --force "$IMG" "$RESTORED" ;;
+            strata-used) timed "$r" restore strata-used - \
+                        "$STRATA" restore --quiet --force "$USED" "$RESTORED" ;;
         esac
-        if [ "$r" = 0 ]; then
-            cmp "$DISK" "$RESTORED" || die "$tool restore did not reproduce the disk"
+        # The used-block image gives back the files, not the old data in free
+        # space, so only the other two are compared byte for byte.
+        if [ "$r" = 0 ] && [ "$t" != strata-used ]; then
+            cmp "$DISK" "$RESTORED" || die "$t restore did not reproduce the disk"
         fi
         rm -f "$RESTORED"
     done
-    for tool in $first $second; do
-        case $tool in
-            zstd) timed "$r" verify zstd - zstd -q -t "$ZST" ;;
-            strata) timed "$r" verify strata - "$STRATA" verify --quiet "$IMG" ;;
+    for t in $(in_order "$r" "${tools[@]}"); do
+        case $t in
+            zstd) timed "$r" verify zstd - zstd -q -t "$ZST" >/dev/null ;;
+            strata) timed "$r" verify strata - "$STRATA" verify --quiet "$IMG" >/dev/null ;;
+            strata-used) timed "$r" verify strata-used - "$STRATA" verify --quiet "$USED" >/dev/null ;;
         esac
     done
 }
 
 note "reading the disk into the page cache"
 cat "$DISK" >/dev/null
-note "warm-up round (not counted; also checks that both restores reproduce the disk)"
+note "warm-up round (not counted; also checks that the restores reproduce the disk)"
 round 0
-"$STRATA" info --json "$IMG" >"$OUT/info.json"
-"$STRATA" create --quiet --json --force "$DISK" "$OUT/stats.strata" >"$OUT/create.json"
+"$STRATA" create --quiet --json --force "${CLONE[@]}" "$DISK" "$OUT/stats.strata" >"$OUT/create.json"
+echo '{}' >"$OUT/create-used.json"
+if [ ${#CLONE[@]} != 0 ]; then
+    "$STRATA" create --quiet --json --force "$DISK" "$OUT/stats.strata" >"$OUT/create-used.json"
+fi
 rm -f "$OUT/stats.strata"
 for r in $(seq 1 "$RUNS"); do
     note "round $r of $RUNS"
@@ -515,78 +638,114 @@ done
 # ---------------------------------------------------------------------------
 # Report.
 # ---------------------------------------------------------------------------
-GIT_REV=$(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
-[ -z "$(cd "$REPO" && git status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null)" ] ||
-    GIT_REV="$GIT_REV (with uncommitted changes)"
-CPU_MODEL=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
-ZSTD_VERSION=$(zstd -V | grep -o 'v[0-9][0-9.]*' | head -1)
-MEM_GIB=$(awk '/^MemTotal/ {printf "%.1f", $2 / 1048576}' /proc/meminfo)
+export GIT_REV RUNS OUT_FS
+BENCH_CPU=$(awk -F': ' '/^model name/ {m = $2} /^cpu family/ {f = $2} /^model\t/ {n = $2}
+    END {print m ", family " f " model " n}' /proc/cpuinfo)
+BENCH_ZSTD=$(zstd -V | grep -o 'v[0-9][0-9.]*' | head -1)
+BENCH_MACHINE="$(nproc) cores ($BENCH_CPU), $(awk '/^MemTotal/ {printf "%.1f", $2 / 1048576}' \
+    /proc/meminfo) GiB RAM, kernel $(uname -r)"
+export BENCH_ZSTD BENCH_MACHINE
 
-python3 - "$CSV" "$OUT/create.json" "$DISK" "$RUNS" "$OUT_FS" >"$REPORT" <<EOF
+python3 - "$CSV" "$OUT/create.json" "$OUT/create-used.json" "$DISK" >"$REPORT" <<'EOF'
 import csv, json, os, statistics, sys
-path, create_json, disk, runs, out_fs = sys.argv[1:6]
-rows = [r for r in csv.DictReader(open(path)) if r["round"] != "0"]
+path, create_json, used_json, disk = sys.argv[1:5]
+env = os.environ
+allrows = [r for r in csv.DictReader(open(path)) if r["round"] != "0"]
+rows = [r for r in allrows if r["counted"] == "1"]
+repeated = len(allrows) - len(rows)
+def vals(op, tool, field):
+    return [float(r[field]) for r in rows
+            if r["op"] == op and r["tool"] == tool and r[field] != "-"]
 def med(op, tool, field="seconds"):
-    v = [float(r[field]) for r in rows if r["op"] == op and r["tool"] == tool and r[field] != "-"]
+    v = vals(op, tool, field)
     return statistics.median(v) if v else float("nan")
 def cpu(op, tool):
     v = [float(r["user"]) + float(r["sys"]) for r in rows
          if r["op"] == op and r["tool"] == tool and r["user"] != "-"]
-    return statistics.median(v) if v else float("nan")
+    return "%.2f s" % statistics.median(v) if v else "-"
 def spread(op, tool):
-    v = [float(r["seconds"]) for r in rows if r["op"] == op and r["tool"] == tool]
-    return min(v), max(v)
-c = json.load(open(create_json))
+    v = vals(op, tool, "seconds")
+    return "%.2f-%.2f s" % (min(v), max(v)) if v else "-"
+def other(op, tool):
+    v = vals(op, tool, "other_cpu")
+    return "%.0f%% / %.0f%%" % (100 * statistics.median(v), 100 * max(v)) if v else "-"
 disk_b = os.path.getsize(disk)
-data_b = c["data_bytes"]
+nonzero_b = json.load(open(create_json))["data_bytes"]
+used = json.load(open(used_json))
+has_used = bool(vals("create-T0", "strata-used", "seconds"))
 MB, MiB = 1e6, 1 << 20
-img_b = med("create-T0", "strata", "bytes")
 zst_b = med("create-T0", "zstd", "bytes")
 
-print("strata $GIT_REV, zstd $ZSTD_VERSION, %s runs, median of each" % runs)
+print("strata %s, zstd %s; figures are medians of %s interleaved runs"
+      % (env["GIT_REV"], env["BENCH_ZSTD"], env["RUNS"]))
 print()
-print("Machine: $(nproc) cores ($CPU_MODEL), $MEM_GIB GiB RAM, kernel $(uname -r)")
-print("Disk: %.0f MiB, %.0f MiB in non-zero 4 KiB blocks (%.0f%%); outputs on %s"
-      % (disk_b / MiB, data_b / MiB, 100 * data_b / disk_b, out_fs))
+print("Machine: " + env["BENCH_MACHINE"])
+print("Disk: %.0f MiB, %.0f MiB of it in non-zero 4 KiB blocks (%.0f%%)"
+      % (disk_b / MiB, nonzero_b / MiB, 100 * nonzero_b / disk_b), end="")
+if has_used:
+    print(", %.0f MiB in non-zero used blocks (%.0f%%)"
+          % (used["data_bytes"] / MiB, 100 * used["data_bytes"] / disk_b), end="")
+print("; outputs on " + env["OUT_FS"])
 print("Cache: warm (inputs in the page cache, not dropped between runs)")
+print("Runs repeated because other processes were busy: %d" % repeated)
+print()
+print("MB/s are 10^6 bytes of the %.0f MiB disk per second (of the image file for" % (disk_b / MiB))
+print("\"MB/s of image\"). \"strata (every sector)\" is `strata create --clone`, which keeps")
+print("what `zstd` keeps, old data in free space included; \"strata (used blocks)\" is")
+print("strata's default, which stores only the blocks the filesystems use.")
 print()
 print("| operation | strata | zstd | strata / zstd |")
 print("| --- | ---: | ---: | ---: |")
-def trow(label, op):
-    s, z = med(op, "strata"), med(op, "zstd")
-    print("| %s, time | %.2f s (%.0f MB/s) | %.2f s (%.0f MB/s) | %.2fx |"
-          % (label, s, disk_b / MB / s, z, disk_b / MB / z, s / z))
+def time_row(label, op, tool="strata", peer="zstd"):
+    s, z = med(op, tool), med(op, peer)
+    print("| %s | %.2f s (%.0f MB/s) | %.2f s (%.0f MB/s) | %.2fx the time, %.2fx the speed |"
+          % (label, s, disk_b / MB / s, z, disk_b / MB / z, s / z, z / s))
     return s, z
-cs, cz = trow("create, all cores (\`-T0\`)", "create-T0")
-print("| create, output size | %.1f MiB (%.3f of disk) | %.1f MiB (%.3f of disk) | %.3fx |"
-      % (img_b / MiB, img_b / disk_b, zst_b / MiB, zst_b / disk_b, img_b / zst_b))
-c1s, c1z = trow("create, 1 thread (\`--threads 1\` / \`-T1\`)", "create-T1")
-rs, rz = med("restore", "strata"), med("restore", "zstd")
-print("| restore to a sparse file (\`zstd -d --sparse\`), time | %.2f s (%.0f MB/s) | %.2f s (%.0f MB/s) | %.2fx (speed %.2fx) |"
-      % (rs, disk_b / MB / rs, rz, disk_b / MB / rz, rs / rz, rz / rs))
-vs, vz = med("verify", "strata"), med("verify", "zstd")
-print("| verify (\`zstd -t\`), time | %.2f s | %.2f s | %.2fx |" % (vs, vz, vs / vz))
-print("| verify, MB/s of image | %.0f | %.0f | |" % (img_b / MB / vs, zst_b / MB / vz))
-print("| verify, MB/s of disk | %.0f | %.0f | |" % (disk_b / MB / vs, disk_b / MB / vz))
+def size_row(label, tool):
+    b = med("create-T0", tool, "bytes")
+    print("| %s | %.1f MiB (%.3f of the disk) | %.1f MiB (%.3f of the disk) | %.3fx |"
+          % (label, b / MiB, b / disk_b, zst_b / MiB, zst_b / disk_b, b / zst_b))
+    return b
+label = "every sector" if has_used else "whole disk"
+cs, cz = time_row("create, %s, all cores (`-T0`): time" % label, "create-T0")
+img_b = size_row("create, %s: size" % label, "strata")
+time_row("create, %s, 1 thread (`--threads 1` / `-T1`): time" % label, "create-T1")
+if has_used:
+    time_row("create, used blocks, all cores (`-T0`): time", "create-T0", "strata-used")
+    size_row("create, used blocks: size", "strata-used")
+rs, rz = time_row("restore, %s, to a sparse file (`zstd -d --sparse`): time" % label, "restore")
+if has_used:
+    time_row("restore, used blocks, to a sparse file: time", "restore", "strata-used")
+def verify_row(label, tool, img):
+    s, z = med("verify", tool), med("verify", "zstd")
+    print("| %s | %.2f s (%.0f MB/s of image, %.0f MB/s of disk) | %.2f s (%.0f MB/s of .zst, %.0f MB/s of disk) | %.2fx the time |"
+          % (label, s, img / MB / s, disk_b / MB / s, z, zst_b / MB / z, disk_b / MB / z, s / z))
+verify_row("verify, %s (`zstd -t`)" % label, "strata", img_b)
+if has_used:
+    verify_row("verify, used blocks", "strata-used", med("create-T0", "strata-used", "bytes"))
 print()
-print("CPU time (user + sys, median) and wall-time range over the runs:")
+print("CPU time (user + sys, median), wall-time range, and the share of the machine's")
+print("CPU used by other processes during the counted runs (median / highest):")
 print()
-print("| operation | strata CPU | zstd CPU | strata wall min-max | zstd wall min-max |")
-print("| --- | ---: | ---: | ---: | ---: |")
-for label, op in [("create, all cores", "create-T0"), ("create, 1 thread", "create-T1"),
-                  ("restore", "restore"), ("verify", "verify")]:
-    a, b = spread(op, "strata"); x, y = spread(op, "zstd")
-    print("| %s | %.2f s | %.2f s | %.2f-%.2f s | %.2f-%.2f s |"
-          % (label, cpu(op, "strata"), cpu(op, "zstd"), a, b, x, y))
+print("| operation | tool | CPU | wall min-max | other load |")
+print("| --- | --- | ---: | ---: | ---: |")
+tools = [("strata", "strata (%s)" % label)] + ([("strata-used", "strata (used blocks)")] if has_used else []) + [("zstd", "zstd")]
+for oplabel, op in [("create, all cores", "create-T0"), ("create, 1 thread", "create-T1"),
+                    ("restore", "restore"), ("verify", "verify")]:
+    for tool, tlabel in tools:
+        if vals(op, tool, "seconds"):
+            print("| %s | %s | %s | %s | %s |" % (oplabel, tlabel, cpu(op, tool), spread(op, tool), other(op, tool)))
 print()
 def verdict(ok): return "met" if ok else "NOT met"
-print("Targets:")
-print("- create at least as fast as \`zstd -3 -T0\`: %.2fx the time -> %s" % (cs / cz, verdict(cs <= cz)))
-print("- create output at most 1.02x the size of \`zstd -3\`: %.3fx -> %s" % (img_b / zst_b, verdict(img_b <= 1.02 * zst_b)))
-print("- restore at least 0.8x the speed of \`zstd -d\`: %.2fx -> %s" % (rz / rs, verdict(rz / rs >= 0.8)))
+print("Targets (%s):" % label)
+print("- create at least as fast as `zstd -3 -T0`: %.2fx the time -> %s" % (cs / cz, verdict(cs <= cz)))
+print("- create output at most 1.02x the size of `zstd -3`: %.3fx -> %s" % (img_b / zst_b, verdict(img_b <= 1.02 * zst_b)))
+print("- restore at least 0.8x the speed of `zstd -d`: %.2fx -> %s" % (rz / rs, verdict(rz / rs >= 0.8)))
 EOF
 
 echo
 cat "$REPORT"
 echo
 note "report: $REPORT; every run: $CSV"
+exit
+}
