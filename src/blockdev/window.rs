@@ -2,21 +2,29 @@
 
 use super::BlockDev;
 use crate::error::{Error, Result};
+use std::io::SeekFrom;
+use std::ops::Deref;
 
 /// Bytes `[start, start + len)` of `dev`, read as a device starting at 0.
 ///
 /// Bounds are checked once at construction (the window must lie inside the device) and on
 /// every read (a read past the window's end is an error, never a read of the bytes after it).
+/// `D` is any handle to the device: a reference for a short look (partition probing), an
+/// `Arc` for a window that lives on its own (a mounted filesystem).
 #[derive(Clone, Copy)]
-pub struct Window<'d> {
-    dev: &'d dyn BlockDev,
+pub struct Window<D> {
+    dev: D,
     start: u64,
     len: u64,
 }
 
-impl<'d> Window<'d> {
+impl<D> Window<D>
+where
+    D: Deref,
+    D::Target: BlockDev,
+{
     /// A window of `len` bytes at `start`; refused when it does not fit in `dev`.
-    pub fn new(dev: &'d dyn BlockDev, start: u64, len: u64) -> Result<Window<'d>> {
+    pub fn new(dev: D, start: u64, len: u64) -> Result<Window<D>> {
         match start.checked_add(len) {
             Some(end) if end <= dev.len() => Ok(Window { dev, start, len }),
             _ => Err(Error::Invalid(format!(
@@ -32,7 +40,11 @@ impl<'d> Window<'d> {
     }
 }
 
-impl BlockDev for Window<'_> {
+impl<D> BlockDev for Window<D>
+where
+    D: Deref + Send + Sync,
+    D::Target: BlockDev,
+{
     fn len(&self) -> u64 {
         self.len
     }
@@ -67,30 +79,39 @@ impl<'d> Cursor<'d> {
 
 impl std::io::Read for Cursor<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let left = self.dev.len().saturating_sub(self.pos);
-        let n = (buf.len() as u64).min(left) as usize;
-        if n == 0 {
-            return Ok(0);
-        }
-        self.dev.read_at(self.pos, &mut buf[..n])?;
-        self.pos += n as u64;
-        Ok(n)
+        read_at_cursor(self.dev, &mut self.pos, buf)
     }
 }
 
 impl std::io::Seek for Cursor<'_> {
-    fn seek(&mut self, pos: std::io::SeekFrom) -> std::io::Result<u64> {
-        let new = match pos {
-            std::io::SeekFrom::Start(p) => Some(p),
-            std::io::SeekFrom::End(d) => self.dev.len().checked_add_signed(d),
-            std::io::SeekFrom::Current(d) => self.pos.checked_add_signed(d),
-        };
-        let new = new.ok_or_else(|| {
-            std::io::Error::new(std::io::ErrorKind::InvalidInput, "seek before byte 0")
-        })?;
-        self.pos = new;
-        Ok(new)
+    fn seek(&mut self, pos: SeekFrom) -> std::io::Result<u64> {
+        seek_cursor(self.dev.len(), &mut self.pos, pos)
     }
+}
+
+/// `Read::read` for a cursor at `*pos` over `dev`: reads what is left up to `buf.len()`
+/// bytes and moves the cursor. Shared by every `Read` adapter over a device.
+pub fn read_at_cursor(dev: &dyn BlockDev, pos: &mut u64, buf: &mut [u8]) -> std::io::Result<usize> {
+    let left = dev.len().saturating_sub(*pos);
+    let n = (buf.len() as u64).min(left) as usize;
+    if n == 0 {
+        return Ok(0);
+    }
+    dev.read_at(*pos, &mut buf[..n])?;
+    *pos += n as u64;
+    Ok(n)
+}
+
+/// `Seek::seek` for a cursor at `*pos` over a device of `len` bytes.
+pub fn seek_cursor(len: u64, pos: &mut u64, to: SeekFrom) -> std::io::Result<u64> {
+    let new = match to {
+        SeekFrom::Start(p) => Some(p),
+        SeekFrom::End(d) => len.checked_add_signed(d),
+        SeekFrom::Current(d) => pos.checked_add_signed(d),
+    }
+    .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "seek before byte 0"))?;
+    *pos = new;
+    Ok(new)
 }
 
 /// A device held in memory (tests and small images).
@@ -123,7 +144,7 @@ impl BlockDev for MemDev {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::{Read, Seek, SeekFrom};
+    use std::io::{Read, Seek};
 
     #[test]
     fn window_checks_bounds() {

@@ -11,6 +11,7 @@
 //! with `TZ=UTC`.
 
 use super::{DirEntry, FileSystem, Metadata, NodeId, NodeKind, PartDev, Time};
+use crate::blockdev::window::{read_at_cursor, seek_cursor};
 use crate::blockdev::BlockDev;
 use crate::error::{Error, Result};
 use crate::fs::FsKind;
@@ -26,14 +27,7 @@ struct ReadOnlyIo {
 
 impl Read for ReadOnlyIo {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let left = self.dev.len().saturating_sub(self.pos);
-        let n = (buf.len() as u64).min(left) as usize;
-        if n == 0 {
-            return Ok(0);
-        }
-        self.dev.read_at(self.pos, &mut buf[..n])?;
-        self.pos += n as u64;
-        Ok(n)
+        read_at_cursor(&self.dev, &mut self.pos, buf)
     }
 }
 
@@ -52,14 +46,7 @@ impl std::io::Write for ReadOnlyIo {
 
 impl Seek for ReadOnlyIo {
     fn seek(&mut self, pos: SeekFrom) -> std::io::Result<u64> {
-        let new = match pos {
-            SeekFrom::Start(p) => Some(p),
-            SeekFrom::End(d) => self.dev.len().checked_add_signed(d),
-            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
-        }
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "bad seek"))?;
-        self.pos = new;
-        Ok(new)
+        seek_cursor(self.dev.len(), &mut self.pos, pos)
     }
 }
 

@@ -191,43 +191,8 @@ pub trait FileSystem: Send + Sync {
     fn read_link(&self, node: NodeId) -> Result<String>;
 }
 
-/// A partition (or bare device) as an owned device: bytes `[start, start + len)` of `dev`.
-#[derive(Clone)]
-pub struct PartDev {
-    dev: Arc<dyn BlockDev>,
-    start: u64,
-    len: u64,
-}
-
-impl PartDev {
-    /// A window of `len` bytes at `start`; refused when it does not fit in `dev`.
-    pub fn new(dev: Arc<dyn BlockDev>, start: u64, len: u64) -> Result<PartDev> {
-        match start.checked_add(len) {
-            Some(end) if end <= dev.len() => Ok(PartDev { dev, start, len }),
-            _ => Err(Error::Invalid(format!(
-                "partition of {len} bytes at byte {start} does not fit in a device of {} bytes",
-                dev.len()
-            ))),
-        }
-    }
-}
-
-impl BlockDev for PartDev {
-    fn len(&self) -> u64 {
-        self.len
-    }
-
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        match offset.checked_add(buf.len() as u64) {
-            Some(end) if end <= self.len => self.dev.read_at(self.start + offset, buf),
-            _ => Err(Error::Invalid(format!(
-                "read of {} bytes at {offset} is past the end of a {}-byte partition",
-                buf.len(),
-                self.len
-            ))),
-        }
-    }
-}
+/// A partition (or bare device) as an owned device: a window that holds its device.
+pub type PartDev = crate::blockdev::window::Window<Arc<dyn BlockDev>>;
 
 /// One partition shown at the top of a [`Vfs`].
 pub struct Mount {

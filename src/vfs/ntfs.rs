@@ -13,6 +13,7 @@
 
 use super::lznt1;
 use super::{DirEntry, FileSystem, Metadata, NodeId, NodeKind, PartDev, Stream, Time};
+use crate::blockdev::window::{read_at_cursor, seek_cursor};
 use crate::blockdev::BlockDev;
 use crate::error::{Error, Result};
 use crate::fs::FsKind;
@@ -123,27 +124,13 @@ impl std::io::Read for Cursor<'_> {
                 return Ok(buf.len());
             }
         }
-        let left = self.dev.len().saturating_sub(self.pos);
-        let n = (buf.len() as u64).min(left) as usize;
-        if n == 0 {
-            return Ok(0);
-        }
-        self.dev.read_at(self.pos, &mut buf[..n])?;
-        self.pos += n as u64;
-        Ok(n)
+        read_at_cursor(self.dev, &mut self.pos, buf)
     }
 }
 
 impl std::io::Seek for Cursor<'_> {
     fn seek(&mut self, pos: SeekFrom) -> std::io::Result<u64> {
-        let new = match pos {
-            SeekFrom::Start(p) => Some(p),
-            SeekFrom::End(d) => self.dev.len().checked_add_signed(d),
-            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
-        }
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "bad seek"))?;
-        self.pos = new;
-        Ok(new)
+        seek_cursor(self.dev.len(), &mut self.pos, pos)
     }
 }
 
