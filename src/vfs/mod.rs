@@ -189,6 +189,21 @@ pub trait FileSystem: Send + Sync {
     /// The target of a symbolic link, as stored (NTFS: translated to `/` separators and
     /// made relative to the volume where possible).
     fn read_link(&self, node: NodeId) -> Result<String>;
+
+    /// Names of `node`'s extended attributes, with their namespace (`user.comment`,
+    /// `security.selinux`). NTFS alternate data streams are not attributes: they are listed
+    /// in [`Metadata::streams`]. Filesystems without extended attributes have none.
+    fn xattr_names(&self, node: NodeId) -> Result<Vec<String>> {
+        let _ = node;
+        Ok(Vec::new())
+    }
+
+    /// The value of `node`'s extended attribute `name`; [`Error::NotFound`] when it has none
+    /// of that name.
+    fn xattr(&self, node: NodeId, name: &str) -> Result<Vec<u8>> {
+        let _ = node;
+        Err(Error::NotFound(format!("no extended attribute {name}")))
+    }
 }
 
 /// A partition (or bare device) as an owned device: a window that holds its device.
