@@ -18,6 +18,7 @@ use crate::blockdev::BlockDev;
 use crate::fs::{self, FsOptions};
 use crate::partition::{self, PartitionTable, Scheme};
 use crate::ranges::Ranges;
+use crate::units::short_bytes;
 use serde::Serialize;
 
 /// How a partition is imaged.
@@ -292,22 +293,6 @@ fn map_partition(
             report.imaging = Imaging::EveryBlock(e.to_string());
             (report, every)
         }
-    }
-}
-
-/// Bytes as "40.0 MiB".
-fn short_bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
     }
 }
 

@@ -34,6 +34,7 @@ pub mod ops;
 pub mod partition;
 pub mod progress;
 pub mod ranges;
+pub mod units;
 pub mod vfs;
 
 pub use error::{Error, Result};

@@ -127,31 +127,9 @@ pub fn probe(dev: &dyn BlockDev) -> Result<Option<Probe>> {
 }
 
 /// Castagnoli CRC as the kernel's `crc32c()` computes it: no final inversion, the caller's
-/// seed as the initial value.
-fn crc32c_raw(mut crc: u32, data: &[u8]) -> u32 {
-    const TABLE: [u32; 256] = {
-        let mut t = [0u32; 256];
-        let mut i = 0;
-        while i < 256 {
-            let mut c = i as u32;
-            let mut k = 0;
-            while k < 8 {
-                c = if c & 1 != 0 {
-                    0x82F6_3B78 ^ (c >> 1)
-                } else {
-                    c >> 1
-                };
-                k += 1;
-            }
-            t[i] = c;
-            i += 1;
-        }
-        t
-    };
-    for &b in data {
-        crc = TABLE[((crc ^ u32::from(b)) & 0xFF) as usize] ^ (crc >> 8);
-    }
-    crc
+/// seed as the initial value. The crate's function inverts on entry and exit; undo both.
+fn crc32c_raw(crc: u32, data: &[u8]) -> u32 {
+    !crc32c::crc32c_append(!crc, data)
 }
 
 fn is_power_of(mut n: u64, base: u64) -> bool {

@@ -5,6 +5,7 @@ use crate::container::header::{Content, ImageKind};
 use crate::container::index::{ExtentKind, Method};
 use crate::container::reader::Image;
 use crate::error::Result;
+pub use crate::units::{human_bytes, short_bytes};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use uuid::Uuid;
@@ -271,12 +272,6 @@ fn chain_lines(f: &mut fmt::Formatter<'_>, entries: &[ChainEntry]) -> fmt::Resul
     Ok(())
 }
 
-/// Bytes as "1.5 GiB", for tables.
-pub fn short_bytes(n: u64) -> String {
-    let h = human_bytes(n);
-    h.split(" (").next().unwrap_or(&h).to_string()
-}
-
 impl fmt::Display for DirInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -317,22 +312,6 @@ fn image_layout(
         }
     }
     map
-}
-
-/// Bytes as "1.50 GiB (1610612736 bytes)".
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["bytes", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} bytes")
-    } else {
-        format!("{v:.2} {} ({n} bytes)", UNITS[u])
-    }
 }
 
 impl fmt::Display for ImageInfo {
