@@ -38,12 +38,20 @@ done
 BENCH=${STRATA_BENCH_DIR:-/var/tmp/strata-bench}
 "$HERE/create-restore-verify.sh" --disk-only >&2
 DISK0=$BENCH/disk.img
-[ -n "$OUT" ] || OUT=$(mktemp -d /var/tmp/strata-chain.XXXXXX)
+OWN_OUT=
+[ -n "$OUT" ] || { OUT=$(mktemp -d /var/tmp/strata-chain.XXXXXX); OWN_OUT=1; }
 mkdir -p "$OUT"
 (cd "$REPO" && cargo build --release --quiet)
 S=$REPO/target/release/strata
 SHM=$(mktemp -d /dev/shm/strata-chain.XXXXXX)
-cleanup() { umount "$OUT/mnt" 2>/dev/null || true; losetup -D 2>/dev/null || true; rm -rf "$SHM"; }
+LOOP=
+# Only what this run made: its mount, its loop device, its scratch folders (several GiB).
+cleanup() {
+    umount "$OUT/mnt" 2>/dev/null || true
+    [ -z "$LOOP" ] || losetup -d "$LOOP" 2>/dev/null || true
+    rm -rf "$SHM"
+    [ -z "$OWN_OUT" ] || rm -rf "$OUT"
+}
 trap cleanup EXIT
 
 now() { date +%s.%N; }
@@ -99,7 +107,7 @@ PY
 }
 for i in 0 1; do
     read -r start len <<<"${PARTS[$i]}"
-    dev=$(losetup --find --show --offset "$start" --sizelimit "$len" "$OUT/disk.img")
+    dev=$(losetup --find --show --offset "$start" --sizelimit "$len" "$OUT/disk.img"); LOOP=$dev
     if [ "$i" = 0 ]; then
         ntfs-3g -o no_detach "$dev" "$OUT/mnt" & pid=$!
         for _ in $(seq 100); do mountpoint -q "$OUT/mnt" && break; sleep 0.1; done
@@ -107,7 +115,7 @@ for i in 0 1; do
     else
         mount -t ext4 "$dev" "$OUT/mnt"; day_of_work "$OUT/mnt"; umount "$OUT/mnt"
     fi
-    losetup -d "$dev"
+    losetup -d "$dev"; LOOP=
 done
 sync
 
