@@ -747,3 +747,23 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod size_tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        assert_eq!(parse_size("256M"), Ok(256 << 20));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("16384K"), Ok(16 << 20));
+        assert_eq!(parse_size(&(32u64 << 20).to_string()), Ok(32 << 20));
+        assert!(parse_size("1M").unwrap_err().contains("minimum"));
+        assert!(parse_size("12X").unwrap_err().contains("unit"));
+        assert!(parse_size("big").is_err());
+        assert!(parse_size("99999999999T")
+            .unwrap_err()
+            .contains("too large"));
+    }
+}
