@@ -28,6 +28,12 @@ pub mod cli;
 pub mod container;
 pub mod error;
 pub mod fs;
+/// The Linux mount front-end (FUSE). Its source lives in `platform/fuse/` with the other
+/// OS front-ends, but it is compiled into this crate: a separate crate depending on
+/// `strata` could not be a dependency of the `strata` binary.
+#[cfg(target_os = "linux")]
+#[path = "../platform/fuse/mod.rs"]
+pub mod fuse;
 pub mod layout;
 pub mod le;
 pub mod ops;

@@ -13,10 +13,8 @@ use crate::container::header::ImageKind;
 use crate::container::index::{find_run, Extent, ExtentKind, Run};
 use crate::container::reader::{read_runs, Image, DEFAULT_CACHE_BYTES};
 use crate::error::{Error, Result};
-use lru::LruCache;
-use std::num::NonZeroUsize;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 pub use resolve::ResolveOptions;
 
@@ -114,8 +112,35 @@ pub enum BlockState {
     Hash(u64),
 }
 
-/// Decompressed chunks keyed by (layer, chunk).
-type ChunkCache = Mutex<LruCache<(u16, u32), Arc<Vec<u8>>>>;
+/// Weighs a cached chunk by its bytes, so that the ceiling is a memory ceiling whatever
+/// the chunk size of each layer.
+#[derive(Clone)]
+struct ChunkBytes;
+
+impl quick_cache::Weighter<(u16, u32), Arc<Vec<u8>>> for ChunkBytes {
+    fn weight(&self, _key: &(u16, u32), val: &Arc<Vec<u8>>) -> u64 {
+        val.len().max(1) as u64
+    }
+}
+
+/// Decompressed chunks of every layer keyed by (layer, chunk), under one byte ceiling.
+/// Concurrent (sharded): a mount's worker threads read through it at once, and a chunk
+/// several threads want at the same moment is decompressed once.
+type ChunkCache = quick_cache::sync::Cache<(u16, u32), Arc<Vec<u8>>, ChunkBytes>;
+
+/// A chunk cache holding at most `bytes` of decompressed chunks of about `chunk` bytes.
+fn chunk_cache(bytes: u64, chunk: u64) -> ChunkCache {
+    // Each shard holds an equal part of the ceiling and a chunk heavier than its part is
+    // not cached: keep at least 8 chunks per shard.
+    let shards = (bytes / chunk.max(1) / 8).clamp(1, 16) as usize;
+    let opts = quick_cache::OptionsBuilder::new()
+        .estimated_items_capacity((bytes / chunk.max(1)).max(1) as usize)
+        .weight_capacity(bytes.max(1))
+        .shards(shards)
+        .build()
+        .expect("valid cache options");
+    ChunkCache::with_options(opts, ChunkBytes, Default::default(), Default::default())
+}
 
 /// A resolved chain: images from the full one (index 0) to the point that was opened.
 pub struct Chain {
@@ -155,13 +180,31 @@ impl Chain {
             .map(|l| l.index().first_block_hashes(l.header().block_size))
             .collect();
         let chunk = u64::from(layers[0].header().chunk_size);
-        let slots = (DEFAULT_CACHE_BYTES / chunk).max(2) as usize;
         Ok(Chain {
             layers,
             first_hash,
             map,
-            cache: Mutex::new(LruCache::new(NonZeroUsize::new(slots).expect("non-zero"))),
+            cache: chunk_cache(DEFAULT_CACHE_BYTES, chunk),
         })
+    }
+
+    /// Opens the image at `path` and its ancestors with a ceiling of `cache_bytes` of
+    /// decompressed chunks kept in memory for the whole chain (every layer together).
+    pub fn open_with_cache(path: &Path, opts: &ResolveOptions, cache_bytes: u64) -> Result<Chain> {
+        let mut chain = Chain::open(path, opts)?;
+        let chunk = u64::from(chain.layers[0].header().chunk_size);
+        chain.cache = chunk_cache(cache_bytes, chunk);
+        Ok(chain)
+    }
+
+    /// Lowers (or raises) the cache ceiling of an open chain, dropping what is over it.
+    pub fn set_cache_bytes(&self, bytes: u64) {
+        self.cache.set_capacity(bytes.max(1));
+    }
+
+    /// Bytes of decompressed chunks held now (at most the ceiling).
+    pub fn cache_bytes_held(&self) -> u64 {
+        self.cache.weight()
     }
 
     /// The merged map of layers `lo..=hi` alone (top wins). Folding from the top keeps the
@@ -209,19 +252,12 @@ impl Chain {
 
     /// Decompressed chunk `chunk` of layer `layer`, through the chain's cache.
     pub fn chunk(&self, layer: u16, chunk: u32) -> Result<Arc<Vec<u8>>> {
-        if let Some(c) = self.cache.lock().expect("cache lock").get(&(layer, chunk)) {
-            return Ok(c.clone());
-        }
-        let img = &self.layers[layer as usize];
-        let data = Arc::new(
+        self.cache.get_or_insert_with(&(layer, chunk), || {
+            let img = &self.layers[layer as usize];
             img.load_chunk(chunk)
-                .map_err(|e| img.chunk_error(chunk, e))?,
-        );
-        self.cache
-            .lock()
-            .expect("cache lock")
-            .put((layer, chunk), data.clone());
-        Ok(data)
+                .map(Arc::new)
+                .map_err(|e| img.chunk_error(chunk, e))
+        })
     }
 
     /// States of blocks `first..first + count` at this chain point.

@@ -21,9 +21,79 @@ pub fn open_point(path: &Path, resolve: &ResolveOptions) -> Result<Arc<dyn Block
     Ok(Arc::new(crate::chain::Chain::open(path, resolve)?))
 }
 
-/// Opens the files of an image.
-pub fn open_vfs(image: &Path, resolve: &ResolveOptions) -> Result<Vfs> {
-    Vfs::open(open_point(image, resolve)?)
+/// Default ceiling of decompressed data browsing and mounts keep in memory
+/// (`--cache-size`).
+pub const DEFAULT_BROWSE_CACHE_BYTES: u64 = 256 << 20;
+
+/// The memory ceiling option of the browsing commands and `mount`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CacheArgs {
+    /// Most decompressed data kept in memory, e.g. 64M, 1G (default 256M).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub cache_size: Option<u64>,
+}
+
+impl CacheArgs {
+    /// The ceiling in bytes.
+    pub fn bytes(&self) -> u64 {
+        self.cache_size.unwrap_or(DEFAULT_BROWSE_CACHE_BYTES)
+    }
+}
+
+/// Smallest `--cache-size`: a few chunks, so that reads do not decompress a chunk per
+/// block.
+const MIN_CACHE_BYTES: u64 = 8 << 20;
+
+/// Parses a size: bytes, or a number with K, M, G or T (powers of 1024; `MiB`, `MB`, `m`
+/// alike). Hand-written: a dozen lines, where a crate would add a dependency for one flag.
+pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(digits);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 256M)"))?;
+    let shift = match unit
+        .trim()
+        .to_ascii_lowercase()
+        .trim_end_matches('b')
+        .trim_end_matches('i')
+    {
+        "" => 0,
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        "t" => 40,
+        _ => return Err(format!("{s:?}: unknown unit (use K, M, G or T)")),
+    };
+    let bytes = n
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("{s:?} is too large"))?;
+    if bytes < MIN_CACHE_BYTES {
+        return Err(format!("{s:?} is below the minimum of 8M"));
+    }
+    Ok(bytes)
+}
+
+/// Opens the files of an image, keeping at most `cache_bytes` of decompressed data in
+/// memory: the chain's chunks, and the NTFS volumes' decompressed LZNT1 units (each volume
+/// may hold up to [`crate::vfs::ntfs::UNIT_CACHE_BYTES`], taken from the chain's share; the
+/// chain keeps at least a quarter of the ceiling).
+pub fn open_vfs(image: &Path, resolve: &ResolveOptions, cache_bytes: u64) -> Result<Vfs> {
+    let chain = Arc::new(crate::chain::Chain::open_with_cache(
+        image,
+        resolve,
+        cache_bytes,
+    )?);
+    let vfs = Vfs::open(chain.clone())?;
+    let ntfs = vfs
+        .mounts()
+        .iter()
+        .filter(|m| m.kind == Some(crate::fs::FsKind::Ntfs) && m.fs.is_ok())
+        .count() as u64;
+    let units = ntfs * crate::vfs::ntfs::UNIT_CACHE_BYTES as u64;
+    chain.set_cache_bytes(cache_bytes.saturating_sub(units).max(cache_bytes / 4));
+    Ok(vfs)
 }
 
 /// Options of `strata ls`.
@@ -33,6 +103,8 @@ pub struct LsOptions {
     pub json: bool,
     /// Where to look for parent images.
     pub resolve: ResolveOptions,
+    /// Ceiling of decompressed data kept in memory.
+    pub cache_bytes: u64,
 }
 
 /// One listed entry.
@@ -244,7 +316,7 @@ fn resolve_stream(vfs: &Vfs, path: &str) -> Result<(Target, String)> {
 /// `strata ls`. Returns false when some entries could not be read (they are reported on
 /// stderr and the rest is listed).
 pub fn ls(image: &Path, path: &str, opts: &LsOptions) -> Result<bool> {
-    let vfs = open_vfs(image, &opts.resolve)?;
+    let vfs = open_vfs(image, &opts.resolve, opts.cache_bytes)?;
     let mut l = Lister {
         opts,
         out: std::io::BufWriter::new(std::io::stdout().lock()),
@@ -303,8 +375,8 @@ pub fn ls(image: &Path, path: &str, opts: &LsOptions) -> Result<bool> {
 }
 
 /// `strata cat`: a file (or `PATH:stream`) to stdout.
-pub fn cat(image: &Path, path: &str, resolve: &ResolveOptions) -> Result<()> {
-    let vfs = open_vfs(image, resolve)?;
+pub fn cat(image: &Path, path: &str, resolve: &ResolveOptions, cache_bytes: u64) -> Result<()> {
+    let vfs = open_vfs(image, resolve, cache_bytes)?;
     let (target, stream) = resolve_stream(&vfs, path)?;
     let Target::Node { mount, node } = target else {
         return Err(Error::Invalid(format!("{path}: is a directory")));
@@ -350,6 +422,8 @@ pub struct CpOptions {
     pub quiet: bool,
     /// Where to look for parent images.
     pub resolve: ResolveOptions,
+    /// Ceiling of decompressed data kept in memory.
+    pub cache_bytes: u64,
 }
 
 /// What `cp` did.
@@ -590,7 +664,7 @@ fn make_symlink(target: &str, dest: &Path) -> Result<()> {
 /// existing directory (or several sources are given) each source goes inside it under its
 /// own name; otherwise `dest` is the new name of the one source.
 pub fn cp(image: &Path, sources: &[String], dest: &Path, opts: &CpOptions) -> Result<CpSummary> {
-    let vfs = open_vfs(image, &opts.resolve)?;
+    let vfs = open_vfs(image, &opts.resolve, opts.cache_bytes)?;
     let into_dir = exists(dest).is_some_and(|m| m.is_dir()) || sources.len() > 1;
     if sources.len() > 1 && !exists(dest).is_some_and(|m| m.is_dir()) {
         return Err(Error::Invalid(format!(
@@ -671,5 +745,25 @@ mod tests {
         ] {
             assert_eq!(super::normalize(p), want, "{p}");
         }
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        assert_eq!(parse_size("256M"), Ok(256 << 20));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("16384K"), Ok(16 << 20));
+        assert_eq!(parse_size(&(32u64 << 20).to_string()), Ok(32 << 20));
+        assert!(parse_size("1M").unwrap_err().contains("minimum"));
+        assert!(parse_size("12X").unwrap_err().contains("unit"));
+        assert!(parse_size("big").is_err());
+        assert!(parse_size("99999999999T")
+            .unwrap_err()
+            .contains("too large"));
     }
 }

@@ -4,9 +4,10 @@
 
 mod browse;
 mod demo;
+mod mount;
 
 use crate::chain::ResolveOptions;
-pub use browse::open_point;
+pub use browse::{open_point, open_vfs};
 
 use crate::container::reader::DEFAULT_CACHE_BYTES;
 use crate::error::{Error, Result};
@@ -126,6 +127,8 @@ enum Command {
         json: bool,
         #[command(flatten)]
         chain: ChainArgs,
+        #[command(flatten)]
+        cache: browse::CacheArgs,
     },
     /// Write a file inside an image (or a stream of it, PATH:stream) to stdout.
     Cat {
@@ -135,6 +138,8 @@ enum Command {
         path: String,
         #[command(flatten)]
         chain: ChainArgs,
+        #[command(flatten)]
+        cache: browse::CacheArgs,
     },
     /// Copy files or trees out of an image, keeping modification times and holes.
     Cp {
@@ -154,7 +159,13 @@ enum Command {
         quiet: bool,
         #[command(flatten)]
         chain: ChainArgs,
+        #[command(flatten)]
+        cache: browse::CacheArgs,
     },
+    /// Show the files of an image in a directory (read-only), like a disk.
+    Mount(mount::MountArgs),
+    /// Unmount an image mounted with `strata mount`.
+    Unmount(mount::UnmountArgs),
     /// Run the whole job on the built-in sample disk: image, inspect, verify, restore, compare.
     Demo {
         /// Keep the files in this directory (default: a temporary directory, removed after).
@@ -237,7 +248,10 @@ fn threads(n: Option<usize>) -> usize {
 /// Parses arguments, runs the command and returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    crate::progress::install_interrupt_handler();
+    // `mount` forks before any thread exists and handles its signals itself.
+    if !matches!(cli.command, Command::Mount(_)) {
+        crate::progress::install_interrupt_handler();
+    }
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -402,18 +416,27 @@ fn run(cli: Cli) -> Result<ExitCode> {
             recursive,
             json,
             chain,
+            cache,
         } => {
             let opts = browse::LsOptions {
                 long,
                 recursive,
                 json,
                 resolve: chain.resolve(),
+                cache_bytes: cache.bytes(),
             };
             if !browse::ls(&image, &path, &opts)? {
                 return Ok(ExitCode::FAILURE);
             }
         }
-        Command::Cat { image, path, chain } => browse::cat(&image, &path, &chain.resolve())?,
+        Command::Cat {
+            image,
+            path,
+            chain,
+            cache,
+        } => browse::cat(&image, &path, &chain.resolve(), cache.bytes())?,
+        Command::Mount(a) => mount::mount(a)?,
+        Command::Unmount(a) => mount::unmount(a)?,
         Command::Cp {
             image,
             mut paths,
@@ -421,6 +444,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             force,
             quiet,
             chain,
+            cache,
         } => {
             let dest = PathBuf::from(paths.pop().expect("clap requires two paths"));
             let sources = paths
@@ -436,6 +460,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 force,
                 quiet,
                 resolve: chain.resolve(),
+                cache_bytes: cache.bytes(),
             };
             let s = browse::cp(&image, &sources, &dest, &opts)?;
             for (src, name) in &s.escaped {

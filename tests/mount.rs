@@ -1,0 +1,583 @@
+//! `strata mount` and `strata unmount`: real FUSE mounts of images, compared with what the
+//! kernel's ext4 driver, ntfs-3g and mtools show of the same disk (`fixtures/manifest.sh`
+//! lists both the same way: names, types, sizes, mtimes, sha256 of contents and link
+//! targets, user.* extended attributes and NTFS streams).
+//!
+//! Every test needs root, /dev/fuse and fusermount3 (package fuse3); under `CI=true` a
+//! missing one is a failure. Every mount is undone by a guard, even when a test fails.
+#![cfg(target_os = "linux")]
+
+mod common;
+
+use common::*;
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const MANIFEST_SH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/manifest.sh");
+const MAKE_DISK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/make-disk.sh");
+
+/// Root, /dev/fuse and fusermount3; fails under CI when one is missing.
+fn require_fuse(test: &str) -> bool {
+    if !require_root(test) {
+        return false;
+    }
+    let fusermount = Command::new("fusermount3").arg("-V").output().is_ok();
+    let ok = Path::new("/dev/fuse").exists() && fusermount;
+    if !ok {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{test}: needs /dev/fuse and fusermount3 (fuse3), and CI must not skip it"
+        );
+        eprintln!("{test}: skipped (needs /dev/fuse and fusermount3)");
+    }
+    ok
+}
+
+/// Is something mounted at `dir`?
+fn is_mounted(dir: &Path) -> bool {
+    let abs = std::fs::canonicalize(dir.parent().unwrap())
+        .unwrap()
+        .join(dir.file_name().unwrap());
+    let want = abs.to_str().unwrap().replace(' ', "\\040");
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+}
+
+/// A strata mount; dropping it detaches the mount (`fusermount3 -uz`) and stops a
+/// foreground process, so a failing test never leaves a mount behind.
+struct Mounted {
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Mounted {
+    /// `strata mount IMAGE DIR EXTRA...` in the default (background) mode.
+    fn new(image: &Path, dir: &Path, extra: &[&str]) -> Mounted {
+        std::fs::create_dir_all(dir).unwrap();
+        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"mount", &image, &dir];
+        for e in extra {
+            args.push(e);
+        }
+        let m = Mounted {
+            dir: dir.to_path_buf(),
+            child: None,
+        };
+        ok(run(&args));
+        assert!(is_mounted(dir), "mount returned before the mount was there");
+        m
+    }
+
+    /// `strata mount --foreground`, its stderr to `log`; waits until the mount is there.
+    fn foreground(image: &Path, dir: &Path, log: &Path) -> Mounted {
+        std::fs::create_dir_all(dir).unwrap();
+        let child = strata()
+            .args(["mount", "--foreground"])
+            .arg(image)
+            .arg(dir)
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap();
+        let m = Mounted {
+            dir: dir.to_path_buf(),
+            child: Some(child),
+        };
+        let start = Instant::now();
+        while !is_mounted(dir) {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "no mount after 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        m
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if is_mounted(&self.dir) {
+            let _ = Command::new("fusermount3")
+                .arg("-uz")
+                .arg(&self.dir)
+                .status();
+        }
+        if let Some(c) = &mut self.child {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Manifest lines (see `fixtures/manifest.sh`) of the tree at `dir`, as partition `part`.
+fn walk(part: &str, dir: &Path) -> String {
+    sh(
+        "bash",
+        &[MANIFEST_SH, "--walk", part, dir.to_str().unwrap()],
+    ) + "\n"
+}
+
+/// The manifest lines of partition `part` only.
+fn lines_of(manifest: &str, part: &str) -> String {
+    manifest
+        .lines()
+        .filter(|l| l.split('\t').next() == Some(part))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+/// Files of `part` in a manifest: path -> sha256.
+fn files_of(manifest: &str, part: &str) -> BTreeMap<String, String> {
+    manifest
+        .lines()
+        .map(|l| l.split('\t').collect::<Vec<_>>())
+        .filter(|f| f[0] == part && f[2] == "f")
+        .map(|f| (f[1].to_string(), f[5].to_string()))
+        .collect()
+}
+
+fn errno_of<T: std::fmt::Debug>(r: std::io::Result<T>) -> i32 {
+    r.expect_err("must fail").raw_os_error().unwrap_or(0)
+}
+
+fn sample() -> (tempfile::TempDir, PathBuf, PathBuf, String) {
+    let d = tempdir();
+    let disk = sample_disk(d.path());
+    let image = d.path().join("sample.strata");
+    ok(run(&[&"create", &disk, &image, &"-q"]));
+    let manifest = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/sample/sample-disk.manifest.txt"),
+    )
+    .unwrap();
+    (d, disk, image, manifest)
+}
+
+/// The sample disk (FAT32, NTFS, ext4) mounted: the same tree the kernel, ntfs-3g and
+/// mtools show; `tar c` and `cp -a` work; 8 processes read different files at once;
+/// every kind of write is refused with EROFS; `--partition` shows one filesystem.
+#[test]
+fn sample_disk_mount_matches_the_real_filesystems() {
+    if !require_fuse("sample_disk_mount_matches_the_real_filesystems") {
+        return;
+    }
+    let (d, _disk, image, manifest) = sample();
+    let mnt = d.path().join("mnt");
+    let m = Mounted::new(&image, &mnt, &[]);
+    let mut seen = String::new();
+    for p in ["p1", "p2", "p3"] {
+        seen += &walk(p, &mnt.join(p));
+    }
+    assert_eq!(seen, manifest, "mount differs from the real filesystems");
+
+    // tar reads every entry.
+    let tar = Command::new("tar")
+        .args(["cf", "-", "-C"])
+        .arg(&mnt)
+        .arg(".")
+        .output()
+        .unwrap();
+    assert!(
+        tar.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tar.stderr)
+    );
+    let listed = Command::new("tar")
+        .args(["tf", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(&tar.stdout)?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    let entries = String::from_utf8_lossy(&listed.stdout).lines().count();
+    // Every manifest line that is not an attribute, the three partition directories and ./
+    let want = manifest.lines().filter(|l| !l.contains("\tx\t")).count() + 4;
+    assert_eq!(entries, want);
+
+    // cp -a copies the tree with times and links intact.
+    let copy = d.path().join("copy");
+    sh(
+        "cp",
+        &[
+            "-a",
+            mnt.join("p3").to_str().unwrap(),
+            copy.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(walk("p3", &copy), lines_of(&manifest, "p3"));
+
+    // 8 processes read 8 different files at once.
+    let mut files: Vec<(String, String)> = ["p1", "p2", "p3"]
+        .iter()
+        .flat_map(|p| {
+            files_of(&manifest, p)
+                .into_iter()
+                .map(move |(f, s)| (format!("{p}{f}"), s))
+        })
+        .collect();
+    files.sort_by_key(|(f, _)| std::fs::metadata(mnt.join(f)).map(|m| m.len()).unwrap_or(0));
+    let readers: Vec<_> = files
+        .iter()
+        .rev()
+        .take(8)
+        .map(|(f, sha)| {
+            let c = Command::new("sha256sum")
+                .arg(mnt.join(f))
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            (c, sha.clone())
+        })
+        .collect();
+    for (c, sha) in readers {
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success());
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout)
+                .split(' ')
+                .next()
+                .unwrap(),
+            sha
+        );
+    }
+
+    // Writes of every kind are refused with EROFS.
+    let file = mnt.join("p3/README.txt");
+    assert!(file.exists());
+    let erofs = libc::EROFS;
+    assert_eq!(errno_of(std::fs::File::create(mnt.join("p3/new"))), erofs);
+    assert_eq!(
+        errno_of(std::fs::OpenOptions::new().write(true).open(&file)),
+        erofs
+    );
+    assert_eq!(errno_of(std::fs::create_dir(mnt.join("p2/newdir"))), erofs);
+    assert_eq!(errno_of(std::fs::remove_file(&file)), erofs);
+    assert_eq!(
+        errno_of(std::fs::rename(&file, mnt.join("p3/moved"))),
+        erofs
+    );
+    assert_eq!(
+        errno_of(std::os::unix::fs::symlink("x", mnt.join("p1/link"))),
+        erofs
+    );
+    let o = Command::new("setfattr")
+        .args(["-n", "user.x", "-v", "1"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&o.stderr).contains("Read-only file system"));
+    drop(m);
+    assert!(!is_mounted(&mnt));
+
+    // One partition as the root.
+    let m = Mounted::new(&image, &mnt, &["--partition", "2"]);
+    assert_eq!(walk("p2", &mnt), lines_of(&manifest, "p2"));
+    drop(m);
+}
+
+/// `--raw`: the disk and each partition as files identical to the disk that was imaged,
+/// which `losetup -r` and the kernel's ext4 driver open.
+#[test]
+fn raw_mount_shows_the_disk_and_partitions_as_files() {
+    if !require_fuse("raw_mount_shows_the_disk_and_partitions_as_files") {
+        return;
+    }
+    let (d, disk, image, manifest) = sample();
+    let mnt = d.path().join("mnt");
+    let m = Mounted::new(&image, &mnt, &["--raw"]);
+    let names: Vec<String> = std::fs::read_dir(&mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(names, ["disk.img", "p1.img", "p2.img", "p3.img"]);
+    assert!(same_content(&mnt.join("disk.img"), &disk));
+    let table: serde_json::Value =
+        serde_json::from_str(&sh("sfdisk", &["-J", disk.to_str().unwrap()])).unwrap();
+    let raw = std::fs::read(&disk).unwrap();
+    for (i, p) in table["partitiontable"]["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+    {
+        let start = p["start"].as_u64().unwrap() as usize * 512;
+        let size = p["size"].as_u64().unwrap() as usize * 512;
+        let got = std::fs::read(mnt.join(format!("p{}.img", i + 1))).unwrap();
+        assert!(got == raw[start..start + size], "p{}.img differs", i + 1);
+    }
+    // The ext4 partition file opens like a disk partition.
+    let lo = Loop::attach(&mnt.join("p3.img"), 512, true);
+    let inner = d.path().join("inner");
+    std::fs::create_dir(&inner).unwrap();
+    sh(
+        "mount",
+        &["-o", "ro,noload", &lo.0, inner.to_str().unwrap()],
+    );
+    let seen = walk("p3", &inner);
+    sh("umount", &[inner.to_str().unwrap()]);
+    drop(lo);
+    assert_eq!(seen, lines_of(&manifest, "p3"));
+    drop(m);
+}
+
+/// An NTFS and an ext4 volume made by the real tools, with NTFS alternate data streams
+/// and symbolic links: the mount shows what ntfs-3g (streams as user.* attributes) and
+/// the kernel show of the same disk; hard links share an inode; an absent attribute is
+/// ENODATA.
+#[test]
+fn ntfs_streams_and_ext4_match_ntfs3g_and_the_kernel() {
+    if !require_fuse("ntfs_streams_and_ext4_match_ntfs3g_and_the_kernel") {
+        return;
+    }
+    let d = tempdir();
+    let disk = d.path().join("d.img");
+    sh(
+        "bash",
+        &[
+            MAKE_DISK,
+            "--size",
+            "112M",
+            "--part",
+            "fs=ntfs,size=56M,label=WIN,seed=5,files=300,symlinks=1,xattrs=1",
+            "--part",
+            "fs=ext4,size=rest,label=LNX,seed=6,files=300,symlinks=1",
+            disk.to_str().unwrap(),
+        ],
+    );
+    let reference = d.path().join("ref.txt");
+    sh(
+        "bash",
+        &[
+            MANIFEST_SH,
+            disk.to_str().unwrap(),
+            reference.to_str().unwrap(),
+        ],
+    );
+    let reference = std::fs::read_to_string(&reference).unwrap();
+    assert!(
+        reference.contains("\tx\t"),
+        "the test disk should hold NTFS streams"
+    );
+    let image = d.path().join("d.strata");
+    ok(run(&[&"create", &disk, &image, &"-q"]));
+    let mnt = d.path().join("mnt");
+    let m = Mounted::new(&image, &mnt, &[]);
+    let seen = walk("p1", &mnt.join("p1")) + &walk("p2", &mnt.join("p2"));
+    assert_eq!(seen, reference);
+
+    // A missing attribute is ENODATA, not an error of the mount.
+    let f = mnt.join("p1").join(
+        files_of(&reference, "p1")
+            .keys()
+            .next()
+            .unwrap()
+            .trim_start_matches('/'),
+    );
+    let c = std::ffi::CString::new(f.to_str().unwrap()).unwrap();
+    let mut buf = [0u8; 16];
+    // SAFETY: valid path, name and buffer.
+    let r = unsafe {
+        libc::getxattr(
+            c.as_ptr(),
+            c"user.no such stream".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    assert_eq!(r, -1);
+    assert_eq!(
+        std::io::Error::last_os_error().raw_os_error(),
+        Some(libc::ENODATA)
+    );
+
+    // Inode numbers are stable: the same file gives the same inode after the kernel
+    // forgot it (remount), and no two names of different files share one.
+    use std::os::unix::fs::MetadataExt;
+    let ino = std::fs::metadata(&f).unwrap().ino();
+    drop(m);
+    let m = Mounted::new(&image, &mnt, &[]);
+    assert_eq!(std::fs::metadata(&f).unwrap().ino(), ino);
+    let mut inodes = BTreeMap::new();
+    for p in ["p1", "p2"] {
+        for path in files_of(&reference, p).keys() {
+            let md =
+                std::fs::symlink_metadata(mnt.join(p).join(path.trim_start_matches('/'))).unwrap();
+            if md.nlink() == 1 {
+                assert!(inodes.insert(md.ino(), path.clone()).is_none(), "{path}");
+            }
+        }
+    }
+    drop(m);
+}
+
+/// A damaged chunk: reading the file it holds fails with EIO (logged once), every other
+/// file reads right, the mount keeps working.
+#[test]
+fn corrupt_chunk_fails_only_its_file() {
+    if !require_fuse("corrupt_chunk_fails_only_its_file") {
+        return;
+    }
+    let (d, disk, image, manifest) = sample();
+    // One block per chunk, so that the damage hits exactly one file's block.
+    std::fs::remove_file(&image).unwrap();
+    ok(run(&[
+        &"create",
+        &disk,
+        &image,
+        &"-q",
+        &"--chunk-size",
+        &"4096",
+    ]));
+    // The victim: an NTFS file whose first 4 KiB block is found once on the disk. (On
+    // ext, ext4-view reads several blocks at a time, so a damaged block also fails the
+    // files whose blocks lie just before it.)
+    let raw = std::fs::read(&disk).unwrap();
+    let blocks: Vec<&[u8]> = raw.chunks(4096).collect();
+    let (victim, disk_block) = files_of(&manifest, "p2")
+        .into_keys()
+        .find_map(|path| {
+            let o = run(&[&"cat", &image, &format!("/p2{path}")]);
+            let data = o.stdout;
+            if data.len() < 8192 {
+                return None;
+            }
+            let hits: Vec<usize> = (0..blocks.len())
+                .filter(|&i| blocks[i] == &data[..4096])
+                .collect();
+            (hits.len() == 1).then(|| (path, hits[0] as u64))
+        })
+        .expect("an NTFS file with a unique first block");
+    let victim = &victim;
+    let img = strata::container::reader::Image::open(&image).unwrap();
+    let e = img
+        .index()
+        .extents
+        .iter()
+        .find(|e| e.disk_block <= disk_block && disk_block < e.end())
+        .expect("the victim's block is stored");
+    assert_eq!(e.count, 1, "one block per chunk");
+    let c = &img.index().chunks[e.chunk as usize];
+    let at = c.offset + 24 + u64::from(c.stored_len) / 2;
+    drop(img);
+    let mut bytes = std::fs::read(&image).unwrap();
+    bytes[at as usize] ^= 0x20;
+    std::fs::write(&image, bytes).unwrap();
+
+    let mnt = d.path().join("mnt");
+    let log = d.path().join("mount.log");
+    let m = Mounted::foreground(&image, &mnt, &log);
+    let vpath = mnt.join("p2").join(victim.trim_start_matches('/'));
+    for _ in 0..2 {
+        let mut s = String::new();
+        let r = std::fs::File::open(&vpath).and_then(|mut f| {
+            let mut b = Vec::new();
+            f.read_to_end(&mut b).map(|_| s = format!("{}", b.len()))
+        });
+        assert_eq!(errno_of(r), libc::EIO, "{victim} read {s} bytes");
+    }
+    // Every other file reads right.
+    for p in ["p1", "p2", "p3"] {
+        for (path, sha) in files_of(&manifest, p) {
+            if p == "p2" && &path == victim {
+                continue;
+            }
+            let f = mnt.join(p).join(path.trim_start_matches('/'));
+            let got = std::panic::catch_unwind(|| sha256(&f));
+            assert_eq!(
+                got.ok(),
+                Some(sha),
+                "{p}{path} (damaged: {victim}): {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+    }
+    drop(m);
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(log.matches("corrupt").count(), 1, "logged once: {log}");
+}
+
+/// Unmounting while a file is open detaches the mount without hanging; the open file
+/// still reads. A killed mount process leaves a mount `strata unmount` clears. A
+/// foreground mount unmounts on SIGTERM.
+#[test]
+fn unmount_busy_killed_and_foreground() {
+    if !require_fuse("unmount_busy_killed_and_foreground") {
+        return;
+    }
+    let (d, _disk, image, manifest) = sample();
+    let mnt = d.path().join("mnt");
+    let (path, sha) = files_of(&manifest, "p3").into_iter().next().unwrap();
+
+    // Busy: a file held open.
+    let m = Mounted::new(&image, &mnt, &[]);
+    let mut held = std::fs::File::open(mnt.join("p3").join(path.trim_start_matches('/'))).unwrap();
+    let start = Instant::now();
+    ok(run(&[&"unmount", &mnt]));
+    assert!(start.elapsed() < Duration::from_secs(20));
+    assert!(!is_mounted(&mnt));
+    let mut data = Vec::new();
+    held.read_to_end(&mut data).unwrap();
+    assert_eq!(
+        <sha2::Sha256 as sha2::Digest>::digest(&data)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>(),
+        sha
+    );
+    drop(held);
+    drop(m);
+
+    // Not mounted, or not a strata mount: a clear error.
+    let (code, _, err) = outcome(&run(&[&"unmount", &mnt]));
+    assert_eq!(code, 1);
+    assert!(err.contains("is not mounted"), "{err}");
+
+    // Killed: the dead mount is cleared by strata unmount.
+    let m = Mounted::new(&image, &mnt, &[]);
+    let pids = sh(
+        "pgrep",
+        &["-f", &format!("strata mount {}", image.display())],
+    );
+    for pid in pids.lines() {
+        sh("kill", &["-9", pid]);
+    }
+    let start = Instant::now();
+    while std::fs::metadata(mnt.join("p1")).is_ok() {
+        assert!(start.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(is_mounted(&mnt));
+    ok(run(&[&"unmount", &mnt]));
+    assert!(!is_mounted(&mnt));
+    drop(m);
+
+    // Foreground: SIGTERM unmounts and the process exits 0.
+    let log = d.path().join("fg.log");
+    let mut m = Mounted::foreground(&image, &mnt, &log);
+    assert!(mnt.join("p2").is_dir());
+    let mut child = m.child.take().unwrap();
+    sh("kill", &["-TERM", &child.id().to_string()]);
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "foreground mount did not end"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success());
+    assert!(!is_mounted(&mnt));
+    drop(m);
+}
