@@ -3,7 +3,8 @@
 //! # From the top
 //!
 //! ```text
-//! cli            strata create / info / verify / restore / demo / ls / cat / cp
+//! platform       mount front-ends (Dokan on Windows), sources in platform/
+//! cli            strata create / info / verify / restore / demo / ls / cat / cp / mount
 //!  ├ vfs         files inside an image: one FileSystem interface, Vfs of all partitions
 //!  └ ops         the operations: create (pipeline), restore, verify, info
 //!     └ layout     used-block map of a disk: table + filesystems -> ranges to image
@@ -35,5 +36,8 @@ pub mod partition;
 pub mod progress;
 pub mod ranges;
 pub mod vfs;
+
+#[path = "../platform/mod.rs"]
+pub mod platform;
 
 pub use error::{Error, Result};

@@ -4,6 +4,7 @@
 
 mod browse;
 mod demo;
+mod mount;
 
 use crate::chain::ResolveOptions;
 pub use browse::open_point;
@@ -155,6 +156,10 @@ enum Command {
         #[command(flatten)]
         chain: ChainArgs,
     },
+    /// Show the files of an image's point in time as a read-only drive or folder.
+    Mount(mount::MountArgs),
+    /// Unmount what `strata mount` mounted.
+    Unmount(mount::UnmountArgs),
     /// Run the whole job on the built-in sample disk: image, inspect, verify, restore, compare.
     Demo {
         /// Keep the files in this directory (default: a temporary directory, removed after).
@@ -395,6 +400,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Demo { dir } => demo::run(dir)?,
+        Command::Mount(a) => mount::mount(a)?,
+        Command::Unmount(a) => mount::unmount(a)?,
         Command::Ls {
             image,
             path,
