@@ -153,3 +153,35 @@ fn chain_consolidated_in_place_restores_every_remaining_point() {
     ok(run(&[&"restore", &inc2, &restored, &"--quiet"]));
     assert_eq!(sha256(&restored), want, "the full image differs");
 }
+
+/// Without the Dokan 2 driver (as under wine in CI), `mount` and `unmount` say what is
+/// missing and how to get it; a bad mount point is named before anything is opened.
+#[cfg(windows)]
+#[test]
+fn mount_without_dokan_says_how_to_install_it() {
+    let d = tempdir();
+    let disk = sample_disk(d.path());
+    let image = d.path().join("sample.strata");
+    ok(run(&[&"create", &disk, &image, &"--quiet"]));
+    for args in [
+        vec!["mount", image.to_str().unwrap(), "X:"],
+        vec!["mount", image.to_str().unwrap(), "X:", "--partition", "2"],
+        vec!["unmount", "X:"],
+    ] {
+        let o = strata().args(&args).output().unwrap();
+        let (code, _, err) = outcome(&o);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert!(err.contains("Dokan 2 is not installed"), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+    }
+    let o = strata()
+        .args(["mount", image.to_str().unwrap(), "backup"])
+        .output()
+        .unwrap();
+    let (code, _, err) = outcome(&o);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("backup: a mount point is a drive letter"),
+        "{err}"
+    );
+}

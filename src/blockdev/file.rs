@@ -147,15 +147,47 @@ pub fn read_aligned(
         return read(buf, offset);
     }
     let (start, span) = aligned_span(offset, buf.len(), align, dev_len);
-    // A Vec gives no alignment guarantee beyond the element's: over-allocate and start at
-    // the first aligned address.
     let mut bounce = vec![0u8; span + a];
-    let skew = (a - bounce.as_ptr() as usize % a) % a;
-    let aligned = &mut bounce[skew..skew + span];
+    let aligned = aligned_part(&mut bounce, span, a);
     read(aligned, start)?;
     let from = (offset - start) as usize;
     buf.copy_from_slice(&aligned[from..from + buf.len()]);
     Ok(())
+}
+
+/// The `len` bytes of `bounce` (`len + align` long) that start at an `align`ed address: a
+/// Vec gives no alignment guarantee beyond its element's.
+fn aligned_part(bounce: &mut [u8], len: usize, align: usize) -> &mut [u8] {
+    let skew = (align - bounce.as_ptr() as usize % align) % align;
+    &mut bounce[skew..skew + len]
+}
+
+/// Writes `buf` at `offset` through `write`, which only accepts memory aligned to `align`
+/// (Windows disk handles); `offset` and the length must already be multiples of it (a
+/// restore writes whole blocks, and disks hold whole sectors).
+pub fn write_aligned(
+    write: impl Fn(&[u8], u64) -> io::Result<()>,
+    offset: u64,
+    buf: &[u8],
+    align: u32,
+) -> io::Result<()> {
+    let a = align.max(1) as usize;
+    if !offset.is_multiple_of(a as u64) || !buf.len().is_multiple_of(a) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "write of {} bytes at {offset} is not aligned to the {a}-byte sectors",
+                buf.len()
+            ),
+        ));
+    }
+    if (buf.as_ptr() as usize).is_multiple_of(a) {
+        return write(buf, offset);
+    }
+    let mut bounce = vec![0u8; buf.len() + a];
+    let aligned = aligned_part(&mut bounce, buf.len(), a);
+    aligned.copy_from_slice(buf);
+    write(aligned, offset)
 }
 
 impl FileDev {
@@ -543,6 +575,27 @@ mod tests {
             }
             assert_eq!(calls.get(), 5);
         }
+    }
+
+    #[test]
+    fn device_writes_use_aligned_memory_and_refuse_unaligned_spans() {
+        let disk = std::cell::RefCell::new(vec![0u8; 16384]);
+        let device = |b: &[u8], at: u64| -> io::Result<()> {
+            assert_eq!(b.as_ptr() as usize % 512, 0, "address");
+            disk.borrow_mut()[at as usize..at as usize + b.len()].copy_from_slice(b);
+            Ok(())
+        };
+        let data = noise(4097);
+        write_aligned(device, 1024, &data[1..], 512).unwrap();
+        assert_eq!(&disk.borrow()[1024..1024 + 4096], &data[1..]);
+        assert!(write_aligned(device, 100, &data[..512], 512).is_err());
+        assert!(write_aligned(device, 512, &data[..100], 512).is_err());
+    }
+
+    fn noise(n: usize) -> Vec<u8> {
+        (0..n as u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect()
     }
 
     #[test]
