@@ -22,4 +22,4 @@ mod ffi;
 mod serve;
 
 #[cfg(windows)]
-pub use serve::{mount, unmount, MountOptions};
+pub use serve::{check_installed, mount, unmount, MountOptions};

@@ -12,7 +12,6 @@ pub mod status {
     pub const BUFFER_OVERFLOW: i32 = 0x8000_0005_u32 as i32;
     pub const NOT_IMPLEMENTED: i32 = 0xC000_0002_u32 as i32;
     pub const INVALID_PARAMETER: i32 = 0xC000_000D_u32 as i32;
-    pub const END_OF_FILE: i32 = 0xC000_0011_u32 as i32;
     pub const ACCESS_DENIED: i32 = 0xC000_0022_u32 as i32;
     pub const OBJECT_NAME_INVALID: i32 = 0xC000_0033_u32 as i32;
     pub const OBJECT_NAME_NOT_FOUND: i32 = 0xC000_0034_u32 as i32;

@@ -73,42 +73,33 @@ fn filetime(t: u64) -> FILETIME {
     }
 }
 
-/// Resolves a Dokan path to an open file.
-fn resolve(vol: &Volume, path: &str) -> std::result::Result<Open, (i32, Option<bool>, bool)> {
-    let wp = names::parse_path(path).map_err(|s| (s, None, false))?;
-    match vol.tree.resolve(&wp) {
-        Ok(place) => {
-            let meta = vol
-                .tree
-                .metadata(place)
-                .map_err(|e| (names::status_of(&e), None, true))?;
-            if !wp.stream.is_empty() && !meta.streams.iter().any(|s| s.name == wp.stream) {
-                // Named streams are matched exactly ignoring case, as NTFS does.
-                let Some(s) = meta
-                    .streams
-                    .iter()
-                    .find(|s| names::same_name(&s.name, &wp.stream))
-                else {
-                    return Err((status::OBJECT_NAME_NOT_FOUND, None, true));
-                };
-                let stream = s.name.clone();
-                return Ok(Open {
-                    place,
-                    stream,
-                    meta,
-                });
-            }
-            Ok(Open {
-                place,
-                stream: wp.stream,
-                meta,
-            })
-        }
-        Err((Error::NotFound(_), parent_found)) => {
-            Err((status::OBJECT_NAME_NOT_FOUND, None, parent_found))
-        }
-        Err((e, _)) => Err((names::status_of(&e), None, true)),
+/// Resolves a Dokan path to an open file, or the NTSTATUS and whether the directory
+/// holding the missing name exists.
+fn resolve(vol: &Volume, path: &str) -> std::result::Result<Open, (i32, bool)> {
+    let wp = names::parse_path(path).map_err(|s| (s, false))?;
+    let place = match vol.tree.resolve(&wp) {
+        Ok(place) => place,
+        Err((e, parent_found)) => return Err((names::status_of(&e), parent_found)),
+    };
+    let meta = vol
+        .tree
+        .metadata(place)
+        .map_err(|e| (names::status_of(&e), true))?;
+    let mut stream = wp.stream;
+    if !stream.is_empty() {
+        // Stream names compare ignoring case, as NTFS compares them.
+        stream = meta
+            .streams
+            .iter()
+            .find(|s| names::same_name(&s.name, &stream))
+            .map(|s| s.name.clone())
+            .ok_or((status::OBJECT_NAME_NOT_FOUND, true))?;
     }
+    Ok(Open {
+        place,
+        stream,
+        meta,
+    })
 }
 
 unsafe extern "system" fn create_file(
@@ -131,12 +122,12 @@ unsafe extern "system" fn create_file(
         };
         let open = match resolve(vol, &path) {
             Ok(o) => o,
-            Err((status::OBJECT_NAME_NOT_FOUND, found, parent_found)) => {
-                return names::decide_open(req, found, parent_found)
+            Err((status::OBJECT_NAME_NOT_FOUND, parent_found)) => {
+                return names::decide_open(req, None, parent_found)
                     .err()
                     .unwrap_or(status::OBJECT_NAME_NOT_FOUND)
             }
-            Err((s, ..)) => return s,
+            Err((s, _)) => return s,
         };
         let is_dir = open.meta.kind == NodeKind::Dir && open.stream.is_empty();
         if let Err(s) = names::decide_open(req, Some(is_dir), true) {
@@ -202,11 +193,8 @@ unsafe extern "system" fn read_file(
         }
         // SAFETY: `read` points to a DWORD.
         unsafe { *read = done as u32 };
-        if done == 0 && len > 0 {
-            status::END_OF_FILE
-        } else {
-            status::SUCCESS
-        }
+        // At or past the end: success with 0 bytes, as ReadFile reports it.
+        status::SUCCESS
     })
 }
 
@@ -338,8 +326,15 @@ unsafe extern "system" fn find_files(_name: Name, fill: ffi::FillFindData, info:
             Ok(e) => e,
             Err(e) => return names::status_of(&e),
         };
-        for e in entries {
-            let mut d = find_data(&e.name, &e.meta);
+        // Below the root, `.` and `..` come first, as NTFS lists them.
+        let dots = match vol.tree.root() {
+            Ok(root) if root != open.place => vec![".", ".."],
+            _ => vec![],
+        };
+        let dots = dots.into_iter().map(|n| (n.to_string(), open.meta.clone()));
+        let named = entries.into_iter().map(|e| (e.name, e.meta));
+        for (name, meta) in dots.chain(named) {
+            let mut d = find_data(&name, &meta);
             // SAFETY: `fill` is Dokan's callback for this request.
             if unsafe { fill(&mut d, info) } != 0 {
                 return status::BUFFER_OVERFLOW;
@@ -469,6 +464,12 @@ pub struct MountOptions {
     pub allow_other: bool,
     /// What to print once mounted (the image and where).
     pub announce: String,
+}
+
+/// Fails with a message saying how to install Dokan 2 when it is missing (checked before
+/// an image is opened, which can take a while for a long chain).
+pub fn check_installed() -> Result<()> {
+    Dokan::load().map(|_| ())
 }
 
 /// Mounts `tree` read-only and serves it until the volume is unmounted (`strata unmount`,

@@ -40,8 +40,9 @@ pub struct UnmountArgs {
 pub fn mount(a: MountArgs) -> Result<()> {
     #[cfg(windows)]
     {
-        use crate::platform::dokan::{mount, names, tree::Tree, MountOptions};
+        use crate::platform::dokan::{check_installed, mount, names, tree::Tree, MountOptions};
         let mount_point = names::mount_point(&a.mountpoint).map_err(Error::Invalid)?;
+        check_installed()?;
         let resolve = crate::chain::ResolveOptions {
             parent_dirs: a.parent_dir.clone(),
         };
