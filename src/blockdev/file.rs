@@ -60,6 +60,23 @@ pub fn write_all_at(file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
     }
 }
 
+/// Marks a new output file sparse, so that ranges never written take no space and read as
+/// zeros. Files on Linux filesystems are sparse already; NTFS files only after
+/// FSCTL_SET_SPARSE (without it, writing far into a restored disk file first fills
+/// everything before it with zeros). A filesystem without sparse files (FAT) refuses,
+/// and the file is simply written in full.
+pub fn make_sparse(file: &File) -> io::Result<()> {
+    #[cfg(windows)]
+    {
+        windows::set_sparse(file)
+    }
+    #[cfg(not(windows))]
+    {
+        let _ = file;
+        Ok(())
+    }
+}
+
 /// The error for a file that cannot be opened: "does not exist" in the same words on
 /// every system, otherwise the system's own reason.
 pub fn open_error(path: &Path, what: &str, e: io::Error) -> Error {
@@ -357,7 +374,7 @@ pub mod windows {
     use std::path::Path;
     use windows_sys::Win32::Storage::FileSystem::{FILE_SHARE_READ, FILE_SHARE_WRITE};
     use windows_sys::Win32::System::Ioctl::{
-        DISK_GEOMETRY, GET_LENGTH_INFORMATION, IOCTL_DISK_GET_DRIVE_GEOMETRY,
+        DISK_GEOMETRY, FSCTL_SET_SPARSE, GET_LENGTH_INFORMATION, IOCTL_DISK_GET_DRIVE_GEOMETRY,
         IOCTL_DISK_GET_LENGTH_INFO,
     };
     use windows_sys::Win32::System::IO::DeviceIoControl;
@@ -406,19 +423,26 @@ pub mod windows {
         }
     }
 
-    /// One DeviceIoControl call that fills `out`.
+    /// One DeviceIoControl call without input that fills `out` (`()` for none).
     fn ioctl<T>(file: &File, code: u32, out: &mut T) -> io::Result<()> {
         let mut got = 0u32;
+        let size = std::mem::size_of::<T>();
+        let ptr = if size == 0 {
+            std::ptr::null_mut()
+        } else {
+            (out as *mut T).cast()
+        };
         // SAFETY: the handle is open for the call's duration, `out` is valid for writes of
-        // size_of::<T>() bytes, and no overlapped I/O is requested.
+        // size_of::<T>() bytes (or null when there is no output), and no overlapped I/O is
+        // requested.
         let ok = unsafe {
             DeviceIoControl(
                 file.as_raw_handle(),
                 code,
                 std::ptr::null(),
                 0,
-                (out as *mut T).cast(),
-                std::mem::size_of::<T>() as u32,
+                ptr,
+                size as u32,
                 &mut got,
                 std::ptr::null_mut(),
             )
@@ -428,6 +452,11 @@ pub mod windows {
         } else {
             Ok(())
         }
+    }
+
+    /// Marks a file sparse (FSCTL_SET_SPARSE without input: set).
+    pub fn set_sparse(file: &File) -> io::Result<()> {
+        ioctl(file, FSCTL_SET_SPARSE, &mut ())
     }
 
     /// Length in bytes of a disk or volume (IOCTL_DISK_GET_LENGTH_INFO).
@@ -596,6 +625,26 @@ mod tests {
         (0..n as u32)
             .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
             .collect()
+    }
+
+    /// An output marked sparse is written at its end without filling what lies before.
+    #[test]
+    fn sparse_outputs_are_written_at_their_end() {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        make_sparse(f.as_file()).unwrap();
+        let len = 8u64 << 30;
+        f.as_file().set_len(len).unwrap();
+        write_all_at(f.as_file(), b"end", len - 3).unwrap();
+        let mut buf = [1u8; 3];
+        read_exact_at(f.as_file(), &mut buf, 4 << 30).unwrap();
+        assert_eq!(buf, [0; 3]);
+        read_exact_at(f.as_file(), &mut buf, len - 3).unwrap();
+        assert_eq!(&buf, b"end");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            assert!(f.as_file().metadata().unwrap().blocks() < 1024);
+        }
     }
 
     #[test]

@@ -66,6 +66,8 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreSummary> {
         let mut out = AtomicFile::create(&opts.target, opts.force)?;
         let file = out.take();
         let partial = out.partial_path().to_path_buf();
+        // Where sparse files cannot be had (FAT), the file is written in full instead.
+        let _ = crate::blockdev::file::make_sparse(&file);
         // A fresh file of the disk's size: every unwritten range is a hole that reads as zeros.
         file.set_len(disk)
             .map_err(|e| Error::io(&partial, "cannot size the output", e))?;
