@@ -3,7 +3,8 @@
 //! # From the top
 //!
 //! ```text
-//! cli            strata create / info / verify / restore / demo / ls / cat / cp
+//! platform       mount front-ends (Dokan on Windows), sources in platform/
+//! cli            strata create / info / verify / restore / demo / ls / cat / cp / mount
 //!  ├ vfs         files inside an image: one FileSystem interface, Vfs of all partitions
 //!  └ ops         the operations: create (pipeline), restore, verify, info
 //!     └ layout     used-block map of a disk: table + filesystems -> ranges to image
@@ -28,12 +29,6 @@ pub mod cli;
 pub mod container;
 pub mod error;
 pub mod fs;
-/// The Linux mount front-end (FUSE). Its source lives in `platform/fuse/` with the other
-/// OS front-ends, but it is compiled into this crate: a separate crate depending on
-/// `strata` could not be a dependency of the `strata` binary.
-#[cfg(target_os = "linux")]
-#[path = "../platform/fuse/mod.rs"]
-pub mod fuse;
 pub mod layout;
 pub mod le;
 pub mod ops;
@@ -42,5 +37,8 @@ pub mod progress;
 pub mod ranges;
 pub mod units;
 pub mod vfs;
+
+#[path = "../platform/mod.rs"]
+pub mod platform;
 
 pub use error::{Error, Result};

@@ -583,6 +583,8 @@ fn write_contents(
     bar: &Progress,
 ) -> Result<u64> {
     use std::io::{Seek, SeekFrom};
+    // Where sparse files cannot be had (FAT), the holes are written as zeros instead.
+    let _ = crate::blockdev::file::make_sparse(f);
     let mut buf = vec![0u8; BUF_BYTES];
     let mut pos = 0u64;
     loop {

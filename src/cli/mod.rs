@@ -409,6 +409,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Demo { dir } => demo::run(dir)?,
+        Command::Mount(a) => mount::mount(a)?,
+        Command::Unmount(a) => mount::unmount(a)?,
         Command::Ls {
             image,
             path,

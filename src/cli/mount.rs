@@ -1,8 +1,10 @@
-//! `strata mount` and `strata unmount`: arguments, and the front-end of this system.
+//! `strata mount` and `strata unmount`: the arguments, and the hand-over to the mount
+//! front-end of this system (FUSE on Linux in `platform/fuse`, Dokan on Windows in
+//! `platform/dokan`).
 
 use super::ChainArgs;
 use crate::cli::browse::CacheArgs;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use std::path::PathBuf;
 
 /// Arguments of `strata mount`.
@@ -10,20 +12,22 @@ use std::path::PathBuf;
 pub struct MountArgs {
     /// The image file (any point of a chain).
     pub image: PathBuf,
-    /// An existing directory to show the image's files in.
+    /// Where to show it: an existing directory (Linux); a free drive letter (`X:`) or an
+    /// empty folder (Windows).
     pub mountpoint: PathBuf,
     /// Mount only partition N (numbered as `strata ls` shows them) as the root.
     #[arg(long, value_name = "N")]
     pub partition: Option<u32>,
-    /// Show the disk and each partition as read-only files (disk.img, p1.img…) instead
+    /// Show the disk and its partitions as read-only files (disk.img, p1.img…) instead
     /// of their contents.
     #[arg(long)]
     pub raw: bool,
-    /// Stay attached and serve until Ctrl-C or SIGTERM (which unmount).
+    /// Stay attached and serve until Ctrl-C or SIGTERM, which unmount (Windows always
+    /// does).
     #[arg(long, short = 'f')]
     pub foreground: bool,
-    /// Let other users see the files (for non-root users, needs user_allow_other in
-    /// /etc/fuse.conf).
+    /// Let other users see the files (Linux, for non-root users: needs user_allow_other in
+    /// /etc/fuse.conf; Windows: every user session).
     #[arg(long)]
     pub allow_other: bool,
     #[command(flatten)]
@@ -35,14 +39,15 @@ pub struct MountArgs {
 /// Arguments of `strata unmount`.
 #[derive(Debug, clap::Args)]
 pub struct UnmountArgs {
-    /// Where the image is mounted.
+    /// Where the image is mounted (directory, or drive letter on Windows).
     pub mountpoint: PathBuf,
 }
 
 /// `strata mount`.
 #[cfg(target_os = "linux")]
 pub fn mount(a: MountArgs) -> Result<()> {
-    crate::fuse::mount(&crate::fuse::MountOptions {
+    use crate::platform::fuse;
+    fuse::mount(&fuse::MountOptions {
         image: a.image,
         mountpoint: a.mountpoint,
         partition: a.partition,
@@ -57,26 +62,83 @@ pub fn mount(a: MountArgs) -> Result<()> {
 /// `strata unmount`.
 #[cfg(target_os = "linux")]
 pub fn unmount(a: UnmountArgs) -> Result<()> {
-    crate::fuse::unmount(&a.mountpoint)
+    crate::platform::fuse::unmount(&a.mountpoint)
 }
 
-#[cfg(not(target_os = "linux"))]
-fn unsupported() -> crate::error::Error {
-    crate::error::Error::Invalid(
-        "mounting images is not supported on this system yet (use strata ls, cat and cp)".into(),
+/// `strata mount`: serves the volume until it is unmounted.
+#[cfg(windows)]
+pub fn mount(a: MountArgs) -> Result<()> {
+    use crate::platform::dokan::{check_installed, mount, names, tree::Tree, MountOptions};
+    let mount_point =
+        names::mount_point(&a.mountpoint.to_string_lossy()).map_err(Error::Invalid)?;
+    check_installed()?;
+    let resolve = a.chain.resolve();
+    let tree = if a.raw {
+        let chain = crate::chain::Chain::open_with_cache(&a.image, &resolve, a.cache.bytes())?;
+        raw_tree(std::sync::Arc::new(chain), a.partition)?
+    } else {
+        Tree::new(
+            super::open_vfs(&a.image, &resolve, a.cache.bytes())?,
+            a.partition,
+        )?
+    };
+    let announce = format!(
+        "strata: {} mounted read-only at {}",
+        a.image.display(),
+        mount_point.trim_end_matches('\\')
+    );
+    mount(
+        tree,
+        &MountOptions {
+            mount_point,
+            allow_other: a.allow_other,
+            announce,
+        },
     )
 }
 
-/// `strata mount`.
-#[cfg(not(target_os = "linux"))]
-pub fn mount(a: MountArgs) -> Result<()> {
-    let _ = a;
-    Err(unsupported())
+/// The `--raw` tree on Windows: the disk as `disk.img`, or partition N as `pN.img`.
+#[cfg(windows)]
+fn raw_tree(
+    dev: std::sync::Arc<dyn crate::blockdev::BlockDev>,
+    partition: Option<u32>,
+) -> Result<crate::platform::dokan::tree::Tree> {
+    use crate::platform::dokan::tree::Tree;
+    let Some(n) = partition else {
+        return Ok(Tree::Raw(dev, "disk.img".into()));
+    };
+    let table = crate::partition::probe(&*dev, 512)?;
+    let p = table
+        .partitions
+        .iter()
+        .find(|p| p.number == n)
+        .ok_or_else(|| Error::Invalid(format!("there is no partition {n}")))?;
+    let part = crate::vfs::PartDev::new(dev.clone(), p.start, p.len)?;
+    Ok(Tree::Raw(std::sync::Arc::new(part), format!("p{n}.img")))
 }
 
 /// `strata unmount`.
-#[cfg(not(target_os = "linux"))]
+#[cfg(windows)]
 pub fn unmount(a: UnmountArgs) -> Result<()> {
-    let _ = a;
-    Err(unsupported())
+    crate::platform::dokan::unmount(&a.mountpoint.to_string_lossy())
+}
+
+#[cfg(not(any(target_os = "linux", windows)))]
+fn unsupported(what: &std::path::Path) -> Error {
+    Error::Invalid(format!(
+        "{}: mounting is not available on this system (use strata ls, cat and cp)",
+        what.display()
+    ))
+}
+
+/// `strata mount`.
+#[cfg(not(any(target_os = "linux", windows)))]
+pub fn mount(a: MountArgs) -> Result<()> {
+    Err(unsupported(&a.image))
+}
+
+/// `strata unmount`.
+#[cfg(not(any(target_os = "linux", windows)))]
+pub fn unmount(a: UnmountArgs) -> Result<()> {
+    Err(unsupported(&a.mountpoint))
 }

@@ -162,32 +162,37 @@ pub fn consolidate(opts: &ConsolidateOptions) -> Result<ConsolidateSummary> {
     file.sync_all()
         .map_err(|e| Error::io(out.partial_path(), "cannot flush output to disk", e))?;
     check_written(&chain, lo, out.partial_path(), opts.threads)?;
+    let merged_paths: Vec<PathBuf> = layers[lo..]
+        .iter()
+        .map(|l| l.path().to_path_buf())
+        .collect();
+    let parent = (
+        layers[lo].path().to_path_buf(),
+        layers[lo].header().image_uuid,
+    );
+    // Every image of the chain is closed before its file is replaced or removed: Windows
+    // refuses to rename over, or delete, a file this process still has open.
+    drop(chain);
     out.commit(file)?;
 
     let mut removed = Vec::new();
     let mut kept = Vec::new();
     if in_place {
-        let parent = &layers[lo];
-        match still_needed(parent, &target, &opts.resolve) {
-            _ if opts.keep_parent => kept.push((parent.path().into(), "--keep-parent".into())),
-            Some(user) => kept.push((
-                parent.path().into(),
-                format!("{} still builds on it", user.display()),
-            )),
+        let (parent, parent_uuid) = parent;
+        match still_needed(&parent, parent_uuid, &target, &opts.resolve) {
+            _ if opts.keep_parent => kept.push((parent, "--keep-parent".into())),
+            Some(user) => kept.push((parent, format!("{} still builds on it", user.display()))),
             None => {
-                std::fs::remove_file(parent.path())
-                    .map_err(|e| Error::io(parent.path(), "cannot remove the merged parent", e))?;
-                removed.push(parent.path().into());
+                std::fs::remove_file(&parent)
+                    .map_err(|e| Error::io(&parent, "cannot remove the merged parent", e))?;
+                removed.push(parent);
             }
         }
     }
     Ok(ConsolidateSummary {
         image: target,
         kind,
-        merged: layers[lo..]
-            .iter()
-            .map(|l| l.path().to_path_buf())
-            .collect(),
+        merged: merged_paths,
         removed,
         kept,
         image_bytes: summary.file_bytes,
@@ -233,13 +238,17 @@ fn check_written(chain: &Chain, lo: usize, written: &Path, threads: usize) -> Re
 
 /// Another image (besides `replaced`) in the parent's directory or the search directories
 /// whose parent is `parent`, if any.
-fn still_needed(parent: &Image, replaced: &Path, opts: &ResolveOptions) -> Option<PathBuf> {
-    let mut dirs = vec![resolve::dir_of(parent.path()), resolve::dir_of(replaced)];
+fn still_needed(
+    parent: &Path,
+    uuid: Uuid,
+    replaced: &Path,
+    opts: &ResolveOptions,
+) -> Option<PathBuf> {
+    let mut dirs = vec![resolve::dir_of(parent), resolve::dir_of(replaced)];
     dirs.extend(opts.parent_dirs.iter().cloned());
-    let uuid = parent.header().image_uuid;
     dirs.iter()
         .flat_map(|d| resolve::images_in(d))
-        .filter(|p| !super::same_file(p, replaced) && !super::same_file(p, parent.path()))
+        .filter(|p| !super::same_file(p, replaced) && !super::same_file(p, parent))
         .filter(|p| p != &partial_path(replaced))
         .find(|p| resolve::peek_header(p).is_some_and(|h| h.parent_uuid == uuid))
 }

@@ -12,7 +12,7 @@ use crate::chain::{Chain, ResolveOptions};
 use crate::container::index::ExtentKind;
 use crate::error::{Error, Result};
 use crate::progress::{check_interrupt, Progress};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
@@ -57,7 +57,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreSummary> {
     let progress = Progress::new(disk, "restoring", opts.progress);
     let result = if is_device {
         let dev = open_device(&opts.target, disk)?;
-        let data = write_chunks(image, &dev, &opts.target, opts.threads, &progress)?;
+        let data = write_chunks(image, &dev, &opts.target, true, opts.threads, &progress)?;
         zero_unstored(image, &dev, &opts.target, &progress)?;
         dev.sync_all()
             .map_err(|e| Error::io(&opts.target, "cannot flush", e))?;
@@ -66,10 +66,12 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreSummary> {
         let mut out = AtomicFile::create(&opts.target, opts.force)?;
         let file = out.take();
         let partial = out.partial_path().to_path_buf();
+        // Where sparse files cannot be had (FAT), the file is written in full instead.
+        let _ = crate::blockdev::file::make_sparse(&file);
         // A fresh file of the disk's size: every unwritten range is a hole that reads as zeros.
         file.set_len(disk)
             .map_err(|e| Error::io(&partial, "cannot size the output", e))?;
-        let data = write_chunks(image, &file, &partial, opts.threads, &progress)?;
+        let data = write_chunks(image, &file, &partial, false, opts.threads, &progress)?;
         out.commit(file)?;
         data
     };
@@ -89,16 +91,49 @@ fn is_block_device(p: &Path) -> bool {
         use std::os::unix::fs::FileTypeExt;
         std::fs::metadata(p).is_ok_and(|m| m.file_type().is_block_device())
     }
-    #[cfg(not(unix))]
+    #[cfg(windows)]
     {
-        let _ = p;
-        false
+        p.to_str()
+            .is_some_and(crate::blockdev::file::is_windows_device_path)
+    }
+}
+
+/// Opens a Windows disk (`\\.\PhysicalDrive1`) for writing, refusing one that is too
+/// small. Windows itself refuses writes inside volumes that are mounted: the disk must be
+/// offline (or hold no volumes).
+#[cfg(windows)]
+fn open_device(path: &Path, disk: u64) -> Result<File> {
+    use crate::blockdev::file::windows;
+    let dev = windows::open_shared(path, true).map_err(|e| windows::device_error(path, e))?;
+    let size =
+        windows::length(&dev).map_err(|e| Error::io(path, "cannot read the device size", e))?;
+    check_size(path, size, disk)?;
+    Ok(dev)
+}
+
+fn check_size(path: &Path, size: u64, disk: u64) -> Result<()> {
+    if size < disk {
+        return Err(Error::Invalid(format!(
+            "{}: the target is {size} bytes, smaller than the imaged disk ({disk} bytes)",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Writes restored bytes at `pos`. Windows disk handles take only sector-aligned memory.
+fn write_out(out: &File, buf: &[u8], pos: u64, device: bool) -> std::io::Result<()> {
+    if cfg!(windows) && device {
+        crate::blockdev::file::write_aligned(|b, at| write_all_at(out, b, at), pos, buf, 512)
+    } else {
+        write_all_at(out, buf, pos)
     }
 }
 
 /// Opens a device for writing, refusing one that is in use or too small.
+#[cfg(unix)]
 fn open_device(path: &Path, disk: u64) -> Result<File> {
-    let mut o = OpenOptions::new();
+    let mut o = std::fs::OpenOptions::new();
     o.write(true);
     #[cfg(target_os = "linux")]
     {
@@ -122,12 +157,7 @@ fn open_device(path: &Path, disk: u64) -> Result<File> {
             .seek(SeekFrom::End(0))
             .map_err(|e| Error::io(path, "cannot read the device size", e))?
     };
-    if size < disk {
-        return Err(Error::Invalid(format!(
-            "{}: the target is {size} bytes, smaller than the imaged disk ({disk} bytes)",
-            path.display()
-        )));
-    }
+    check_size(path, size, disk)?;
     Ok(dev)
 }
 
@@ -137,6 +167,7 @@ fn write_chunks(
     chain: &Chain,
     out: &File,
     out_path: &Path,
+    device: bool,
     threads: usize,
     progress: &Progress,
 ) -> Result<u64> {
@@ -189,7 +220,7 @@ fn write_chunks(
                         let pos = e.disk_block * bs;
                         let len = (u64::from(e.count) * bs).min(disk - pos) as usize;
                         let at = (u64::from(e.block_in_chunk) * bs) as usize;
-                        write_all_at(out, &data[at..at + len], pos)
+                        write_out(out, &data[at..at + len], pos, device)
                             .map_err(|err| Error::io(out_path, "cannot write", err))?;
                         written += len as u64;
                         progress.inc(len as u64);
@@ -229,7 +260,7 @@ fn zero_unstored(chain: &Chain, dev: &File, path: &Path, progress: &Progress) ->
         while a < b {
             check_interrupt()?;
             let n = (b - a).min(zeros.len() as u64) as usize;
-            write_all_at(dev, &zeros[..n], a).map_err(|e| Error::io(path, "cannot write", e))?;
+            write_out(dev, &zeros[..n], a, true).map_err(|e| Error::io(path, "cannot write", e))?;
             progress.inc(n as u64);
             a += n as u64;
         }
