@@ -248,8 +248,9 @@ fn threads(n: Option<usize>) -> usize {
 /// Parses arguments, runs the command and returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    // `mount` forks before any thread exists and handles its signals itself.
-    if !matches!(cli.command, Command::Mount(_)) {
+    // On Linux `mount` forks before any thread exists and handles its signals itself; the
+    // Windows front-end turns the handler's Ctrl-C flag into an unmount.
+    if !(cfg!(target_os = "linux") && matches!(cli.command, Command::Mount(_))) {
         crate::progress::install_interrupt_handler();
     }
     match run(cli) {
@@ -437,8 +438,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
             chain,
             cache,
         } => browse::cat(&image, &path, &chain.resolve(), cache.bytes())?,
-        Command::Mount(a) => mount::mount(a)?,
-        Command::Unmount(a) => mount::unmount(a)?,
         Command::Cp {
             image,
             mut paths,

@@ -4,7 +4,9 @@
 
 use super::ChainArgs;
 use crate::cli::browse::CacheArgs;
-use crate::error::{Error, Result};
+#[cfg(not(target_os = "linux"))]
+use crate::error::Error;
+use crate::error::Result;
 use std::path::PathBuf;
 
 /// Arguments of `strata mount`.
