@@ -22,7 +22,6 @@ pub const DOKAN_VERSION: u16 = 206;
 
 pub const OPTION_ALT_STREAM: u32 = 1 << 2;
 pub const OPTION_WRITE_PROTECT: u32 = 1 << 3;
-pub const OPTION_MOUNT_MANAGER: u32 = 1 << 6;
 pub const OPTION_CURRENT_SESSION: u32 = 1 << 7;
 
 /// DokanCreateFileSystem results.

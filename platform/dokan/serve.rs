@@ -486,9 +486,10 @@ pub fn mount(tree: Tree, opts: &MountOptions) -> Result<()> {
     let mut options = Box::new(DokanOptions {
         version: ffi::DOKAN_VERSION,
         single_thread: 0,
+        // No mount manager: with it, Dokan would quietly take another drive letter when
+        // the one asked for is busy.
         options: ffi::OPTION_WRITE_PROTECT
             | ffi::OPTION_ALT_STREAM
-            | ffi::OPTION_MOUNT_MANAGER
             | if opts.allow_other {
                 0
             } else {
