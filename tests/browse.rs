@@ -212,9 +212,18 @@ fn sample_disk_matches_the_manifest() {
 /// Fills the NTFS volume file `vol` through an ntfs-3g mount with `script` (Python, run
 /// in the mounted root).
 fn ntfs3g_fill(vol: &Path, script: &str) {
+    ntfs3g_fill_with(vol, "", script);
+}
+
+/// [`ntfs3g_fill`] with ntfs-3g mount options `opts` (`-o` list; empty for none).
+fn ntfs3g_fill_with(vol: &Path, opts: &str, script: &str) {
     let mnt = vol.with_extension("mnt");
     let _ = std::fs::create_dir(&mnt);
-    sh("ntfs-3g", &[vol.to_str().unwrap(), mnt.to_str().unwrap()]);
+    let mut args = vec![vol.to_str().unwrap(), mnt.to_str().unwrap()];
+    if !opts.is_empty() {
+        args.extend(["-o", opts]);
+    }
+    sh("ntfs-3g", &args);
     let o = std::process::Command::new("python3")
         .arg("-c")
         .arg(script)
@@ -223,6 +232,17 @@ fn ntfs3g_fill(vol: &Path, script: &str) {
         .unwrap();
     sh("umount", &[mnt.to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// A fresh 16 MiB NTFS volume file `vol.ntfs` in `dir`, made by mkntfs.
+fn small_ntfs(dir: &Path) -> PathBuf {
+    let vol = dir.join("vol.ntfs");
+    std::fs::File::create(&vol)
+        .unwrap()
+        .set_len(16 << 20)
+        .unwrap();
+    sh("mkntfs", &["-q", "-F", "-f", vol.to_str().unwrap()]);
+    vol
 }
 
 /// A GPT disk holding `vol` as partition 1 at 1 MiB.
@@ -987,17 +1007,7 @@ fn ntfs_reparse_links_are_relative_to_the_volume() {
         return;
     }
     let dir = tempdir();
-    let vol = dir.path().join("vol.ntfs");
-    std::fs::File::create(&vol)
-        .unwrap()
-        .set_len(16 << 20)
-        .unwrap();
-    let o = std::process::Command::new("mkntfs")
-        .args(["-q", "-F", "-f"])
-        .arg(&vol)
-        .output()
-        .unwrap();
-    assert!(o.status.success());
+    let vol = small_ntfs(dir.path());
     // ntfs-3g stores the reparse data, then reports EINVAL: the data is checked below.
     ntfs3g_fill(
         &vol,
@@ -1019,7 +1029,6 @@ for path, data, is_dir in [
     ('a/absolute', symlink('\\??\\C:\\target\\file.txt', 'C:\\target\\file.txt', False), False),
     ('a/relative', symlink('..\\target\\file.txt', '..\\target\\file.txt', True), False),
     ('root junction', mount_point('\\??\\D:\\', 'D:\\'), True),
-    ('wof.txt', struct.pack('<IHHIIII', 0x80000017, 16, 0, 1, 2, 1, 0), False),
 ]:
     if is_dir:
         os.mkdir(path)
@@ -1044,21 +1053,122 @@ for path, data, is_dir in [
         assert_eq!(s.target.as_deref(), Some(target), "{path}");
         assert_eq!(s.size, target.len() as u64, "{path}");
     }
-    // A file compressed by WOF is refused, not read as the zeros the ntfs crate gives.
-    let (code, _, err) = outcome(&run(&[&"cat", &img, &"/wof.txt"]));
-    assert_eq!(code, 1);
-    assert!(err.contains("WOF"), "{err}");
-    // Copied links resolve inside the copy; the WOF file is reported and left out.
+    // Copied links resolve inside the copy.
     let out = dir.path().join("out");
-    let (code, _, err) = outcome(&run(&[&"cp", &"-r", &"-q", &img, &"/", &out]));
-    assert_eq!(code, 1);
-    assert!(err.contains("/wof.txt: not copied"), "{err}");
-    assert!(!out.join("wof.txt").exists());
+    ok(run(&[&"cp", &"-r", &"-q", &img, &"/", &out]));
     assert_eq!(
         std::fs::read_to_string(out.join("a/absolute")).unwrap(),
         "target\n"
     );
     assert!(out.join("a/b/junction/inner").is_dir());
+}
+
+/// Writes WOF-compressed files through ntfs-3g as Windows lays them out: chunks made by
+/// wimlib's XPRESS and LZX compressors (the codecs of WIM archives, which WOF shares; a
+/// chunk that does not shrink is stored as is), the chunk table and chunks in the
+/// `WofCompressedData` stream, the size in the unnamed data, and the reparse point last.
+const WOF_FILL: &str = r#"
+import ctypes, os, struct
+wim = ctypes.CDLL('libwim.so.15')
+wim.wimlib_compress.restype = ctypes.c_size_t
+def wof(path, data, alg):
+    size = {0: 4096, 1: 32768, 2: 8192, 3: 16384}[alg]
+    comp = ctypes.c_void_p()
+    assert wim.wimlib_create_compressor(2 if alg == 1 else 1, ctypes.c_size_t(size), 0,
+                                        ctypes.byref(comp)) == 0
+    chunks = []
+    for i in range(0, len(data), size):
+        piece = data[i:i + size]
+        out = ctypes.create_string_buffer(len(piece))
+        n = wim.wimlib_compress(piece, ctypes.c_size_t(len(piece)), out,
+                                ctypes.c_size_t(len(piece) - 1), comp)
+        chunks.append(out.raw[:n] if n else piece)
+    wim.wimlib_free_compressor(comp)
+    table, at = b'', 0
+    for c in chunks[:-1]:
+        at += len(c)
+        table += struct.pack('<I', at)
+    with open(path + ':WofCompressedData', 'wb') as f:
+        f.write(table + b''.join(chunks))
+    os.truncate(path, len(data))
+    try:
+        os.setxattr(path, 'system.ntfs_reparse_data',
+                    struct.pack('<IHHIIII', 0x80000017, 16, 0, 1, 2, 1, alg))
+    except OSError:
+        pass
+    return sum(len(c) == len(data[i * size:(i + 1) * size]) for i, c in enumerate(chunks))
+text = b''.join(b'line %d: the quick brown fox jumps over the lazy dog\n' % i for i in range(6000))
+# x86-like bytes: CALL (0xE8) with small relative targets, which LZX translates.
+code = b''.join(b'\x55\x89\xe5\xe8' + struct.pack('<i', (i * 37) % 5000 - 2500) + b'\x5d\xc3'
+                for i in range(8000))
+noise = os.urandom(70000)
+for alg, name in [(0, 'xpress4k'), (1, 'lzx'), (2, 'xpress8k'), (3, 'xpress16k')]:
+    data = text[:100000] + noise + code[:70000] + text[:777]
+    open(name + '.orig', 'wb').write(data)
+    open(name, 'wb').close()
+    assert wof(name, data, alg) > 0, name + ': no chunk stored as is'
+open('small', 'wb').close()
+open('small.orig', 'wb').write(b'tiny\n')
+wof('small', b'tiny\n', 1)
+open('no stream', 'wb').close()
+os.truncate('no stream', 5000)
+os.setxattr('no stream', 'system.ntfs_reparse_data',
+            struct.pack('<IHHIIII', 0x80000017, 16, 0, 1, 2, 1, 0))
+"#;
+
+/// Files compressed by WOF (CompactOS) read as their original bytes for all four
+/// algorithms, with chunks stored as is and a short last chunk; they are listed as plain
+/// files of their real size; a damaged one is reported by name.
+#[test]
+fn ntfs_wof_compressed_files_read_as_written() {
+    if !require_root("ntfs_wof_compressed_files_read_as_written") {
+        return;
+    }
+    let dir = tempdir();
+    let vol = small_ntfs(dir.path());
+    ntfs3g_fill_with(&vol, "streams_interface=windows", WOF_FILL);
+    // The originals, read back by ntfs-3g.
+    let mnt = dir.path().join("ro");
+    std::fs::create_dir(&mnt).unwrap();
+    sh(
+        "ntfs-3g",
+        &["-o", "ro", vol.to_str().unwrap(), mnt.to_str().unwrap()],
+    );
+    let names = ["xpress4k", "lzx", "xpress8k", "xpress16k", "small"];
+    let orig: Vec<Vec<u8>> = names
+        .iter()
+        .map(|n| std::fs::read(mnt.join(format!("{n}.orig"))).unwrap())
+        .collect();
+    sh("umount", &[mnt.to_str().unwrap()]);
+    let img = image_of(&vol, dir.path());
+    let (seen, _) = ls_tree(&img, "/");
+    for (name, data) in names.iter().zip(&orig) {
+        let s = &seen[&format!("/{name}")];
+        assert_eq!(
+            (s.kind.as_str(), s.size),
+            ("file", data.len() as u64),
+            "{name}"
+        );
+        assert!(s.json.get("streams").is_none(), "{name}: {}", s.json);
+        let o = run(&[&"cat", &img, &format!("/{name}")]);
+        assert!(
+            o.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(o.stdout == *data, "{name}: cat differs from the original");
+    }
+    let (code, _, err) = outcome(&run(&[&"cat", &img, &"/no stream"]));
+    assert_eq!(code, 1);
+    assert!(err.contains("WofCompressedData stream is missing"), "{err}");
+    // cp writes the decoded bytes, and reports the damaged file without stopping.
+    let out = dir.path().join("out");
+    let (code, _, err) = outcome(&run(&[&"cp", &"-r", &"-q", &img, &"/", &out]));
+    assert_eq!(code, 1);
+    assert!(err.contains("/no stream: not copied"), "{err}");
+    for (name, data) in names.iter().zip(&orig) {
+        assert!(std::fs::read(out.join(name)).unwrap() == *data, "{name}");
+    }
 }
 
 /// Names that cannot be created as they are (control characters, `%XX` look-alikes) are

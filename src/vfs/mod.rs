@@ -15,7 +15,8 @@
 //!   (`ext4-view`; the crate addresses files by path and is not `Send`, so every thread
 //!   gets its own instance and node ids are synthesised from a path table), [`fat`]
 //!   (`fatfs` behind a `Mutex` on a storage adapter whose writes fail; synthesised ids),
-//!   [`exfat`] (read directly; synthesised ids). [`lznt1`] decodes NTFS compression.
+//!   [`exfat`] (read directly; synthesised ids). [`lznt1`] decodes NTFS compression, [`wof`] files compressed by
+//!   Windows' overlay filter (CompactOS) with [`xpress`] and [`lzx`] ([`huffman`] codes).
 //! - [`path`] escapes names that cannot be written safely on the destination.
 //!
 //! Nothing here writes to the device: every adapter reads through [`BlockDev::read_at`].
@@ -23,9 +24,13 @@
 pub mod exfat;
 pub mod ext;
 pub mod fat;
+pub mod huffman;
 pub mod lznt1;
+pub mod lzx;
 pub mod ntfs;
 pub mod path;
+pub mod wof;
+pub mod xpress;
 
 use crate::blockdev::BlockDev;
 use crate::error::{Error, Result};
