@@ -61,6 +61,44 @@ fn ls_tree(img: &Path, root: &str) -> (BTreeMap<String, Seen>, bool) {
     (map, code == 0)
 }
 
+/// The `user.*` extended attributes of `p` (not following a link).
+fn user_xattrs(p: &Path) -> BTreeMap<String, Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+    let mut names = vec![0u8; 1 << 16];
+    // SAFETY: `c` is NUL-terminated and `names` is writable for its length.
+    let n = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+    assert!(
+        n >= 0,
+        "{}: {}",
+        p.display(),
+        std::io::Error::last_os_error()
+    );
+    let mut out = BTreeMap::new();
+    for name in names[..n as usize]
+        .split(|&b| b == 0)
+        .filter(|n| !n.is_empty())
+    {
+        if !name.starts_with(b"user.") {
+            continue;
+        }
+        let cname = std::ffi::CString::new(name).unwrap();
+        let mut v = vec![0u8; 1 << 16];
+        // SAFETY: as above; `v` is writable for its length.
+        let len =
+            unsafe { libc::lgetxattr(c.as_ptr(), cname.as_ptr(), v.as_mut_ptr().cast(), v.len()) };
+        assert!(
+            len >= 0,
+            "{}: {}",
+            p.display(),
+            std::io::Error::last_os_error()
+        );
+        v.truncate(len as usize);
+        out.insert(String::from_utf8(name.to_vec()).unwrap(), v);
+    }
+    out
+}
+
 /// Image file of a raw disk, made with `strata create`.
 fn image_of(raw: &Path, dir: &Path) -> PathBuf {
     let img = dir.join(format!(
@@ -108,7 +146,8 @@ fn compare_with_manifest(img: &Path, manifest: &str, parts: &[&str]) {
         args.push(r);
     }
     args.push(&out);
-    ok(run(&args));
+    let (code, _, cp_err) = outcome(&run(&args));
+    assert_eq!(code, 0, "{cp_err}");
 
     for part in parts {
         let (seen, clean) = ls_tree(img, &format!("/{part}"));
@@ -137,19 +176,36 @@ fn compare_with_manifest(img: &Path, manifest: &str, parts: &[&str]) {
             };
             assert_eq!(size, s.size, "{part}{path}: size");
             got.insert(format!("{part}\t{path}\t{t}\t{size}\t{}\t{sha}", s.mtime));
-            if let Some(streams) = s.json["streams"].as_array() {
-                for st in streams {
-                    let name = st["name"].as_str().unwrap();
-                    let o = run(&[&"cat", &img, &format!("/{part}{path}:{name}")]);
-                    assert!(o.status.success(), "{part}{path}:{name}");
-                    assert_eq!(o.stdout.len() as u64, st["size"].as_u64().unwrap());
-                    got.insert(format!(
-                        "{part}\t{path}:user.{name}\tx\t{}\t{}\t{}",
-                        o.stdout.len(),
-                        s.mtime,
-                        hex_sha(&o.stdout)
-                    ));
+            // Streams and user.* attributes are on the copy as user.* attributes, or cp
+            // said why not.
+            let on_copy = if s.kind == "symlink" {
+                BTreeMap::new()
+            } else {
+                user_xattrs(&copied)
+            };
+            let mut x: BTreeMap<String, Vec<u8>> = on_copy.clone();
+            for st in s.json["streams"].as_array().into_iter().flatten() {
+                let name = st["name"].as_str().unwrap();
+                let o = run(&[&"cat", &img, &format!("/{part}{path}:{name}")]);
+                assert!(o.status.success(), "{part}{path}:{name}");
+                assert_eq!(o.stdout.len() as u64, st["size"].as_u64().unwrap());
+                let key = format!("user.{name}");
+                match on_copy.get(&key) {
+                    Some(v) => assert!(*v == o.stdout, "{part}{path}: copied stream {name}"),
+                    None => assert!(
+                        cp_err.contains(&format!("/{part}{path}: stream {name} not kept: ")),
+                        "{part}{path}: stream {name} neither copied nor reported: {cp_err}"
+                    ),
                 }
+                x.insert(key, o.stdout);
+            }
+            for (name, value) in &x {
+                got.insert(format!(
+                    "{part}\t{path}:{name}\tx\t{}\t{}\t{}",
+                    value.len(),
+                    s.mtime,
+                    hex_sha(value)
+                ));
             }
             // Copies keep the modification time, links included.
             {

@@ -1,5 +1,6 @@
 //! `strata ls`, `cat` and `cp`: files inside an image, through [`crate::vfs::Vfs`].
 
+use super::xattr;
 use crate::blockdev::BlockDev;
 use crate::chain::ResolveOptions;
 use crate::error::{Error, Result};
@@ -365,6 +366,10 @@ pub struct CpSummary {
     pub failed: Vec<(String, String)>,
     /// Names that had to be escaped: (path in the image, name written).
     pub escaped: Vec<(String, String)>,
+    /// Streams and extended attributes of copied entries that the destination did not
+    /// take: (`PATH: stream NAME` or `PATH: attribute NAME`, why). The entry itself was
+    /// copied.
+    pub not_kept: Vec<(String, String)>,
 }
 
 struct Copier<'a> {
@@ -401,7 +406,7 @@ impl Copier<'_> {
         let meta = fs.metadata(node)?;
         match meta.kind {
             NodeKind::Dir => self.copy_dir(fs, src, node, &meta, dest),
-            NodeKind::File => self.copy_file(fs, node, &meta, dest),
+            NodeKind::File => self.copy_file(fs, src, node, &meta, dest),
             NodeKind::Symlink => {
                 let target = fs.read_link(node)?;
                 self.make_room(dest)?;
@@ -441,6 +446,7 @@ impl Copier<'_> {
             None => std::fs::create_dir(dest).map_err(|e| Error::io(dest, "cannot create", e))?,
         }
         self.sum.dirs += 1;
+        self.copy_extras(fs, src, node, meta, dest)?;
         let mut children = fs.read_dir(node)?;
         children.sort_by(|a, b| a.name.cmp(&b.name));
         for c in children {
@@ -466,6 +472,7 @@ impl Copier<'_> {
     fn copy_file(
         &mut self,
         fs: &dyn FileSystem,
+        src: &str,
         node: NodeId,
         meta: &Metadata,
         dest: &Path,
@@ -481,11 +488,12 @@ impl Copier<'_> {
             "copy",
             !self.opts.quiet && meta.size >= PROGRESS_MIN_BYTES,
         );
-        let r = write_contents(fs, node, &mut f, &bar);
+        let r = write_contents(fs, node, "", &mut f, &bar);
         bar.finish();
         match r {
             Ok(n) => {
                 drop(f);
+                self.copy_extras(fs, src, node, meta, dest)?;
                 set_mtime(dest, meta.mtime);
                 self.sum.files += 1;
                 self.sum.bytes += n;
@@ -501,10 +509,71 @@ impl Copier<'_> {
     }
 }
 
-/// Copies a file's contents, leaving holes where the data is all zeros.
+impl Copier<'_> {
+    /// Gives the copy at `dest` of `node` its named streams (NTFS) and `user.*` extended
+    /// attributes ([`xattr`]). What the destination refuses is noted in
+    /// [`CpSummary::not_kept`]: the contents were copied, and one refused stream (a
+    /// `Zone.Identifier` on a FAT stick) should not fail a whole tree. Attributes of other
+    /// namespaces (`security.`, `trusted.`, `system.`) are not copied: they need
+    /// privileges or mean something only on the system that made them.
+    fn copy_extras(
+        &mut self,
+        fs: &dyn FileSystem,
+        src: &str,
+        node: NodeId,
+        meta: &Metadata,
+        dest: &Path,
+    ) -> Result<()> {
+        for s in &meta.streams {
+            let what = format!("{src}: stream {}", s.name);
+            if let Some(p) = xattr::stream_path(dest, &s.name) {
+                let r = std::fs::File::create(&p)
+                    .map_err(|e| Error::io(&p, "cannot create", e))
+                    .and_then(|mut f| {
+                        write_contents(fs, node, &s.name, &mut f, &Progress::new(0, "", false))
+                    });
+                if let Err(e) = r {
+                    self.sum.not_kept.push((what, e.to_string()));
+                }
+                continue;
+            }
+            if s.size > xattr::MAX_VALUE {
+                self.sum.not_kept.push((
+                    what,
+                    format!(
+                        "{} bytes, more than an extended attribute holds ({} bytes)",
+                        s.size,
+                        xattr::MAX_VALUE
+                    ),
+                ));
+                continue;
+            }
+            let value = Vfs::read_all(fs, node, &s.name)?;
+            if let Err(e) = xattr::set(dest, &format!("user.{}", s.name), &value) {
+                self.sum.not_kept.push((what, xattr::refusal(&e)));
+            }
+        }
+        for name in fs.xattr_names(node)? {
+            if !name.starts_with("user.") {
+                continue;
+            }
+            let value = fs.xattr(node, &name)?;
+            if let Err(e) = xattr::set(dest, &name, &value) {
+                self.sum
+                    .not_kept
+                    .push((format!("{src}: attribute {name}"), xattr::refusal(&e)));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Copies a file's contents (or its named `stream`), leaving holes where the data is all
+/// zeros.
 fn write_contents(
     fs: &dyn FileSystem,
     node: NodeId,
+    stream: &str,
     f: &mut std::fs::File,
     bar: &Progress,
 ) -> Result<u64> {
@@ -513,7 +582,7 @@ fn write_contents(
     let mut pos = 0u64;
     loop {
         check_interrupt()?;
-        let n = fs.read_at(node, "", pos, &mut buf)?;
+        let n = fs.read_at(node, stream, pos, &mut buf)?;
         if n == 0 {
             break;
         }

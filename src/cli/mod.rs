@@ -4,6 +4,7 @@
 
 mod browse;
 mod demo;
+mod xattr;
 
 use crate::chain::ResolveOptions;
 pub use browse::open_point;
@@ -446,6 +447,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             for (src, why) in &s.failed {
                 eprintln!("strata: {src}: not copied: {why}");
+            }
+            for (what, why) in &s.not_kept {
+                eprintln!("strata: {what} not kept: {why}");
             }
             if !quiet {
                 out(&format!(
