@@ -280,14 +280,22 @@ fn ntfs3g_fill_with(vol: &Path, opts: &str, script: &str) {
         args.extend(["-o", opts]);
     }
     sh("ntfs-3g", &args);
+    let o = std::panic::catch_unwind(|| python(script, &mnt, &[]));
+    sh("umount", &[mnt.to_str().unwrap()]);
+    o.unwrap();
+}
+
+/// Runs the Python `script` with `args` in `cwd`; returns its stdout (it must succeed).
+fn python(script: &str, cwd: &Path, args: &[&Path]) -> Vec<u8> {
     let o = std::process::Command::new("python3")
         .arg("-c")
         .arg(script)
-        .current_dir(&mnt)
+        .args(args)
+        .current_dir(cwd)
         .output()
         .unwrap();
-    sh("umount", &[mnt.to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    o.stdout
 }
 
 /// A fresh 16 MiB NTFS volume file `vol.ntfs` in `dir`, made by mkntfs.
@@ -800,6 +808,10 @@ for i in range(10050):
         f.write(str(i))
 os.chmod('small.txt', 0o600)
 os.utime('small.txt', (1500000000, 1400000000))
+# Extended attributes in the inode and, too big for it, in the attribute block.
+os.setxattr('big.bin', 'user.note', b'in the inode')
+os.setxattr('big.bin', 'user.large', bytes(range(250)) * 3)
+os.setxattr('Ünïcödé', 'user.dir', b'on a directory')
 "#;
 
 /// ext2, ext3 and ext4 made by `mkfs -d` (fast and slow symlinks, holes, a file past
@@ -816,13 +828,7 @@ fn ext_volumes_match_the_kernel() {
         let dir = tempdir();
         let tree = dir.path().join("tree");
         std::fs::create_dir(&tree).unwrap();
-        let o = std::process::Command::new("python3")
-            .args(["-c", EXT_TREE])
-            .arg(&tree)
-            .arg(fs)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        python(EXT_TREE, dir.path(), &[&tree, Path::new(fs)]);
         let vol = dir.path().join("vol.ext");
         sh(
             "mkfs.ext4",
@@ -846,7 +852,12 @@ fn ext_volumes_match_the_kernel() {
                 std::fs::create_dir(&mnt).unwrap();
                 sh(
                     "mount",
-                    &["-o", "loop", vol.to_str().unwrap(), mnt.to_str().unwrap()],
+                    &[
+                        "-o",
+                        "loop,ro",
+                        vol.to_str().unwrap(),
+                        mnt.to_str().unwrap(),
+                    ],
                 );
                 let o = std::process::Command::new("python3")
                     .arg("-c")
@@ -873,6 +884,118 @@ fn ext_volumes_match_the_kernel() {
             compare_with_manifest(&img, &std::fs::read_to_string(&manifest).unwrap(), &["p1"]);
         }
     }
+}
+
+/// Extended attributes of every namespace (in the inode, in the attribute block, a POSIX
+/// ACL), inode numbers and link counts, as the kernel shows them on the same ext4 volume.
+#[test]
+fn ext_xattrs_and_inode_numbers_match_the_kernel() {
+    if !require_root("ext_xattrs_and_inode_numbers_match_the_kernel") {
+        return;
+    }
+    let dir = tempdir();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    python(
+        r#"
+import os, struct
+open('a.txt', 'w').write('a\n')
+os.setxattr('a.txt', 'user.small', b'hi')
+os.setxattr('a.txt', 'user.block', os.urandom(1500))
+os.setxattr('a.txt', 'trusted.t', b'trusted value')
+os.setxattr('a.txt', 'security.s', b'security value')
+os.link('a.txt', 'a hard link')
+os.mkdir('d')
+os.setxattr('d', 'user.on dir', b'\x00\x01 binary')
+acl = struct.pack('<I', 2) + b''.join(struct.pack('<HHI', t, p, i) for t, p, i in
+      [(1, 6, 0xFFFFFFFF), (2, 4, 1000), (4, 4, 0xFFFFFFFF), (0x10, 4, 0xFFFFFFFF),
+       (0x20, 0, 0xFFFFFFFF)])
+open('d/acl.txt', 'w').close()
+os.setxattr('d/acl.txt', 'system.posix_acl_access', acl)
+os.symlink('a.txt', 'link')
+"#,
+        &tree,
+        &[],
+    );
+    let vol = dir.path().join("vol.ext4");
+    sh(
+        "mkfs.ext4",
+        &[
+            "-q",
+            "-F",
+            "-b",
+            "4096",
+            "-d",
+            tree.to_str().unwrap(),
+            vol.to_str().unwrap(),
+            "16M",
+        ],
+    );
+    // What the kernel shows: path -> (inode, links, attributes in getfattr's hex form).
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    sh(
+        "mount",
+        &[
+            "-o",
+            "loop,ro",
+            vol.to_str().unwrap(),
+            mnt.to_str().unwrap(),
+        ],
+    );
+    let walk = std::panic::catch_unwind(|| {
+        python(
+            r#"
+import os, json
+for top, dirs, files in os.walk('.'):
+    for n in dirs + files:
+        p = os.path.join(top, n)
+        if p.startswith('./lost+found'):
+            continue
+        st = os.lstat(p)
+        x = {} if os.path.islink(p) else {a: '0x' + os.getxattr(p, a).hex()
+                                          for a in os.listxattr(p)}
+        print(json.dumps([p[1:], st.st_ino, st.st_nlink, x]))
+"#,
+            &mnt,
+            &[],
+        )
+    });
+    sh("umount", &[mnt.to_str().unwrap()]);
+    let walk = walk.unwrap();
+    let kernel: BTreeMap<String, serde_json::Value> = String::from_utf8(walk)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v[0].as_str().unwrap().to_string(), v)
+        })
+        .collect();
+    assert!(
+        kernel["/a.txt"][3]["trusted.t"].is_string(),
+        "{:?}",
+        kernel["/a.txt"]
+    );
+    assert!(kernel["/d/acl.txt"][3]["system.posix_acl_access"].is_string());
+    let img = image_of(&vol, dir.path());
+    let (seen, clean) = ls_tree(&img, "/");
+    assert!(clean);
+    for (path, k) in &kernel {
+        let s = &seen[path].json;
+        assert_eq!(s["ino"], k[1], "{path}: inode number");
+        assert_eq!(s["nlink"], k[2], "{path}: links");
+        let empty = serde_json::json!({});
+        assert_eq!(
+            s.get("xattrs").unwrap_or(&empty),
+            &k[3],
+            "{path}: attributes"
+        );
+    }
+    assert_eq!(
+        seen.len(),
+        kernel.len() + 1,
+        "lost+found besides the kernel's walk"
+    );
 }
 
 /// Device nodes, FIFOs and sockets are listed with their type, not read, not copied.

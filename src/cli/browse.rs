@@ -45,6 +45,8 @@ struct Entry {
     target: Option<String>,
     /// For a partition directory: number, filesystem, label.
     mount: Option<(u32, String, String)>,
+    /// Extended attributes: (name with namespace, value).
+    xattrs: Vec<(String, Vec<u8>)>,
 }
 
 fn fmt_time(t: Option<Time>) -> String {
@@ -85,6 +87,9 @@ impl Entry {
                 obj.insert(k.into(), v.into());
             }
         }
+        if let Some(ino) = m.ino {
+            obj.insert("ino".into(), ino.into());
+        }
         if let Some(t) = &self.target {
             obj.insert("target".into(), t.clone().into());
         }
@@ -93,6 +98,18 @@ impl Entry {
                 "streams".into(),
                 serde_json::to_value(&m.streams).expect("serialisable"),
             );
+        }
+        if !self.xattrs.is_empty() {
+            // Values in hex, as `getfattr -e hex` gives them.
+            let x: serde_json::Map<String, serde_json::Value> = self
+                .xattrs
+                .iter()
+                .map(|(n, v)| {
+                    let hex: String = v.iter().map(|b| format!("{b:02x}")).collect();
+                    (n.clone(), format!("0x{hex}").into())
+                })
+                .collect();
+            obj.insert("xattrs".into(), x.into());
         }
         if let Some((n, fs, label)) = &self.mount {
             obj.insert("partition".into(), (*n).into());
@@ -131,6 +148,9 @@ impl Entry {
         for s in &m.streams {
             line.push_str(&format!("\n{:>36} {}:{}", s.size, shown, s.name));
         }
+        for (n, v) in &self.xattrs {
+            line.push_str(&format!("\n{:>36} {} [{n}]", v.len(), shown));
+        }
         line
     }
 }
@@ -150,12 +170,18 @@ fn entry(fs: &dyn FileSystem, path: String, name: String, node: NodeId) -> Resul
     } else {
         None
     };
+    let mut xattrs = Vec::new();
+    for n in fs.xattr_names(node)? {
+        let v = fs.xattr(node, &n)?;
+        xattrs.push((n, v));
+    }
     Ok(Entry {
         path,
         name,
         meta,
         target,
         mount: None,
+        xattrs,
     })
 }
 
@@ -270,6 +296,7 @@ pub fn ls(image: &Path, path: &str, opts: &LsOptions) -> Result<bool> {
                     name: m.name.clone(),
                     meta,
                     target: None,
+                    xattrs: Vec::new(),
                     mount: Some((
                         m.number,
                         m.kind.map_or("", |k| k.name()).to_string(),

@@ -23,6 +23,7 @@
 
 pub mod exfat;
 pub mod ext;
+pub mod ext_inode;
 pub mod fat;
 pub mod huffman;
 pub mod lznt1;
@@ -129,6 +130,9 @@ pub struct Metadata {
     pub gid: Option<u32>,
     /// Number of names the node has.
     pub nlink: Option<u32>,
+    /// Inode number (ext) or file record number (NTFS), as the kernel and ntfs-3g give it
+    /// in `st_ino`.
+    pub ino: Option<u64>,
     /// Named streams (NTFS), not counting the main contents.
     pub streams: Vec<Stream>,
 }
@@ -147,6 +151,7 @@ impl Metadata {
             uid: None,
             gid: None,
             nlink: None,
+            ino: None,
             streams: Vec::new(),
         }
     }

@@ -824,6 +824,7 @@ impl FileSystem for NtfsFs {
             }
         }
         m.nlink = Some(links.max(1));
+        m.ino = Some(node);
         // The compressed data of a WOF file is how it is stored, not a stream of its own
         // (Windows does not list it either).
         if kind == NodeKind::File && self.wof_reparse(&mut c, &file)?.is_some() {
