@@ -339,6 +339,11 @@ open('comp/text.txt', 'w').write(''.join('line %d of a compressible file\n' % i 
 open('comp/random.bin', 'wb').write(bytes((i * 2654435761 >> 13) & 255 for i in range(200000)))
 with open('comp/mixed.bin', 'wb') as f:
     f.write(b'A' * 70000); f.write(bytes(140000)); f.write(os.urandom(5000)); f.write(b'end')
+# Compressible units between ones that are not: so many data runs that the attribute
+# continues in other file records, listed in an $ATTRIBUTE_LIST.
+with open('comp/fragmented.bin', 'wb') as f:
+    for i in range(200):
+        f.write((b'unit %d compressible ' % i) * 3000); f.write(os.urandom(8000))
 open('plain.txt', 'w').write('plain data\n')
 os.link('plain.txt', 'hard link.txt')
 os.symlink('plain.txt', 'relative link')
@@ -377,10 +382,11 @@ open('new file.txt', 'w').write('made at the second point\n')
 os.setxattr('hard link.txt', 'user.added', b'later stream')
 "#;
 
-/// An NTFS volume made by mkntfs and filled through ntfs-3g (LZNT1 compression, hard
-/// links, symbolic links, streams, sparse files, Unicode and 254-character names, 10 050
-/// files in one directory, 40 levels of directories), imaged at two points in time: each
-/// image reads exactly as ntfs-3g reads the disk at that point.
+/// An NTFS volume made by mkntfs and filled through ntfs-3g (LZNT1 compression, also of
+/// data spread over several file records; hard links, symbolic links, streams, sparse
+/// files, Unicode and 254-character names, 10 050 files in one directory, 40 levels of
+/// directories), imaged at two points in time: each image reads exactly as ntfs-3g reads
+/// the disk at that point.
 #[test]
 fn ntfs3g_volume_at_two_points_matches_ntfs3g() {
     if !require_root("ntfs3g_volume_at_two_points_matches_ntfs3g") {
@@ -403,6 +409,11 @@ fn ntfs3g_volume_at_two_points_matches_ntfs3g() {
     let manifest_sh = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/manifest.sh");
     for (point, script) in [("a", NTFS_POINT_A), ("b", NTFS_POINT_B)] {
         ntfs3g_fill(&vol, script);
+        let info = sh(
+            "ntfsinfo",
+            &["-F", "/comp/fragmented.bin", vol.to_str().unwrap()],
+        );
+        assert!(info.contains("$ATTRIBUTE_LIST"), "{info}");
         let disk = dir.path().join(format!("disk-{point}.img"));
         disk_with(&vol, &disk);
         let manifest = dir.path().join(format!("manifest-{point}.txt"));
@@ -852,12 +863,7 @@ fn ext_volumes_match_the_kernel() {
                 std::fs::create_dir(&mnt).unwrap();
                 sh(
                     "mount",
-                    &[
-                        "-o",
-                        "loop,ro",
-                        vol.to_str().unwrap(),
-                        mnt.to_str().unwrap(),
-                    ],
+                    &["-o", "loop", vol.to_str().unwrap(), mnt.to_str().unwrap()],
                 );
                 let o = std::process::Command::new("python3")
                     .arg("-c")
@@ -1177,6 +1183,45 @@ fn exfat_volume() {
     );
 }
 
+/// Names are looked up as exFAT compares them, through the volume's up-case table: the
+/// same names are found (and not found) as through exfat-fuse on a volume mkfs.exfat made.
+#[test]
+fn exfat_lookups_follow_the_upcase_table() {
+    if !require_root("exfat_lookups_follow_the_upcase_table") {
+        return;
+    }
+    let dir = tempdir();
+    let vol = dir.path().join("vol.exfat");
+    std::fs::File::create(&vol)
+        .unwrap()
+        .set_len(8 << 20)
+        .unwrap();
+    sh("mkfs.exfat", &[vol.to_str().unwrap()]);
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let dev = Loop::attach(&vol, 512, false);
+    sh("mount.exfat-fuse", &[&dev.0, mnt.to_str().unwrap()]);
+    let names = ["É.TXT", "\u{212A}.txt", "K.TXT", "ÜNÏ/Σ", "ünï/σ", "ß"];
+    let made = std::panic::catch_unwind(|| {
+        python(
+            "import os\nopen('é.txt', 'w').write('e\\n')\nopen('k.txt', 'w').write('k\\n')\n\
+             os.mkdir('Ünï')\nopen('Ünï/σ', 'w').write('s\\n')\nopen('SS', 'w').write('ss\\n')",
+            &mnt,
+            &[],
+        );
+        names.map(|n| mnt.join(n).exists())
+    });
+    sh("umount", &[mnt.to_str().unwrap()]);
+    drop(dev);
+    let found = made.unwrap();
+    assert_eq!(found, [true, false, true, true, true, false], "exfat-fuse");
+    let img = image_of(&vol, dir.path());
+    for (name, want) in names.iter().zip(found) {
+        let o = run(&[&"cat", &img, &format!("/{name}")]);
+        assert_eq!(o.status.success(), want, "{name}");
+    }
+}
+
 /// Symbolic links and junctions stored as reparse points (as Windows makes them; written
 /// here through ntfs-3g's `system.ntfs_reparse_data`): shown as symbolic links, relative
 /// ones as stored, absolute ones (`\??\C:\...`) relative to the volume root.
@@ -1348,6 +1393,74 @@ fn ntfs_wof_compressed_files_read_as_written() {
     for (name, data) in names.iter().zip(&orig) {
         assert!(std::fs::read(out.join(name)).unwrap() == *data, "{name}");
     }
+}
+
+/// Marks `name`'s unnamed `$DATA` attribute and its `$STANDARD_INFORMATION` as EFS
+/// encrypted, as Windows does, in the NTFS volume file given as argv[1] (the bytes patched
+/// lie inside the record's first sector, away from the update sequence).
+const EFS_MARK: &str = r#"
+import struct, sys
+vol, name = sys.argv[1], sys.argv[2].encode('utf-16-le')
+data = bytearray(open(vol, 'rb').read())
+at = 0
+while True:
+    at = data.find(b'FILE0', at)
+    assert at >= 0, 'record not found'
+    rec = data[at:at + 1024]
+    if name in rec:
+        break
+    at += 1024
+off = struct.unpack_from('<H', rec, 0x14)[0]
+while struct.unpack_from('<I', rec, off)[0] != 0xFFFFFFFF:
+    ty, ln = struct.unpack_from('<II', rec, off)
+    if ty == 0x10:
+        v = off + struct.unpack_from('<H', rec, off + 0x14)[0]
+        struct.pack_into('<I', data, at + v + 0x20, struct.unpack_from('<I', rec, v + 0x20)[0] | 0x4000)
+    if ty == 0x80 and rec[off + 9] == 0:
+        struct.pack_into('<H', data, at + off + 0x0C, struct.unpack_from('<H', rec, off + 0x0C)[0] | 0x4000)
+    off += ln
+open(vol, 'r+b').write(data)
+"#;
+
+/// A file Windows encrypted (EFS) is refused by name with the reason, as ntfs-3g refuses
+/// to read it; cp reports it and copies the rest.
+#[test]
+fn ntfs_efs_encrypted_file_is_refused() {
+    if !require_root("ntfs_efs_encrypted_file_is_refused") {
+        return;
+    }
+    let dir = tempdir();
+    let vol = small_ntfs(dir.path());
+    ntfs3g_fill(
+        &vol,
+        "import os\nopen('secret.txt', 'wb').write(os.urandom(10000))\n\
+         open('plain.txt', 'w').write('plain\\n')",
+    );
+    python(EFS_MARK, dir.path(), &[&vol, Path::new("secret.txt")]);
+    let mnt = dir.path().join("ro");
+    std::fs::create_dir(&mnt).unwrap();
+    sh(
+        "ntfs-3g",
+        &["-o", "ro", vol.to_str().unwrap(), mnt.to_str().unwrap()],
+    );
+    let by_ntfs3g = std::fs::read(mnt.join("secret.txt"));
+    let plain = std::fs::read(mnt.join("plain.txt"));
+    sh("umount", &[mnt.to_str().unwrap()]);
+    assert!(by_ntfs3g.is_err(), "ntfs-3g reads the encrypted file");
+    assert_eq!(plain.unwrap(), b"plain\n");
+    let img = image_of(&vol, dir.path());
+    let (code, _, err) = outcome(&run(&[&"cat", &img, &"/secret.txt"]));
+    assert_eq!(code, 1);
+    assert!(err.contains("EFS-encrypted"), "{err}");
+    let out = dir.path().join("out");
+    let (code, _, err) = outcome(&run(&[&"cp", &"-r", &"-q", &img, &"/", &out]));
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("/secret.txt: not copied: ") && err.contains("EFS"),
+        "{err}"
+    );
+    assert!(!out.join("secret.txt").exists());
+    assert_eq!(std::fs::read(out.join("plain.txt")).unwrap(), b"plain\n");
 }
 
 /// Names that cannot be created as they are (control characters, `%XX` look-alikes) are

@@ -383,6 +383,25 @@ impl NtfsFs {
         file: &NtfsFile,
     ) -> Result<Vec<ntfs::structured_values::NtfsAttributeListEntry>> {
         let mut out = Vec::new();
+        for e in self.list_entries(c, file)? {
+            if e.ty().map_err(err)? == NtfsAttributeType::Data
+                && e.name_length() > 0
+                && e.lowest_vcn().value() == 0
+                && e.base_file_reference().file_record_number() != file.file_record_number()
+            {
+                out.push(e);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every entry of `file`'s `$ATTRIBUTE_LIST` (none when it has no list).
+    fn list_entries(
+        &self,
+        c: &mut Cursor,
+        file: &NtfsFile,
+    ) -> Result<Vec<ntfs::structured_values::NtfsAttributeListEntry>> {
+        let mut out = Vec::new();
         for a in file.attributes_raw() {
             let a = a.map_err(err)?;
             if a.ty().map_err(err)? != NtfsAttributeType::AttributeList {
@@ -392,14 +411,7 @@ impl NtfsFs {
                 a.structured_value(c).map_err(err)?;
             let mut entries = list.entries();
             while let Some(e) = entries.next(c) {
-                let e = e.map_err(err)?;
-                if e.ty().map_err(err)? == NtfsAttributeType::Data
-                    && e.name_length() > 0
-                    && e.lowest_vcn().value() == 0
-                    && e.base_file_reference().file_record_number() != file.file_record_number()
-                {
-                    out.push(e);
-                }
+                out.push(e.map_err(err)?);
             }
         }
         Ok(out)
@@ -426,15 +438,15 @@ impl NtfsFs {
         }
         // A resident value is never stored compressed, whatever its flag says.
         if flags.contains(NtfsAttributeFlags::COMPRESSED) && !attr.is_resident() {
-            return match attr.value(c).map_err(err)? {
-                NtfsAttributeValue::NonResident(v) => {
-                    self.read_compressed(&v, (node, stream), offset, buf)
+            let cs = u64::from(self.ntfs.cluster_size());
+            let (runs, size) = match attr.value(c).map_err(err)? {
+                NtfsAttributeValue::NonResident(v) => (runs_of(&v, 0, cs)?, v.len()),
+                NtfsAttributeValue::AttributeListNonResident(_) => {
+                    self.listed_runs(c, file, stream, cs)?
                 }
-                _ => Err(Error::Invalid(format!(
-                    "NTFS record {node}: compressed data spread over several file records \
-                     cannot be read yet"
-                ))),
+                NtfsAttributeValue::Resident(_) => unreachable!("checked above"),
             };
+            return self.read_compressed(&runs, size, (node, stream), offset, buf);
         }
         if stream.is_empty() {
             if let Some(r) = self.wof_reparse(c, file)? {
@@ -602,28 +614,49 @@ impl NtfsFs {
     /// clusters hold the compressed unit).
     fn read_compressed(
         &self,
-        v: &ntfs::attribute_value::NtfsNonResidentAttributeValue,
+        runs: &[Run],
+        size: u64,
         (node, stream): (NodeId, &str),
         offset: u64,
         buf: &mut [u8],
     ) -> Result<usize> {
         let cs = u64::from(self.ntfs.cluster_size());
-        let mut runs: Vec<Run> = Vec::new();
-        let mut vcn = 0u64;
-        for r in v.data_runs() {
-            let r = r.map_err(err)?;
-            let n = r.allocated_size() / cs;
-            runs.push((vcn, n, r.data_position().value().map(|p| p.get())));
-            vcn += n;
+        self.read_units((node, stream), UNIT_CLUSTERS * cs, size, offset, buf, |u| {
+            self.unit(runs, u, cs)
+        })
+    }
+
+    /// The data runs of `$DATA` attribute `stream` of `file` when its pieces lie in several
+    /// file records (listed in its `$ATTRIBUTE_LIST`), in VCN order, and its size (which
+    /// only the first piece records).
+    fn listed_runs(
+        &self,
+        c: &mut Cursor,
+        file: &NtfsFile,
+        stream: &str,
+        cs: u64,
+    ) -> Result<(Vec<Run>, u64)> {
+        let mut pieces: Vec<(u64, Vec<Run>)> = Vec::new();
+        let mut size = 0;
+        for e in self.list_entries(c, file)? {
+            if e.ty().map_err(err)? != NtfsAttributeType::Data
+                || e.name().to_string_lossy() != stream
+            {
+                continue;
+            }
+            let start = u64::try_from(e.lowest_vcn().value())
+                .map_err(|_| Error::Invalid("NTFS: negative VCN in an attribute list".into()))?;
+            let ext = e.to_file(&self.ntfs, c).map_err(err)?;
+            let piece = e.to_attribute(&ext).map_err(err)?;
+            if start == 0 {
+                size = piece.value_length();
+            }
+            if let NtfsAttributeValue::NonResident(v) = piece.value(c).map_err(err)? {
+                pieces.push((start, runs_of(&v, start, cs)?));
+            }
         }
-        self.read_units(
-            (node, stream),
-            UNIT_CLUSTERS * cs,
-            v.len(),
-            offset,
-            buf,
-            |u| self.unit(&runs, u, cs),
-        )
+        pieces.sort_by_key(|p| p.0);
+        Ok((pieces.into_iter().flat_map(|p| p.1).collect(), size))
     }
 
     /// Reads `offset..` of data of `size` bytes made of units of `unit_bytes` each, which
@@ -701,6 +734,22 @@ impl NtfsFs {
         out.resize(unit_bytes, 0);
         Ok(out)
     }
+}
+
+/// The data runs of one non-resident attribute (or piece of one) starting at VCN `vcn`.
+fn runs_of(
+    v: &ntfs::attribute_value::NtfsNonResidentAttributeValue,
+    mut vcn: u64,
+    cs: u64,
+) -> Result<Vec<Run>> {
+    let mut runs = Vec::new();
+    for r in v.data_runs() {
+        let r = r.map_err(err)?;
+        let n = r.allocated_size() / cs;
+        runs.push((vcn, n, r.data_position().value().map(|p| p.get())));
+        vcn += n;
+    }
+    Ok(runs)
 }
 
 fn time(t: ntfs::NtfsTime) -> Option<Time> {
