@@ -13,9 +13,10 @@
 //!   `/`-separated path into a mount and a node.
 //! - Adapters: [`ntfs`] (the `ntfs` crate; node id = file record number), [`ext`]
 //!   (`ext4-view`; the crate addresses files by path and is not `Send`, so every thread
-//!   gets its own instance and node ids are synthesised from a path table), [`fat`]
-//!   (`fatfs` behind a `Mutex` on a storage adapter whose writes fail; synthesised ids),
-//!   [`exfat`] (read directly; synthesised ids). [`lznt1`] decodes NTFS compression, [`wof`] files compressed by
+//!   gets its own instance; node ids are inode numbers, found by [`ext_inode`], which also
+//!   reads link counts and extended attributes), [`fat`] (`fatfs` behind a `Mutex` on a
+//!   storage adapter whose writes fail; synthesised ids), [`exfat`] (read directly;
+//!   synthesised ids). [`lznt1`] decodes NTFS compression, [`wof`] files compressed by
 //!   Windows' overlay filter (CompactOS) with [`xpress`] and [`lzx`] ([`huffman`] codes).
 //! - [`path`] escapes names that cannot be written safely on the destination.
 //!
