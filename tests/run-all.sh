@@ -8,7 +8,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # Tools the tests and fixture scripts call.
 PKGS=(gdisk fdisk dosfstools mtools ntfs-3g e2fsprogs fuse3 zstd faketime util-linux mount python3
-      exfatprogs exfat-fuse attr tar procps)
+      exfatprogs exfat-fuse attr tar procps libwim15)
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -1,5 +1,6 @@
 //! `strata ls`, `cat` and `cp`: files inside an image, through [`crate::vfs::Vfs`].
 
+use super::xattr;
 use crate::blockdev::BlockDev;
 use crate::chain::ResolveOptions;
 use crate::error::{Error, Result};
@@ -116,6 +117,8 @@ struct Entry {
     target: Option<String>,
     /// For a partition directory: number, filesystem, label.
     mount: Option<(u32, String, String)>,
+    /// Extended attributes: (name with namespace, value).
+    xattrs: Vec<(String, Vec<u8>)>,
 }
 
 fn fmt_time(t: Option<Time>) -> String {
@@ -156,6 +159,9 @@ impl Entry {
                 obj.insert(k.into(), v.into());
             }
         }
+        if let Some(ino) = m.ino {
+            obj.insert("ino".into(), ino.into());
+        }
         if let Some(t) = &self.target {
             obj.insert("target".into(), t.clone().into());
         }
@@ -164,6 +170,18 @@ impl Entry {
                 "streams".into(),
                 serde_json::to_value(&m.streams).expect("serialisable"),
             );
+        }
+        if !self.xattrs.is_empty() {
+            // Values in hex, as `getfattr -e hex` gives them.
+            let x: serde_json::Map<String, serde_json::Value> = self
+                .xattrs
+                .iter()
+                .map(|(n, v)| {
+                    let hex: String = v.iter().map(|b| format!("{b:02x}")).collect();
+                    (n.clone(), format!("0x{hex}").into())
+                })
+                .collect();
+            obj.insert("xattrs".into(), x.into());
         }
         if let Some((n, fs, label)) = &self.mount {
             obj.insert("partition".into(), (*n).into());
@@ -202,6 +220,9 @@ impl Entry {
         for s in &m.streams {
             line.push_str(&format!("\n{:>36} {}:{}", s.size, shown, s.name));
         }
+        for (n, v) in &self.xattrs {
+            line.push_str(&format!("\n{:>36} {} [{n}]", v.len(), shown));
+        }
         line
     }
 }
@@ -221,12 +242,18 @@ fn entry(fs: &dyn FileSystem, path: String, name: String, node: NodeId) -> Resul
     } else {
         None
     };
+    let mut xattrs = Vec::new();
+    for n in fs.xattr_names(node)? {
+        let v = fs.xattr(node, &n)?;
+        xattrs.push((n, v));
+    }
     Ok(Entry {
         path,
         name,
         meta,
         target,
         mount: None,
+        xattrs,
     })
 }
 
@@ -341,6 +368,7 @@ pub fn ls(image: &Path, path: &str, opts: &LsOptions) -> Result<bool> {
                     name: m.name.clone(),
                     meta,
                     target: None,
+                    xattrs: Vec::new(),
                     mount: Some((
                         m.number,
                         m.kind.map_or("", |k| k.name()).to_string(),
@@ -439,6 +467,10 @@ pub struct CpSummary {
     pub failed: Vec<(String, String)>,
     /// Names that had to be escaped: (path in the image, name written).
     pub escaped: Vec<(String, String)>,
+    /// Streams and extended attributes of copied entries that the destination did not
+    /// take: (`PATH: stream NAME` or `PATH: attribute NAME`, why). The entry itself was
+    /// copied.
+    pub not_kept: Vec<(String, String)>,
 }
 
 struct Copier<'a> {
@@ -475,7 +507,7 @@ impl Copier<'_> {
         let meta = fs.metadata(node)?;
         match meta.kind {
             NodeKind::Dir => self.copy_dir(fs, src, node, &meta, dest),
-            NodeKind::File => self.copy_file(fs, node, &meta, dest),
+            NodeKind::File => self.copy_file(fs, src, node, &meta, dest),
             NodeKind::Symlink => {
                 let target = fs.read_link(node)?;
                 self.make_room(dest)?;
@@ -515,6 +547,7 @@ impl Copier<'_> {
             None => std::fs::create_dir(dest).map_err(|e| Error::io(dest, "cannot create", e))?,
         }
         self.sum.dirs += 1;
+        self.copy_extras(fs, src, node, meta, dest)?;
         let mut children = fs.read_dir(node)?;
         children.sort_by(|a, b| a.name.cmp(&b.name));
         for c in children {
@@ -540,6 +573,7 @@ impl Copier<'_> {
     fn copy_file(
         &mut self,
         fs: &dyn FileSystem,
+        src: &str,
         node: NodeId,
         meta: &Metadata,
         dest: &Path,
@@ -555,11 +589,12 @@ impl Copier<'_> {
             "copy",
             !self.opts.quiet && meta.size >= PROGRESS_MIN_BYTES,
         );
-        let r = write_contents(fs, node, &mut f, &bar);
+        let r = write_contents(fs, node, "", &mut f, &bar);
         bar.finish();
         match r {
             Ok(n) => {
                 drop(f);
+                self.copy_extras(fs, src, node, meta, dest)?;
                 set_mtime(dest, meta.mtime);
                 self.sum.files += 1;
                 self.sum.bytes += n;
@@ -575,10 +610,71 @@ impl Copier<'_> {
     }
 }
 
-/// Copies a file's contents, leaving holes where the data is all zeros.
+impl Copier<'_> {
+    /// Gives the copy at `dest` of `node` its named streams (NTFS) and `user.*` extended
+    /// attributes ([`xattr`]). What the destination refuses is noted in
+    /// [`CpSummary::not_kept`]: the contents were copied, and one refused stream (a
+    /// `Zone.Identifier` on a FAT stick) should not fail a whole tree. Attributes of other
+    /// namespaces (`security.`, `trusted.`, `system.`) are not copied: they need
+    /// privileges or mean something only on the system that made them.
+    fn copy_extras(
+        &mut self,
+        fs: &dyn FileSystem,
+        src: &str,
+        node: NodeId,
+        meta: &Metadata,
+        dest: &Path,
+    ) -> Result<()> {
+        for s in &meta.streams {
+            let what = format!("{src}: stream {}", s.name);
+            if let Some(p) = xattr::stream_path(dest, &s.name) {
+                let r = std::fs::File::create(&p)
+                    .map_err(|e| Error::io(&p, "cannot create", e))
+                    .and_then(|mut f| {
+                        write_contents(fs, node, &s.name, &mut f, &Progress::new(0, "", false))
+                    });
+                if let Err(e) = r {
+                    self.sum.not_kept.push((what, e.to_string()));
+                }
+                continue;
+            }
+            if s.size > xattr::MAX_VALUE {
+                self.sum.not_kept.push((
+                    what,
+                    format!(
+                        "{} bytes, more than an extended attribute holds ({} bytes)",
+                        s.size,
+                        xattr::MAX_VALUE
+                    ),
+                ));
+                continue;
+            }
+            let value = Vfs::read_all(fs, node, &s.name)?;
+            if let Err(e) = xattr::set(dest, &format!("user.{}", s.name), &value) {
+                self.sum.not_kept.push((what, xattr::refusal(&e)));
+            }
+        }
+        for name in fs.xattr_names(node)? {
+            if !name.starts_with("user.") {
+                continue;
+            }
+            let value = fs.xattr(node, &name)?;
+            if let Err(e) = xattr::set(dest, &name, &value) {
+                self.sum
+                    .not_kept
+                    .push((format!("{src}: attribute {name}"), xattr::refusal(&e)));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Copies a file's contents (or its named `stream`), leaving holes where the data is all
+/// zeros.
 fn write_contents(
     fs: &dyn FileSystem,
     node: NodeId,
+    stream: &str,
     f: &mut std::fs::File,
     bar: &Progress,
 ) -> Result<u64> {
@@ -589,7 +685,7 @@ fn write_contents(
     let mut pos = 0u64;
     loop {
         check_interrupt()?;
-        let n = fs.read_at(node, "", pos, &mut buf)?;
+        let n = fs.read_at(node, stream, pos, &mut buf)?;
         if n == 0 {
             break;
         }

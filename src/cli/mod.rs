@@ -5,6 +5,7 @@
 mod browse;
 mod demo;
 mod mount;
+mod xattr;
 
 use crate::chain::ResolveOptions;
 pub use browse::{open_point, open_vfs};
@@ -472,6 +473,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             for (src, why) in &s.failed {
                 eprintln!("strata: {src}: not copied: {why}");
+            }
+            for (what, why) in &s.not_kept {
+                eprintln!("strata: {what} not kept: {why}");
             }
             if !quiet {
                 out(&format!(

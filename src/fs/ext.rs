@@ -59,6 +59,8 @@ struct Super {
     s_first_meta_bg: u32,
     s_backup_bgs: [u32; 2],
     s_checksum_seed: u32,
+    s_inodes_per_group: u32,
+    inode_size: u64,
 }
 
 fn read_super(dev: &dyn BlockDev) -> Result<Option<Super>> {
@@ -101,6 +103,12 @@ fn read_super(dev: &dyn BlockDev) -> Result<Option<Super>> {
         s_first_meta_bg: f.u32(0x104),
         s_backup_bgs: [f.u32(0x24C), f.u32(0x250)],
         s_checksum_seed: f.u32(0x270),
+        s_inodes_per_group: f.u32(0x28),
+        inode_size: if f.u32(0x4C) == 0 {
+            128
+        } else {
+            u64::from(f.u16(0x58))
+        },
     }))
 }
 
@@ -214,6 +222,87 @@ struct Desc {
     bitmap_csum: u32,
 }
 
+/// The group descriptors of every group.
+fn read_descs(dev: &dyn BlockDev, s: &Super) -> Result<Vec<Desc>> {
+    let bs = s.block_size;
+    let groups = s.groups();
+    let gdt_blocks = groups.div_ceil(s.descs_per_block());
+    let mut descs = Vec::with_capacity(groups as usize);
+    let mut block = vec![0u8; bs as usize];
+    for i in 0..gdt_blocks {
+        let at = s.desc_block(i);
+        if at >= s.s_blocks_count {
+            return Err(corrupt(
+                "ext",
+                1024,
+                format!("descriptor block {at} out of range"),
+            ));
+        }
+        dev.read_at(at * bs, &mut block)?;
+        for d in block.chunks_exact(s.desc_size as usize) {
+            if descs.len() as u64 == groups {
+                break;
+            }
+            let f = LeFields(d);
+            let hi = |off: usize| {
+                if s.desc_size >= 64 {
+                    u64::from(f.u32(off)) << 32
+                } else {
+                    0
+                }
+            };
+            let csum_hi = if s.desc_size >= 0x3C {
+                u32::from(f.u16(0x38)) << 16
+            } else {
+                0
+            };
+            let free_hi = if s.desc_size >= 64 {
+                u64::from(f.u16(0x2C)) << 16
+            } else {
+                0
+            };
+            descs.push(Desc {
+                block_bitmap: u64::from(f.u32(0x0)) | hi(0x20),
+                inode_bitmap: u64::from(f.u32(0x4)) | hi(0x24),
+                inode_table: u64::from(f.u32(0x8)) | hi(0x28),
+                free_blocks: u64::from(f.u16(0xC)) | free_hi,
+                flags: f.u16(0x12),
+                bitmap_csum: u32::from(f.u16(0x18)) | csum_hi,
+            });
+        }
+    }
+
+    Ok(descs)
+}
+
+/// Where the inodes of an ext filesystem lie: what a reader of single inodes needs.
+pub struct InodeGeometry {
+    pub block_size: u64,
+    pub blocks_count: u64,
+    pub inode_size: u64,
+    pub inodes_per_group: u64,
+    /// First block of each group's inode table.
+    pub inode_tables: Vec<u64>,
+}
+
+/// The inode geometry of the ext filesystem on `dev`.
+pub fn inode_geometry(dev: &dyn BlockDev) -> Result<InodeGeometry> {
+    let Some(s) = read_super(dev)? else {
+        return Err(corrupt("ext", 1024, "no superblock magic"));
+    };
+    if s.s_blocks_per_group == 0 || s.s_inodes_per_group == 0 || s.inode_size < 128 {
+        return Err(corrupt("ext", 1024, "zero blocks or inodes per group"));
+    }
+    let descs = read_descs(dev, &s)?;
+    Ok(InodeGeometry {
+        block_size: s.block_size,
+        blocks_count: s.s_blocks_count,
+        inode_size: s.inode_size,
+        inodes_per_group: u64::from(s.s_inodes_per_group),
+        inode_tables: descs.iter().map(|d| d.inode_table).collect(),
+    })
+}
+
 /// Used byte ranges of the ext filesystem on `dev`.
 pub fn used(dev: &dyn BlockDev) -> Result<Ranges> {
     let Some(s) = read_super(dev)? else {
@@ -260,55 +349,9 @@ pub fn used(dev: &dyn BlockDev) -> Result<Ranges> {
             ),
         ));
     }
-    let groups = s.groups();
     let dpb = s.descs_per_block();
-    let gdt_blocks = groups.div_ceil(dpb);
 
-    // Read the group descriptors.
-    let mut descs = Vec::with_capacity(groups as usize);
-    let mut block = vec![0u8; bs as usize];
-    for i in 0..gdt_blocks {
-        let at = s.desc_block(i);
-        if at >= s.s_blocks_count {
-            return Err(corrupt(
-                "ext",
-                1024,
-                format!("descriptor block {at} out of range"),
-            ));
-        }
-        dev.read_at(at * bs, &mut block)?;
-        for d in block.chunks_exact(s.desc_size as usize) {
-            if descs.len() as u64 == groups {
-                break;
-            }
-            let f = LeFields(d);
-            let hi = |off: usize| {
-                if s.desc_size >= 64 {
-                    u64::from(f.u32(off)) << 32
-                } else {
-                    0
-                }
-            };
-            let csum_hi = if s.desc_size >= 0x3C {
-                u32::from(f.u16(0x38)) << 16
-            } else {
-                0
-            };
-            let free_hi = if s.desc_size >= 64 {
-                u64::from(f.u16(0x2C)) << 16
-            } else {
-                0
-            };
-            descs.push(Desc {
-                block_bitmap: u64::from(f.u32(0x0)) | hi(0x20),
-                inode_bitmap: u64::from(f.u32(0x4)) | hi(0x24),
-                inode_table: u64::from(f.u32(0x8)) | hi(0x28),
-                free_blocks: u64::from(f.u16(0xC)) | free_hi,
-                flags: f.u16(0x12),
-                bitmap_csum: u32::from(f.u16(0x18)) | csum_hi,
-            });
-        }
-    }
+    let descs = read_descs(dev, &s)?;
 
     let csum = s.s_feature_ro_compat & RO_COMPAT_METADATA_CSUM != 0;
     let uninit_allowed =
@@ -318,18 +361,7 @@ pub fn used(dev: &dyn BlockDev) -> Result<Ranges> {
     } else {
         crc32c_raw(!0, &s.s_uuid)
     };
-    let inode_table_blocks = {
-        // s_inodes_per_group * s_inode_size / block size
-        let mut sb = [0u8; 1024];
-        dev.read_at(1024, &mut sb)?;
-        let f = LeFields(&sb);
-        let inode_size = if f.u32(0x4C) == 0 {
-            128
-        } else {
-            u64::from(f.u16(0x58))
-        };
-        (u64::from(f.u32(0x28)) * inode_size).div_ceil(bs)
-    };
+    let inode_table_blocks = (u64::from(s.s_inodes_per_group) * s.inode_size).div_ceil(bs);
 
     let mut used = Ranges::new();
     // The boot block and the superblock, whatever the block size.
@@ -439,6 +471,8 @@ mod tests {
             s_first_meta_bg: 0,
             s_backup_bgs: [0; 2],
             s_checksum_seed: 0,
+            s_inodes_per_group: 8192,
+            inode_size: 256,
         };
         let with: Vec<u64> = (0..30).filter(|&g| s.has_super(g)).collect();
         assert_eq!(with, [0, 1, 3, 5, 7, 9, 25, 27]);

@@ -4,8 +4,9 @@
 //! Extension (0xC0: first cluster, lengths, whether the clusters are contiguous) and File
 //! Name entries (0xC1: 15 UTF-16 units each). Data is either contiguous from its first
 //! cluster (NoFatChain) or follows the FAT; bytes past the valid data length read as zeros.
-//! Node ids are synthesised (root 1). Names are compared case-insensitively through
-//! Unicode lower-casing (the volume's up-case table is not consulted).
+//! Node ids are synthesised (root 1). Names are compared as exFAT compares them: each
+//! UTF-16 unit mapped through the volume's up-case table (entry 0x82 of the root
+//! directory; runs of units that map to themselves are stored as 0xFFFF and a count).
 
 use super::{DirEntry, FileSystem, Metadata, NodeId, NodeKind, PartDev, Time};
 use crate::blockdev::BlockDev;
@@ -41,6 +42,8 @@ pub struct ExfatFs {
     cluster: u64,
     clusters: u64,
     nodes: Mutex<(Vec<Node>, HashMap<String, NodeId>)>,
+    /// The up-case table, read on the first lookup.
+    upcase: std::sync::OnceLock<Vec<u16>>,
 }
 
 fn u16at(b: &[u8], o: usize) -> u16 {
@@ -84,6 +87,36 @@ fn time(ts: u32, ms10: u8, utc: u8) -> Option<Time> {
     })
 }
 
+/// The up-case table as stored (little-endian units; 0xFFFF, n: the next n units map to
+/// themselves) as one entry per unit.
+fn expand_upcase(raw: &[u8]) -> Vec<u16> {
+    let mut out: Vec<u16> = Vec::new();
+    let mut units = raw
+        .chunks_exact(2)
+        .map(|b| u16::from_le_bytes([b[0], b[1]]));
+    while let Some(u) = units.next() {
+        if u == 0xFFFF {
+            let n = units.next().unwrap_or(0);
+            for _ in 0..n {
+                if out.len() > usize::from(u16::MAX) {
+                    break;
+                }
+                out.push(out.len() as u16);
+            }
+        } else if out.len() <= usize::from(u16::MAX) {
+            out.push(u);
+        }
+    }
+    out
+}
+
+/// `name`'s UTF-16 units through the up-case `table` (units past its end stay).
+fn upcased(table: &[u16], name: &str) -> Vec<u16> {
+    name.encode_utf16()
+        .map(|u| table.get(usize::from(u)).copied().unwrap_or(u))
+        .collect()
+}
+
 impl ExfatFs {
     /// Reads the boot sector.
     pub fn open(dev: PartDev) -> Result<ExfatFs> {
@@ -102,6 +135,7 @@ impl ExfatFs {
             clusters: u64::from(u32at(&s, 0x5C)),
             dev,
             nodes: Mutex::new((Vec::new(), HashMap::new())),
+            upcase: std::sync::OnceLock::new(),
         };
         let root = Node {
             path: String::new(),
@@ -199,7 +233,8 @@ impl ExfatFs {
     }
 
     /// Entries of a directory: (name, metadata, data).
-    fn list(&self, d: Data) -> Result<Vec<(String, Metadata, Data)>> {
+    /// The directory entries of directory data `d`, up to the end marker.
+    fn raw_entries(&self, d: Data) -> Result<Vec<u8>> {
         let mut raw = Vec::new();
         let mut buf = vec![0u8; self.cluster as usize];
         let mut off = 0u64;
@@ -216,6 +251,38 @@ impl ExfatFs {
             }
             off += n as u64;
         }
+        Ok(raw)
+    }
+
+    /// The up-case table (an empty one, mapping every unit to itself, when the volume has
+    /// none).
+    fn upcase(&self) -> Result<&[u16]> {
+        if let Some(t) = self.upcase.get() {
+            return Ok(t);
+        }
+        let root = self.node(1)?.2;
+        let mut table = Vec::new();
+        if let Some(e) = self
+            .raw_entries(root)?
+            .chunks_exact(32)
+            .find(|e| e[0] == 0x82)
+        {
+            let len = u64::from_le_bytes(e[24..32].try_into().expect("8 bytes")).min(1 << 17);
+            let d = Data {
+                first: u32at(e, 20),
+                len,
+                valid: len,
+                contiguous: false,
+            };
+            let mut raw = vec![0u8; len as usize];
+            let n = self.read_data(d, 0, &mut raw)?;
+            table = expand_upcase(&raw[..n]);
+        }
+        Ok(self.upcase.get_or_init(|| table))
+    }
+
+    fn list(&self, d: Data) -> Result<Vec<(String, Metadata, Data)>> {
+        let raw = self.raw_entries(d)?;
         let mut out = Vec::new();
         let mut i = 0;
         while i + 32 <= raw.len() {
@@ -290,10 +357,11 @@ impl FileSystem for ExfatFs {
     }
 
     fn lookup(&self, dir: NodeId, name: &str) -> Result<NodeId> {
-        let want = name.to_lowercase();
+        let table = self.upcase()?;
+        let want = upcased(table, name);
         self.read_dir(dir)?
             .into_iter()
-            .find(|e| e.name == name || e.name.to_lowercase() == want)
+            .find(|e| e.name == name || upcased(table, &e.name) == want)
             .map(|e| e.node)
             .ok_or_else(|| Error::NotFound(format!("{name}: no such file or directory")))
     }
@@ -339,5 +407,26 @@ impl FileSystem for ExfatFs {
         Err(Error::Invalid(format!(
             "{path}: exFAT has no symbolic links"
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upcase_table_runs_and_lookups() {
+        // 'a'..'c' map to 'A'..'C'; the 97 units before them, and 'A'..'C' here, map to
+        // themselves; nothing past.
+        let mut raw = Vec::new();
+        for u in [0xFFFFu16, 97, 65, 66, 67] {
+            raw.extend_from_slice(&u.to_le_bytes());
+        }
+        let t = expand_upcase(&raw);
+        assert_eq!(t.len(), 100);
+        assert_eq!((t[65], t[97], t[99]), (65, 65, 67));
+        assert_eq!(upcased(&t, "abC"), upcased(&t, "ABc"));
+        // Outside the table nothing is folded: U+212A (Kelvin) is not 'k'.
+        assert_ne!(upcased(&t, "\u{212A}"), upcased(&t, "k"));
     }
 }

@@ -3,13 +3,15 @@
 //! The crate's `Ext4` is reference-counted internally (not `Send`) and addresses files by
 //! path only. So every thread loads its own instance on first use (loading reads only the
 //! superblock, group descriptors and journal), kept in a thread-local table keyed by this
-//! filesystem's id, and node ids are synthesised: the first path seen for a node gets the
-//! next number, and the table maps ids back to paths. The crate does not expose inode
-//! numbers or link counts; `nlink` is left out.
+//! filesystem's id. The crate does not expose inode numbers, link counts or extended
+//! attributes: those come from strata's own inode reader ([`super::ext_inode`]), so node
+//! ids are the inode numbers (root 2), and a table maps each to the first path seen for it
+//! (any name of a hard-linked inode reads the same data).
 // The thread-locals below are const-initialised already; clippy 1.96 (the Windows check's
 // toolchain) still reports them as if they were not.
 #![allow(clippy::missing_const_for_thread_local)]
 
+use super::ext_inode::Inodes;
 use super::{DirEntry, FileSystem, Metadata, NodeId, NodeKind, PartDev, Time};
 use crate::blockdev::BlockDev;
 use crate::error::{Error, Result};
@@ -44,26 +46,16 @@ impl Ext4Read for Reader {
     }
 }
 
-/// Path table: id -> path, path -> id. Id 1 is the root. Metadata is kept once read
-/// (listing a directory reads every entry's inode directly, without a path lookup).
+/// Inode number -> the first path seen for it; metadata kept once read (listing a
+/// directory reads every entry's inode directly, without a path lookup).
 #[derive(Default)]
 struct Nodes {
-    paths: Vec<Vec<u8>>,
-    ids: HashMap<Vec<u8>, NodeId>,
+    paths: HashMap<NodeId, Vec<u8>>,
     meta: HashMap<NodeId, Metadata>,
 }
 
-impl Nodes {
-    fn id(&mut self, path: Vec<u8>) -> NodeId {
-        if let Some(&id) = self.ids.get(&path) {
-            return id;
-        }
-        self.paths.push(path.clone());
-        let id = self.paths.len() as NodeId;
-        self.ids.insert(path, id);
-        id
-    }
-}
+/// Inode number of the root directory.
+const ROOT: NodeId = 2;
 
 /// A mounted ext2/3/4 filesystem.
 pub struct ExtFs {
@@ -71,6 +63,7 @@ pub struct ExtFs {
     dev: PartDev,
     kind: FsKind,
     nodes: Mutex<Nodes>,
+    inodes: Inodes,
 }
 
 fn err(what: &[u8], e: Ext4Error) -> Error {
@@ -135,11 +128,16 @@ impl ExtFs {
     pub fn open(dev: PartDev, kind: FsKind) -> Result<ExtFs> {
         let fs = ExtFs {
             instance: NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed),
+            inodes: Inodes::open(dev.clone())?,
             dev,
             kind,
             nodes: Mutex::new(Nodes::default()),
         };
-        fs.nodes.lock().expect("not poisoned").id(b"/".to_vec());
+        fs.nodes
+            .lock()
+            .expect("not poisoned")
+            .paths
+            .insert(ROOT, b"/".to_vec());
         fs.with(|_| Ok(()))?;
         Ok(fs)
     }
@@ -160,8 +158,9 @@ impl ExtFs {
 
     fn path(&self, node: NodeId) -> Result<Vec<u8>> {
         let nodes = self.nodes.lock().expect("not poisoned");
-        node.checked_sub(1)
-            .and_then(|i| nodes.paths.get(i as usize))
+        nodes
+            .paths
+            .get(&node)
             .cloned()
             .ok_or_else(|| Error::NotFound(format!("ext: no node {node}")))
     }
@@ -190,7 +189,7 @@ impl FileSystem for ExtFs {
     }
 
     fn root(&self) -> NodeId {
-        1
+        ROOT
     }
 
     fn lookup(&self, dir: NodeId, name: &str) -> Result<NodeId> {
@@ -200,11 +199,25 @@ impl FileSystem for ExtFs {
             )));
         }
         let p = Self::child(&self.path(dir)?, name.as_bytes());
-        self.with(|fs| {
-            fs.symlink_metadata(p.as_slice()).map_err(|e| err(&p, e))?;
-            Ok(())
-        })?;
-        Ok(self.nodes.lock().expect("not poisoned").id(p))
+        let ino = self
+            .inodes
+            .dir_entries(dir)?
+            .into_iter()
+            .find(|(n, _)| n == name.as_bytes())
+            .map(|(_, ino)| ino)
+            .ok_or_else(|| {
+                Error::NotFound(format!(
+                    "{}: no such file or directory",
+                    String::from_utf8_lossy(&p)
+                ))
+            })?;
+        self.nodes
+            .lock()
+            .expect("not poisoned")
+            .paths
+            .entry(ino)
+            .or_insert(p);
+        Ok(ino)
     }
 
     fn read_dir(&self, dir: NodeId) -> Result<Vec<DirEntry>> {
@@ -223,20 +236,36 @@ impl FileSystem for ExtFs {
             }
             Ok(out)
         })?;
-        let mut nodes = self.nodes.lock().expect("not poisoned");
-        Ok(raw
-            .into_iter()
-            .map(|(name, meta)| {
-                let node = nodes.id(Self::child(&p, &name));
-                let kind = meta.kind;
-                nodes.meta.insert(node, meta);
-                DirEntry {
-                    name: String::from_utf8_lossy(&name).into_owned(),
-                    node,
-                    kind,
-                }
-            })
-            .collect())
+        let inos: HashMap<Vec<u8>, u64> = self.inodes.dir_entries(dir)?.into_iter().collect();
+        let mut out = Vec::with_capacity(raw.len());
+        for (name, mut meta) in raw {
+            let node = *inos.get(&name).ok_or_else(|| {
+                crate::fs::corrupt(
+                    "ext",
+                    0,
+                    format!(
+                        "{}: entry {} not found in the directory's blocks",
+                        String::from_utf8_lossy(&p),
+                        String::from_utf8_lossy(&name)
+                    ),
+                )
+            })?;
+            meta.nlink = Some(Inodes::nlink(&self.inodes.inode(node)?));
+            meta.ino = Some(node);
+            let mut nodes = self.nodes.lock().expect("not poisoned");
+            nodes
+                .paths
+                .entry(node)
+                .or_insert_with(|| Self::child(&p, &name));
+            let kind = meta.kind;
+            nodes.meta.insert(node, meta);
+            out.push(DirEntry {
+                name: String::from_utf8_lossy(&name).into_owned(),
+                node,
+                kind,
+            });
+        }
+        Ok(out)
     }
 
     fn metadata(&self, node: NodeId) -> Result<Metadata> {
@@ -245,7 +274,9 @@ impl FileSystem for ExtFs {
         }
         let p = self.path(node)?;
         let md = self.with(|fs| fs.symlink_metadata(p.as_slice()).map_err(|e| err(&p, e)))?;
-        let m = convert(&md);
+        let mut m = convert(&md);
+        m.nlink = Some(Inodes::nlink(&self.inodes.inode(node)?));
+        m.ino = Some(node);
         self.nodes
             .lock()
             .expect("not poisoned")
@@ -294,6 +325,26 @@ impl FileSystem for ExtFs {
         })();
         OPEN.with(|o| *o.borrow_mut() = Some((self.instance, node, f)));
         r
+    }
+
+    fn xattr_names(&self, node: NodeId) -> Result<Vec<String>> {
+        let inode = self.inodes.inode(node)?;
+        Ok(self
+            .inodes
+            .xattrs(node, &inode)?
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect())
+    }
+
+    fn xattr(&self, node: NodeId, name: &str) -> Result<Vec<u8>> {
+        let inode = self.inodes.inode(node)?;
+        self.inodes
+            .xattrs(node, &inode)?
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v)
+            .ok_or_else(|| Error::NotFound(format!("no extended attribute {name}")))
     }
 
     fn read_link(&self, node: NodeId) -> Result<String> {

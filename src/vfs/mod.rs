@@ -13,19 +13,26 @@
 //!   `/`-separated path into a mount and a node.
 //! - Adapters: [`ntfs`] (the `ntfs` crate; node id = file record number), [`ext`]
 //!   (`ext4-view`; the crate addresses files by path and is not `Send`, so every thread
-//!   gets its own instance and node ids are synthesised from a path table), [`fat`]
-//!   (`fatfs` behind a `Mutex` on a storage adapter whose writes fail; synthesised ids),
-//!   [`exfat`] (read directly; synthesised ids). [`lznt1`] decodes NTFS compression.
+//!   gets its own instance; node ids are inode numbers, found by [`ext_inode`], which also
+//!   reads link counts and extended attributes), [`fat`] (`fatfs` behind a `Mutex` on a
+//!   storage adapter whose writes fail; synthesised ids), [`exfat`] (read directly;
+//!   synthesised ids). [`lznt1`] decodes NTFS compression, [`wof`] files compressed by
+//!   Windows' overlay filter (CompactOS) with [`xpress`] and [`lzx`] ([`huffman`] codes).
 //! - [`path`] escapes names that cannot be written safely on the destination.
 //!
 //! Nothing here writes to the device: every adapter reads through [`BlockDev::read_at`].
 
 pub mod exfat;
 pub mod ext;
+pub mod ext_inode;
 pub mod fat;
+pub mod huffman;
 pub mod lznt1;
+pub mod lzx;
 pub mod ntfs;
 pub mod path;
+pub mod wof;
+pub mod xpress;
 
 use crate::blockdev::BlockDev;
 use crate::error::{Error, Result};
@@ -124,6 +131,9 @@ pub struct Metadata {
     pub gid: Option<u32>,
     /// Number of names the node has.
     pub nlink: Option<u32>,
+    /// Inode number (ext) or file record number (NTFS), as the kernel and ntfs-3g give it
+    /// in `st_ino`.
+    pub ino: Option<u64>,
     /// Named streams (NTFS), not counting the main contents.
     pub streams: Vec<Stream>,
 }
@@ -142,6 +152,7 @@ impl Metadata {
             uid: None,
             gid: None,
             nlink: None,
+            ino: None,
             streams: Vec::new(),
         }
     }

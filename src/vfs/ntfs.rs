@@ -8,10 +8,12 @@
 //! symbolic links; other reparse points as [`NodeKind::Reparse`].
 //!
 //! The crate returns the stored bytes of LZNT1-compressed files: those are decompressed
-//! here ([`super::lznt1`]). It returns ciphertext for EFS files and zeros for files
-//! compressed by WOF (CompactOS): both are refused with a message rather than read wrongly.
+//! here ([`super::lznt1`]). For files compressed by WOF (CompactOS) it returns the zeros of
+//! their sparse unnamed data: they are decoded from their `WofCompressedData` stream
+//! ([`super::wof`]), which is then not listed as a stream. EFS files hold ciphertext and
+//! are refused with a message rather than read wrongly.
 
-use super::lznt1;
+use super::{lznt1, wof};
 use super::{DirEntry, FileSystem, Metadata, NodeId, NodeKind, PartDev, Stream, Time};
 use crate::blockdev::window::{read_at_cursor, seek_cursor};
 use crate::blockdev::BlockDev;
@@ -32,7 +34,6 @@ const FIRST_USER_RECORD: u64 = 16;
 
 const TAG_MOUNT_POINT: u32 = 0xA000_0003;
 const TAG_SYMLINK: u32 = 0xA000_000C;
-const TAG_WOF: u32 = 0x8000_0017;
 /// Start of an Interix symbolic link's data.
 const INTERIX_LINK: &[u8] = b"IntxLNK\x01";
 
@@ -244,8 +245,8 @@ impl NtfsFs {
                     .map_or(0, |t| u32::from_le_bytes([t[0], t[1], t[2], t[3]]));
                 match tag {
                     TAG_SYMLINK | TAG_MOUNT_POINT => return Ok(NodeKind::Symlink),
-                    // WOF-compressed files are ordinary files (reading them is refused).
-                    TAG_WOF => {}
+                    // WOF-compressed files are ordinary files.
+                    wof::TAG => {}
                     _ if file.is_directory() => return Ok(NodeKind::Dir),
                     _ => return Ok(NodeKind::Reparse),
                 }
@@ -382,6 +383,25 @@ impl NtfsFs {
         file: &NtfsFile,
     ) -> Result<Vec<ntfs::structured_values::NtfsAttributeListEntry>> {
         let mut out = Vec::new();
+        for e in self.list_entries(c, file)? {
+            if e.ty().map_err(err)? == NtfsAttributeType::Data
+                && e.name_length() > 0
+                && e.lowest_vcn().value() == 0
+                && e.base_file_reference().file_record_number() != file.file_record_number()
+            {
+                out.push(e);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every entry of `file`'s `$ATTRIBUTE_LIST` (none when it has no list).
+    fn list_entries(
+        &self,
+        c: &mut Cursor,
+        file: &NtfsFile,
+    ) -> Result<Vec<ntfs::structured_values::NtfsAttributeListEntry>> {
+        let mut out = Vec::new();
         for a in file.attributes_raw() {
             let a = a.map_err(err)?;
             if a.ty().map_err(err)? != NtfsAttributeType::AttributeList {
@@ -391,14 +411,7 @@ impl NtfsFs {
                 a.structured_value(c).map_err(err)?;
             let mut entries = list.entries();
             while let Some(e) = entries.next(c) {
-                let e = e.map_err(err)?;
-                if e.ty().map_err(err)? == NtfsAttributeType::Data
-                    && e.name_length() > 0
-                    && e.lowest_vcn().value() == 0
-                    && e.base_file_reference().file_record_number() != file.file_record_number()
-                {
-                    out.push(e);
-                }
+                out.push(e.map_err(err)?);
             }
         }
         Ok(out)
@@ -425,30 +438,19 @@ impl NtfsFs {
         }
         // A resident value is never stored compressed, whatever its flag says.
         if flags.contains(NtfsAttributeFlags::COMPRESSED) && !attr.is_resident() {
-            return match attr.value(c).map_err(err)? {
-                NtfsAttributeValue::NonResident(v) => {
-                    self.read_compressed(&v, (node, stream), offset, buf)
+            let cs = u64::from(self.ntfs.cluster_size());
+            let (runs, size) = match attr.value(c).map_err(err)? {
+                NtfsAttributeValue::NonResident(v) => (runs_of(&v, 0, cs)?, v.len()),
+                NtfsAttributeValue::AttributeListNonResident(_) => {
+                    self.listed_runs(c, file, stream, cs)?
                 }
-                _ => Err(Error::Invalid(format!(
-                    "NTFS record {node}: compressed data spread over several file records \
-                     cannot be read yet"
-                ))),
+                NtfsAttributeValue::Resident(_) => unreachable!("checked above"),
             };
+            return self.read_compressed(&runs, size, (node, stream), offset, buf);
         }
-        if stream.is_empty() && attr.value_length() == 0 {
-            let info = file.info().map_err(err)?;
-            if info
-                .file_attributes()
-                .contains(NtfsFileAttributeFlags::REPARSE_POINT)
-            {
-                if let Some(r) = self.reparse(c, file)? {
-                    if r.get(..4) == Some(&TAG_WOF.to_le_bytes()[..]) {
-                        return Err(Error::Invalid(format!(
-                            "NTFS record {node}: compressed by Windows (WOF/CompactOS); \
-                             reading such files is not supported yet"
-                        )));
-                    }
-                }
+        if stream.is_empty() {
+            if let Some(r) = self.wof_reparse(c, file)? {
+                return self.read_wof(c, file, node, &r, attr.value_length(), offset, buf);
             }
         }
         let mut value = attr.value(c).map_err(err)?;
@@ -468,6 +470,137 @@ impl NtfsFs {
     }
 }
 
+impl NtfsFs {
+    /// The reparse data of `file` when it is compressed by WOF.
+    fn wof_reparse(&self, c: &mut Cursor, file: &NtfsFile) -> Result<Option<Vec<u8>>> {
+        let info = file.info().map_err(err)?;
+        if !info
+            .file_attributes()
+            .contains(NtfsFileAttributeFlags::REPARSE_POINT)
+        {
+            return Ok(None);
+        }
+        Ok(self
+            .reparse(c, file)?
+            .filter(|r| r.get(..4) == Some(&wof::TAG.to_le_bytes()[..])))
+    }
+
+    /// Length of the named stream `name` of `file`, wherever its attribute lives.
+    fn stream_len(&self, c: &mut Cursor, file: &NtfsFile, name: &str) -> Result<Option<u64>> {
+        if let Some(item) = file.data(c, name) {
+            let item = item.map_err(err)?;
+            let attr = item.to_attribute().map_err(err)?;
+            return Ok(Some(attr.value_length()));
+        }
+        for e in self.listed_streams(c, file)? {
+            if e.name().to_string_lossy().to_lowercase() == name.to_lowercase() {
+                let ext = e.to_file(&self.ntfs, c).map_err(err)?;
+                return Ok(Some(e.to_attribute(&ext).map_err(err)?.value_length()));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Fills `buf` from `offset` of stream `name` of `node`.
+    fn read_exact_stream(
+        &self,
+        node: NodeId,
+        name: &str,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<()> {
+        let mut done = 0;
+        while done < buf.len() {
+            let n = self.read_at(node, name, offset + done as u64, &mut buf[done..])?;
+            if n == 0 {
+                return Err(crate::fs::corrupt(
+                    "NTFS",
+                    0,
+                    format!("record {node}: stream {name} ends early"),
+                ));
+            }
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Reads a file compressed by WOF ([`wof`]): `size` bytes, decoded a chunk at a time
+    /// from its `WofCompressedData` stream (chunks kept in the unit cache).
+    #[allow(clippy::too_many_arguments)]
+    fn read_wof(
+        &self,
+        c: &mut Cursor,
+        file: &NtfsFile,
+        node: NodeId,
+        reparse: &[u8],
+        size: u64,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<usize> {
+        let bad = |e: String| {
+            Error::Invalid(format!(
+                "NTFS record {node}: compressed by Windows (WOF): {e}"
+            ))
+        };
+        let alg = wof::parse_reparse(reparse).map_err(bad)?;
+        if offset >= size {
+            return Ok(0);
+        }
+        let stored = self
+            .stream_len(c, file, wof::STREAM)?
+            .ok_or_else(|| bad(format!("its {} stream is missing", wof::STREAM)))?;
+        let cs = alg.chunk_size();
+        self.read_units((node, WOF_KEY), cs, size, offset, buf, |i| {
+            self.wof_chunk(node, alg, size, stored, i)
+        })
+    }
+
+    /// Chunk `i` of a WOF-compressed file, decoded.
+    fn wof_chunk(
+        &self,
+        node: NodeId,
+        alg: wof::Algorithm,
+        size: u64,
+        stored: u64,
+        i: u64,
+    ) -> Result<Vec<u8>> {
+        let mut io_err = None;
+        let entry = |k: u64, width: usize| {
+            let mut b = [0u8; 8];
+            match self.read_exact_stream(node, wof::STREAM, k * width as u64, &mut b[..width]) {
+                Ok(()) => Ok(u64::from_le_bytes(b)),
+                Err(e) => {
+                    let msg = e.to_string();
+                    io_err = Some(e);
+                    Err(msg)
+                }
+            }
+        };
+        let loc = wof::chunk_location(alg, size, stored, i, entry);
+        if let Some(e) = io_err {
+            return Err(e);
+        }
+        let (at, len, plain) = loc.map_err(|e| {
+            Error::Invalid(format!(
+                "NTFS record {node}: compressed by Windows (WOF): {e}"
+            ))
+        })?;
+        let mut raw = vec![0u8; len as usize];
+        self.read_exact_stream(node, wof::STREAM, at, &mut raw)?;
+        if len as usize == plain {
+            return Ok(raw);
+        }
+        alg.decompress(&raw, plain).map_err(|e| {
+            Error::Invalid(format!(
+                "NTFS record {node}: compressed by Windows (WOF): chunk {i}: {e}"
+            ))
+        })
+    }
+}
+
+/// Stream name under which decoded WOF chunks are cached (no stream can have a `:`).
+const WOF_KEY: &str = ":wof";
+
 /// Clusters in a compression unit: NTFS compresses only with 2^4.
 const UNIT_CLUSTERS: u64 = 16;
 
@@ -481,41 +614,89 @@ impl NtfsFs {
     /// clusters hold the compressed unit).
     fn read_compressed(
         &self,
-        v: &ntfs::attribute_value::NtfsNonResidentAttributeValue,
+        runs: &[Run],
+        size: u64,
         (node, stream): (NodeId, &str),
         offset: u64,
         buf: &mut [u8],
     ) -> Result<usize> {
         let cs = u64::from(self.ntfs.cluster_size());
-        let mut runs: Vec<Run> = Vec::new();
-        let mut vcn = 0u64;
-        for r in v.data_runs() {
-            let r = r.map_err(err)?;
-            let n = r.allocated_size() / cs;
-            runs.push((vcn, n, r.data_position().value().map(|p| p.get())));
-            vcn += n;
+        self.read_units((node, stream), UNIT_CLUSTERS * cs, size, offset, buf, |u| {
+            self.unit(runs, u, cs)
+        })
+    }
+
+    /// The data runs of `$DATA` attribute `stream` of `file` when its pieces lie in several
+    /// file records (listed in its `$ATTRIBUTE_LIST`), in VCN order, and its size (which
+    /// only the first piece records).
+    fn listed_runs(
+        &self,
+        c: &mut Cursor,
+        file: &NtfsFile,
+        stream: &str,
+        cs: u64,
+    ) -> Result<(Vec<Run>, u64)> {
+        let mut pieces: Vec<(u64, Vec<Run>)> = Vec::new();
+        let mut size = 0;
+        for e in self.list_entries(c, file)? {
+            if e.ty().map_err(err)? != NtfsAttributeType::Data
+                || e.name().to_string_lossy() != stream
+            {
+                continue;
+            }
+            let start = u64::try_from(e.lowest_vcn().value())
+                .map_err(|_| Error::Invalid("NTFS: negative VCN in an attribute list".into()))?;
+            let ext = e.to_file(&self.ntfs, c).map_err(err)?;
+            let piece = e.to_attribute(&ext).map_err(err)?;
+            if start == 0 {
+                size = piece.value_length();
+            }
+            if let NtfsAttributeValue::NonResident(v) = piece.value(c).map_err(err)? {
+                pieces.push((start, runs_of(&v, start, cs)?));
+            }
         }
-        let size = v.len();
+        pieces.sort_by_key(|p| p.0);
+        Ok((pieces.into_iter().flat_map(|p| p.1).collect(), size))
+    }
+
+    /// Reads `offset..` of data of `size` bytes made of units of `unit_bytes` each, which
+    /// `load(u)` decodes (the last one may be shorter); decoded units are kept in the
+    /// volume's unit cache under `(node, key, u)`.
+    fn read_units(
+        &self,
+        (node, key): (NodeId, &str),
+        unit_bytes: u64,
+        size: u64,
+        offset: u64,
+        buf: &mut [u8],
+        load: impl Fn(u64) -> Result<Vec<u8>>,
+    ) -> Result<usize> {
         let end = size.min(offset.saturating_add(buf.len() as u64));
         if offset >= end {
             return Ok(0);
         }
-        let unit_bytes = UNIT_CLUSTERS * cs;
         let mut pos = offset;
         while pos < end {
             let u = pos / unit_bytes;
-            let key = (node, stream.to_string(), u);
-            let cached = self.units.lock().expect("not poisoned").get(&key);
+            let k = (node, key.to_string(), u);
+            let cached = self.units.lock().expect("not poisoned").get(&k);
             let data = match cached {
                 Some(d) => d,
                 None => {
-                    let d = Arc::new(self.unit(&runs, u, cs)?);
-                    self.units.lock().expect("not poisoned").put(key, d.clone());
+                    let d = Arc::new(load(u)?);
+                    self.units.lock().expect("not poisoned").put(k, d.clone());
                     d
                 }
             };
             let from = (pos - u * unit_bytes) as usize;
-            let n = ((end - pos) as usize).min(data.len() - from);
+            let n = ((end - pos) as usize).min(data.len().saturating_sub(from));
+            if n == 0 {
+                return Err(crate::fs::corrupt(
+                    "NTFS",
+                    0,
+                    format!("record {node}: unit {u} decodes short"),
+                ));
+            }
             let at = (pos - offset) as usize;
             buf[at..at + n].copy_from_slice(&data[from..from + n]);
             pos += n as u64;
@@ -553,6 +734,22 @@ impl NtfsFs {
         out.resize(unit_bytes, 0);
         Ok(out)
     }
+}
+
+/// The data runs of one non-resident attribute (or piece of one) starting at VCN `vcn`.
+fn runs_of(
+    v: &ntfs::attribute_value::NtfsNonResidentAttributeValue,
+    mut vcn: u64,
+    cs: u64,
+) -> Result<Vec<Run>> {
+    let mut runs = Vec::new();
+    for r in v.data_runs() {
+        let r = r.map_err(err)?;
+        let n = r.allocated_size() / cs;
+        runs.push((vcn, n, r.data_position().value().map(|p| p.get())));
+        vcn += n;
+    }
+    Ok(runs)
 }
 
 fn time(t: ntfs::NtfsTime) -> Option<Time> {
@@ -676,6 +873,13 @@ impl FileSystem for NtfsFs {
             }
         }
         m.nlink = Some(links.max(1));
+        m.ino = Some(node);
+        // The compressed data of a WOF file is how it is stored, not a stream of its own
+        // (Windows does not list it either).
+        if kind == NodeKind::File && self.wof_reparse(&mut c, &file)?.is_some() {
+            m.streams
+                .retain(|s| !s.name.eq_ignore_ascii_case(wof::STREAM));
+        }
         if kind == NodeKind::Symlink {
             m.size = self.link_target(&mut c, node)?.len() as u64;
         }
