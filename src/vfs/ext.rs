@@ -200,11 +200,13 @@ impl FileSystem for ExtFs {
             )));
         }
         let p = Self::child(&self.path(dir)?, name.as_bytes());
-        self.with(|fs| {
-            fs.symlink_metadata(p.as_slice()).map_err(|e| err(&p, e))?;
-            Ok(())
-        })?;
-        Ok(self.nodes.lock().expect("not poisoned").id(p))
+        let md = self.with(|fs| fs.symlink_metadata(p.as_slice()).map_err(|e| err(&p, e)))?;
+        // Kept: a mount asks for the metadata of what it just looked up, and each path
+        // walk of ext4-view reads the directories again.
+        let mut nodes = self.nodes.lock().expect("not poisoned");
+        let id = nodes.id(p);
+        nodes.meta.entry(id).or_insert_with(|| convert(&md));
+        Ok(id)
     }
 
     fn read_dir(&self, dir: NodeId) -> Result<Vec<DirEntry>> {
