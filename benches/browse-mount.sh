@@ -2,7 +2,7 @@
 # browse-mount.sh - strata ls/cp and strata mount against ntfs-3g, the kernel,
 # ewfmount, xmount and qemu-storage-daemon, on the same disks in one run.
 #
-# Usage: sudo benches/browse-mount.sh [--runs N] [--rebuild] [--skip-build]
+# Usage: sudo benches/browse-mount.sh [--runs N] [--rebuild]
 #
 #   --runs N       rounds (default 3); every figure is the median
 #   --rebuild      build the bench disks again even if cached ones exist
@@ -10,10 +10,10 @@
 #
 # Environment: STRATA_BENCH_DIR (default /var/tmp/strata-bench-browse) caches
 # the disks and their images (about 5 GiB); STRATA (default: target/release/
-# strata, built if missing). Needs root (loop devices, mounts, dropping no
-# caches), ntfs-3g, e2fsprogs, gdisk, fuse3, and for the peers ewf-tools
-# (ewfacquire, ewfmount), xmount and qemu-utils (qemu-storage-daemon); a
-# missing peer is reported and left out.
+# strata, built if missing). Needs root (loop devices and mounts), ntfs-3g,
+# e2fsprogs, gdisk, fuse3, and for the peers ewf-tools (ewfacquire,
+# ewfmount), xmount and qemu-utils (qemu-storage-daemon); a missing peer is
+# reported and left out.
 #
 # The disks: GPT, one 2 GiB partition, NTFS (filled through ntfs-3g) and an
 # ext4 sibling (mkfs.ext4 -d) holding the same tree: big.bin (300 MiB of
