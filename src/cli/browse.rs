@@ -24,12 +24,12 @@ pub fn open_point(path: &Path, resolve: &ResolveOptions) -> Result<Arc<dyn Block
 
 /// Default ceiling of decompressed data browsing and mounts keep in memory
 /// (`--cache-size`).
-pub const DEFAULT_BROWSE_CACHE_BYTES: u64 = 256 << 20;
+pub const DEFAULT_BROWSE_CACHE_BYTES: u64 = 128 << 20;
 
 /// The memory ceiling option of the browsing commands and `mount`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CacheArgs {
-    /// Most decompressed data kept in memory, e.g. 64M, 1G (default 256M).
+    /// Most decompressed data kept in memory, e.g. 64M, 1G (default 128M).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub cache_size: Option<u64>,
 }

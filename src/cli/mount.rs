@@ -11,6 +11,7 @@ use std::path::PathBuf;
 
 /// Arguments of `strata mount`.
 #[derive(Debug, clap::Args)]
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub struct MountArgs {
     /// The image file (any point of a chain).
     pub image: PathBuf,
@@ -40,6 +41,7 @@ pub struct MountArgs {
 
 /// Arguments of `strata unmount`.
 #[derive(Debug, clap::Args)]
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub struct UnmountArgs {
     /// Where the image is mounted (directory, or drive letter on Windows).
     pub mountpoint: PathBuf,
