@@ -527,6 +527,18 @@ fn verify_text(r: &verify::VerifyReport) -> String {
         }
         t.push('\n');
     }
+    if !r.damaged_files.is_empty() {
+        t.push_str(&format!(
+            "LOST {} file(s) or directories with data in damaged chunks:\n",
+            r.damaged_files.len()
+        ));
+        for f in &r.damaged_files {
+            t.push_str(&format!("    {}: {}\n", f.path, f.error));
+        }
+    }
+    if let Some(note) = &r.files_note {
+        t.push_str(&format!("note: {note}\n"));
+    }
     let speed = r.image_bytes as f64 / r.seconds.max(1e-9) / (1 << 20) as f64;
     if r.ok() {
         t.push_str(&format!(

@@ -220,9 +220,25 @@ impl FatFs {
         id
     }
 
+    /// Runs `f` on the mounted volume. `fatfs` trusts cluster numbers read from disk (a
+    /// damaged directory entry or FAT naming cluster 0 or 1 makes it subtract past zero and
+    /// panic in a checked build), so a panic is caught here and reported as damage. Its
+    /// state is read-only and the next call starts afresh from the root directory.
+    fn with_fat<T>(&self, path: &str, f: impl FnOnce(&SendFat) -> Result<T>) -> Result<T> {
+        let fat = self.fat.lock().unwrap_or_else(|p| p.into_inner());
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&fat))).unwrap_or_else(|_| {
+            Err(Error::Invalid(format!(
+                "FAT: {path}: damaged metadata (a cluster number outside the volume)"
+            )))
+        })
+    }
+
     /// Entries of the directory at `path`: (name, metadata).
     fn list(&self, path: &str) -> Result<Vec<(String, Metadata)>> {
-        let fat = self.fat.lock().expect("not poisoned");
+        self.with_fat(path, |fat| Self::list_in(fat, path))
+    }
+
+    fn list_in(fat: &SendFat, path: &str) -> Result<Vec<(String, Metadata)>> {
         let root = fat.0.root_dir();
         let dir = if path.is_empty() {
             root
@@ -230,7 +246,14 @@ impl FatFs {
             root.open_dir(path).map_err(|e| io_err(path, e))?
         };
         let mut out = Vec::new();
-        for e in dir.iter() {
+        for (i, e) in dir.iter().enumerate() {
+            // A FAT directory holds at most 65536 entries; more means its cluster chain
+            // loops, which fatfs would follow for ever.
+            if i >= 65536 {
+                return Err(Error::Invalid(format!(
+                    "FAT: {path}: directory has more than 65536 entries (its cluster chain loops)"
+                )));
+            }
             let e = e.map_err(|e| io_err(path, e))?;
             let name = e.file_name();
             if name == "." || name == ".." {
@@ -306,23 +329,24 @@ impl FileSystem for FatFs {
         if offset >= meta.size {
             return Ok(0);
         }
-        let fat = self.fat.lock().expect("not poisoned");
-        let mut f = fat
-            .0
-            .root_dir()
-            .open_file(&path)
-            .map_err(|e| io_err(&path, e))?;
-        f.seek(SeekFrom::Start(offset))
-            .map_err(|e| io_err(&path, e))?;
-        let mut done = 0;
-        while done < buf.len() {
-            let n = f.read(&mut buf[done..]).map_err(|e| io_err(&path, e))?;
-            if n == 0 {
-                break;
+        self.with_fat(&path, |fat| {
+            let mut f = fat
+                .0
+                .root_dir()
+                .open_file(&path)
+                .map_err(|e| io_err(&path, e))?;
+            f.seek(SeekFrom::Start(offset))
+                .map_err(|e| io_err(&path, e))?;
+            let mut done = 0;
+            while done < buf.len() {
+                let n = f.read(&mut buf[done..]).map_err(|e| io_err(&path, e))?;
+                if n == 0 {
+                    break;
+                }
+                done += n;
             }
-            done += n;
-        }
-        Ok(done)
+            Ok(done)
+        })
     }
 
     fn read_link(&self, node: NodeId) -> Result<String> {

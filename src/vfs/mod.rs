@@ -17,6 +17,7 @@
 //!   (`fatfs` behind a `Mutex` on a storage adapter whose writes fail; synthesised ids),
 //!   [`exfat`] (read directly; synthesised ids). [`lznt1`] decodes NTFS compression.
 //! - [`path`] escapes names that cannot be written safely on the destination.
+//! - [`scan`] reads every file to find those that damage made unreadable (`verify`).
 //!
 //! Nothing here writes to the device: every adapter reads through [`BlockDev::read_at`].
 
@@ -26,6 +27,7 @@ pub mod fat;
 pub mod lznt1;
 pub mod ntfs;
 pub mod path;
+pub mod scan;
 
 use crate::blockdev::BlockDev;
 use crate::error::{Error, Result};
@@ -275,14 +277,15 @@ impl Vfs {
         };
         for (number, start, len) in parts {
             let part = PartDev::new(dev.clone(), start, len)?;
-            let probe = crate::fs::probe(&part).ok().flatten();
+            let probe = crate::fs::probe(&part);
             let (kind, label) = match &probe {
-                Some(p) => (Some(p.kind), p.label.clone()),
-                None => (None, String::new()),
+                Ok(Some(p)) => (Some(p.kind), p.label.clone()),
+                _ => (None, String::new()),
             };
-            let fs = match kind {
-                Some(k) => open_fs(part, k),
-                None => Err("no filesystem recognised".to_string()),
+            let fs = match (kind, probe) {
+                (Some(k), _) => open_fs(part, k),
+                (None, Err(e)) => Err(format!("filesystem cannot be recognised: {e}")),
+                (None, Ok(_)) => Err("no filesystem recognised".to_string()),
             };
             mounts.push(Mount {
                 name: if bare {
