@@ -3,4 +3,4 @@
 
 mod harness;
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::partition(data));
+libfuzzer_sys::fuzz_target!(init: harness::init(), |data: &[u8]| harness::partition(data));

@@ -4,4 +4,4 @@
 
 mod harness;
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::used_exfat(data));
+libfuzzer_sys::fuzz_target!(init: harness::init(), |data: &[u8]| harness::used_exfat(data));

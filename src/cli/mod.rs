@@ -238,6 +238,7 @@ fn threads(n: Option<usize>) -> usize {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     crate::progress::install_interrupt_handler();
+    crate::error::quiet_contained_panics();
     match run(cli) {
         Ok(code) => code,
         Err(e) => {

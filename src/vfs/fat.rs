@@ -222,15 +222,11 @@ impl FatFs {
 
     /// Runs `f` on the mounted volume. `fatfs` trusts cluster numbers read from disk (a
     /// damaged directory entry or FAT naming cluster 0 or 1 makes it subtract past zero and
-    /// panic in a checked build), so a panic is caught here and reported as damage. Its
-    /// state is read-only and the next call starts afresh from the root directory.
+    /// panic in a checked build): a panic is reported as damage. Its state is read-only and
+    /// the next call starts afresh from the root directory.
     fn with_fat<T>(&self, path: &str, f: impl FnOnce(&SendFat) -> Result<T>) -> Result<T> {
         let fat = self.fat.lock().unwrap_or_else(|p| p.into_inner());
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&fat))).unwrap_or_else(|_| {
-            Err(Error::Invalid(format!(
-                "FAT: {path}: damaged metadata (a cluster number outside the volume)"
-            )))
-        })
+        crate::error::contain_panics(format_args!("FAT: {path}"), || f(&fat))
     }
 
     /// Entries of the directory at `path`: (name, metadata).
