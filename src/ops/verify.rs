@@ -38,6 +38,9 @@ pub struct VerifyReport {
     /// could not be walked.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub files_note: Option<String>,
+    /// Disk byte ranges the source could not be read at when the image was made
+    /// (`create --skip-bad-sectors`): not damage of the image, but data it does not have.
+    pub unreadable: Vec<(u64, u64)>,
 }
 
 impl VerifyReport {
@@ -147,6 +150,11 @@ pub fn verify(path: &Path, threads: usize, progress: bool) -> Result<VerifyRepor
         problems,
         damaged_files: Vec::new(),
         files_note: None,
+        unreadable: super::info::unreadable_ranges(
+            index,
+            image.header().block_size,
+            image.header().disk_size,
+        ),
     })
 }
 
