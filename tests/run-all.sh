@@ -7,8 +7,9 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # Tools the tests and fixture scripts call.
+# dmsetup: unreadable-sector tests; g++: libFuzzer, built by cargo-fuzz.
 PKGS=(gdisk fdisk dosfstools mtools ntfs-3g e2fsprogs fuse3 zstd faketime util-linux mount python3
-      exfatprogs exfat-fuse)
+      exfatprogs exfat-fuse dmsetup g++)
 
 missing=()
 for p in "${PKGS[@]}"; do
