@@ -465,3 +465,32 @@ impl Watchdog {
         self.done.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
+
+/// A directory made to contain itself (the FAT entry of /docs/deep pointed at /docs's own
+/// cluster): `ls -R` stops at the loop with a message instead of running for ever.
+#[test]
+fn a_directory_loop_is_reported_not_followed() {
+    let fx = fixture();
+    let mut disk = std::fs::read(&fx.disk).unwrap();
+    let (docs, end) = fx.places["/docs"][0];
+    let boot = &disk[..512];
+    let cluster = u64::from(u16::from_le_bytes([boot[11], boot[12]])) * u64::from(boot[13]);
+    let docs_cluster = (docs - fx.metadata_end) / cluster + 2;
+    let at = (docs..end)
+        .step_by(32)
+        .find(|&o| &disk[o as usize..o as usize + 11] == b"DEEP       ")
+        .expect("the entry of /docs/deep") as usize;
+    disk[at + 26..at + 28].copy_from_slice(&(docs_cluster as u16).to_le_bytes());
+    let looped = fx.disk.with_file_name("loop.img");
+    std::fs::write(&looped, &disk).unwrap();
+    let image = fx.disk.with_file_name("loop.strata");
+    ok(run(&[&"create", &looped, &image, &"-q"]));
+    let watchdog = Watchdog::start();
+    watchdog.set("ls -R of a directory loop".into());
+    let (code, out, err) = outcome(&run(&[&"ls", &"-R", &image]));
+    assert_eq!(code, 1, "{err}");
+    assert!(out.contains("/docs/deep/deep"), "{out}");
+    assert!(err.contains("loops back"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    watchdog.stop();
+}

@@ -153,7 +153,8 @@ impl Walk<'_> {
     }
 
     fn dir(&mut self, path: &str, node: NodeId) -> Result<()> {
-        if self.ancestors.contains(&node) {
+        // A loop the filesystem gives fresh node ids to shows as an ever longer path.
+        if self.ancestors.contains(&node) || path.len() > 4096 {
             self.lost(
                 path,
                 "directory loops back to one of its parents (damaged metadata)",
