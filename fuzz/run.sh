@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every fuzz target for SECONDS each (default 60) and fails on the first crash, leak,
-# timeout (an input taking over 10 s: a loop) or out-of-memory (over 2 GiB in all, or one
+# timeout (an input taking over 30 s: a loop) or out-of-memory (over 2 GiB in all, or one
 # allocation over 512 MiB: a size read from disk and not checked). Installs cargo-fuzz and
 # the nightly toolchain it needs when they are missing.
 #
@@ -33,7 +33,7 @@ for t in "${targets[@]}"; do
   mkdir -p "target/corpus/$t"
   log="target/fuzz-$t.log"
   if cargo +nightly fuzz run "$t" "target/corpus/$t" "corpus/$t" -- \
-    -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=512 \
+    -max_total_time="$secs" -timeout=30 -rss_limit_mb=2048 -malloc_limit_mb=512 \
     -print_final_stats=1 >"$log" 2>&1; then
     grep -E '^stat::(number_of_executed_units|peak_rss_mb)|^#[0-9]+ +DONE' "$log" | sed 's/^/    /'
   else

@@ -19,6 +19,10 @@ use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::sync::Mutex;
 
+/// Longest path listed (the Linux limit) and deepest directory (Windows paths of 260
+/// characters allow about as many): beyond either a FAT tree is taken for a directory loop.
+const MAX_PATH: usize = 4096;
+const MAX_DEPTH: usize = 128;
 /// The partition as `fatfs` storage: reads and seeks; writes fail.
 struct ReadOnlyIo {
     dev: PartDev,
@@ -235,6 +239,15 @@ impl FatFs {
     }
 
     fn list_in(fat: &SendFat, path: &str) -> Result<Vec<(String, Metadata)>> {
+        // Node ids here are paths, so a directory that contains itself (damaged metadata)
+        // shows only as a path that keeps growing; every call walks it from the root.
+        if path.len() > MAX_PATH || path.split('/').count() > MAX_DEPTH {
+            let shown: String = path.chars().take(200).collect();
+            return Err(Error::Invalid(format!(
+                "FAT: {shown}…: more than {MAX_DEPTH} directories deep or {MAX_PATH} bytes: a \
+                 directory loops back to one of its parents (damaged metadata)"
+            )));
+        }
         let root = fat.0.root_dir();
         let dir = if path.is_empty() {
             root
