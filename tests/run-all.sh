@@ -43,7 +43,7 @@ echo "==> cargo test"
 cargo test --all-targets
 # Every fuzz target for a short bounded time (FUZZ_SECONDS each; 0 skips): a crash, hang or
 # runaway allocation fails the run. Longer runs: fuzz/run.sh SECONDS.
-if [ "${FUZZ_SECONDS:-20}" != 0 ]; then
-  echo "==> fuzzing (fuzz/run.sh ${FUZZ_SECONDS:-20})"
-  ./fuzz/run.sh "${FUZZ_SECONDS:-20}"
+if [ "${FUZZ_SECONDS:-15}" != 0 ]; then
+  echo "==> fuzzing (fuzz/run.sh ${FUZZ_SECONDS:-15})"
+  ./fuzz/run.sh "${FUZZ_SECONDS:-15}"
 fi
