@@ -490,6 +490,10 @@ fn a_directory_loop_is_reported_not_followed() {
     let (code, out, err) = outcome(&run(&[&"ls", &"-R", &image]));
     assert_eq!(code, 1, "{err}");
     assert!(out.contains("/docs/deep/deep"), "{out}");
+    assert!(
+        !out.contains(&"/deep".repeat(8)),
+        "the loop was followed: {out}"
+    );
     assert!(err.contains("loops back"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     watchdog.stop();

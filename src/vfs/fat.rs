@@ -20,9 +20,12 @@ use std::io::{Read, Seek, SeekFrom};
 use std::sync::Mutex;
 
 /// Longest path listed (the Linux limit) and deepest directory (Windows paths of 260
-/// characters allow about as many): beyond either a FAT tree is taken for a directory loop.
+/// characters allow about as many): beyond either a FAT tree is taken for a directory loop
+/// even when its listings differ (a loop through a damaged chain of directories).
 const MAX_PATH: usize = 4096;
 const MAX_DEPTH: usize = 128;
+/// Ancestors listing exactly like a directory that make it a loop.
+const LOOP_REPEATS: usize = 4;
 /// The partition as `fatfs` storage: reads and seeks; writes fail.
 struct ReadOnlyIo {
     dev: PartDev,
@@ -129,6 +132,9 @@ pub struct FatFs {
     kind: FsKind,
     fat: Mutex<SendFat>,
     nodes: Mutex<Nodes>,
+    /// A digest of each directory listed (path -> names, kinds, sizes, times), to recognise
+    /// a directory that lists exactly like one of its ancestors: a loop in damaged metadata.
+    listings: Mutex<HashMap<String, u64>>,
 }
 
 fn io_err(what: &str, e: std::io::Error) -> Error {
@@ -199,6 +205,7 @@ impl FatFs {
             kind,
             fat: Mutex::new(SendFat(fat)),
             nodes: Mutex::new(nodes),
+            listings: Mutex::new(HashMap::new()),
         })
     }
 
@@ -235,18 +242,30 @@ impl FatFs {
 
     /// Entries of the directory at `path`: (name, metadata).
     fn list(&self, path: &str) -> Result<Vec<(String, Metadata)>> {
-        self.with_fat(path, |fat| Self::list_in(fat, path))
+        let list = self.with_fat(path, |fat| Self::list_in(fat, path))?;
+        // Node ids are paths, so a directory that contains itself would otherwise only
+        // show as an ever deeper path, each step walked again from the root.
+        // Nested directories of one name made within FAT's 2-second time resolution list
+        // alike too, so only a listing repeated by several ancestors counts as a loop.
+        let digest = list_digest(&list);
+        let mut seen = self.listings.lock().unwrap_or_else(|p| p.into_inner());
+        let ancestors = std::iter::successors(Some(path), |p| {
+            (!p.is_empty()).then(|| p.rfind('/').map_or("", |i| &p[..i]))
+        })
+        .skip(1);
+        let repeats = ancestors.filter(|a| seen.get(*a) == Some(&digest)).count();
+        if repeats >= LOOP_REPEATS {
+            return Err(loop_error(path));
+        }
+        seen.insert(path.to_string(), digest);
+        Ok(list)
     }
 
     fn list_in(fat: &SendFat, path: &str) -> Result<Vec<(String, Metadata)>> {
         // Node ids here are paths, so a directory that contains itself (damaged metadata)
         // shows only as a path that keeps growing; every call walks it from the root.
         if path.len() > MAX_PATH || path.split('/').count() > MAX_DEPTH {
-            let shown: String = path.chars().take(200).collect();
-            return Err(Error::Invalid(format!(
-                "FAT: {shown}…: more than {MAX_DEPTH} directories deep or {MAX_PATH} bytes: a \
-                 directory loops back to one of its parents (damaged metadata)"
-            )));
+            return Err(loop_error(path));
         }
         let root = fat.0.root_dir();
         let dir = if path.is_empty() {
@@ -280,6 +299,30 @@ impl FatFs {
             format!("{dir}/{name}")
         }
     }
+}
+
+/// The error for a directory that loops back to one of its parents.
+fn loop_error(path: &str) -> Error {
+    let shown: String = path.chars().take(200).collect();
+    Error::Invalid(format!(
+        "FAT: {shown}: directory loops back to one of its parents (damaged metadata)"
+    ))
+}
+
+/// xxh3 of a directory listing: every name, kind, size and time, in order.
+fn list_digest(list: &[(String, Metadata)]) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for (name, m) in list {
+        h.update(name.as_bytes());
+        h.update(&[0, m.kind.letter() as u8]);
+        h.update(&m.size.to_le_bytes());
+        for t in [m.mtime, m.atime, m.crtime] {
+            let (s, n) = t.map_or((0, 0), |t| (t.secs, t.nanos));
+            h.update(&s.to_le_bytes());
+            h.update(&n.to_le_bytes());
+        }
+    }
+    h.digest()
 }
 
 impl FileSystem for FatFs {
