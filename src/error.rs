@@ -104,3 +104,40 @@ impl From<Error> for io::Error {
         }
     }
 }
+
+thread_local! {
+    /// Set while [`contain_panics`] runs, so the panic hook stays quiet about a panic that is
+    /// turned into an error.
+    static CONTAINED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f`, a call into a third-party parser (the `ntfs` and `fatfs` crates) over bytes
+/// read from a disk, and turns a panic inside it into an error naming `what`. Those
+/// crates trust some on-disk values (the `ntfs` crate ends in `unreachable!` on a short
+/// read inside a nested structure; `fatfs` subtracts from a cluster number read from disk),
+/// and a damaged disk must give an error, never a crash.
+pub fn contain_panics<T>(what: impl std::fmt::Display, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let was = CONTAINED.with(|c| c.replace(true));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    CONTAINED.with(|c| c.set(was));
+    r.unwrap_or_else(|p| {
+        let why = p
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| p.downcast_ref::<&str>().copied())
+            .unwrap_or("parser failure");
+        let why = why.lines().next().unwrap_or_default();
+        Err(Error::Invalid(format!("{what}: damaged metadata ({why})")))
+    })
+}
+
+/// Keeps the panic hook quiet for panics [`contain_panics`] turns into errors (their
+/// message becomes the error); any other panic is reported as before. The CLI calls it once.
+pub fn quiet_contained_panics() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !CONTAINED.with(|c| c.get()) {
+            previous(info);
+        }
+    }));
+}

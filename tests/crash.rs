@@ -1,17 +1,68 @@
-//! A create killed at any moment leaves no file any command accepts as an image, never
-//! touches an existing DEST, and a rerun succeeds.
+//! `create`, `consolidate` and `restore` killed (SIGKILL) at 20 moments each, spread over
+//! a whole run: no partial output is ever accepted as valid, existing images and targets
+//! are untouched, every point of a chain stays readable, and a rerun succeeds.
 
 mod common;
 use common::*;
-use std::time::Duration;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Kills per command.
+const KILLS: u64 = 20;
+
+/// How long `cmd` takes when left alone (it is then undone by the caller).
+fn timed(cmd: &mut Command) -> Duration {
+    let t = Instant::now();
+    let s = cmd.status().unwrap();
+    assert!(s.success(), "{cmd:?}");
+    t.elapsed()
+}
+
+/// Moment `i` of [`KILLS`]: spread over 0..1.1 × `full` (so the last ones may come after
+/// the end), with a fixed jitter so that kills do not line up with the work's phases.
+fn kill_delay(i: u64, full: Duration) -> Duration {
+    let jitter = noise(8, 900 + i)[0] as f64 / 255.0;
+    full.mul_f64((i as f64 + jitter) / KILLS as f64 * 1.1)
+}
+
+/// Starts `cmd`, sends SIGKILL after `delay`; true when it had finished by itself.
+fn kill_after(cmd: &mut Command, delay: Duration) -> bool {
+    let mut child = cmd.spawn().unwrap();
+    std::thread::sleep(delay);
+    child.kill().ok(); // SIGKILL
+    child.wait().unwrap().success()
+}
+
+/// No command accepts `partial` (a killed run's leftover) as an image.
+fn refused_everywhere(partial: &Path, scratch: &Path) {
+    if !partial.exists() {
+        return;
+    }
+    for cmd in ["info", "verify", "restore"] {
+        let target = scratch.join("never.img");
+        let o = if cmd == "restore" {
+            run(&[&cmd, &partial, &target])
+        } else {
+            run(&[&cmd, &partial])
+        };
+        let (code, _, err) = outcome(&o);
+        assert_ne!(code, 0, "{cmd} accepted a partial image");
+        assert!(
+            err.contains("incomplete") || err.contains("not a strata image"),
+            "{err}"
+        );
+        assert!(!target.exists());
+    }
+}
 
 #[test]
 fn killed_create_leaves_no_accepted_image_and_old_dest_intact() {
     let d = tempdir();
     let disk = d.path().join("disk.img");
     // Slow enough (level 19, one thread) that kills land mid-run.
-    let mut data = text(48 << 20, 31);
-    data.extend(noise(8 << 20, 32));
+    let mut data = text(8 << 20, 31);
+    data.extend(noise(2 << 20, 32));
     std::fs::write(&disk, &data).unwrap();
     let dest = d.path().join("backup.strata");
     let partial = d.path().join("backup.strata.partial");
@@ -21,50 +72,44 @@ fn killed_create_leaves_no_accepted_image_and_old_dest_intact() {
     std::fs::write(&small, text(1 << 20, 33)).unwrap();
     ok(run(&[&"create", &small, &dest, &"-q"]));
     let old = sha256(&dest);
+    let old_copy = d.path().join("old.strata.copy");
+    std::fs::copy(&dest, &old_copy).unwrap();
+    let put_back = || std::fs::copy(&old_copy, &dest).unwrap();
 
-    let mut killed_mid_run = 0;
-    for delay_ms in [0u64, 30, 120, 300, 600, 1000, 1500, 2500] {
-        let mut child = strata()
-            .args(["create", "--force", "-q", "--level", "19", "--threads", "1"])
+    let create = || {
+        let mut c = strata();
+        c.args(["create", "--force", "-q", "--level", "19", "--threads", "1"])
             .arg(&disk)
-            .arg(&dest)
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(delay_ms));
-        child.kill().ok(); // SIGKILL
-        let finished = child.wait().unwrap().success();
-        if finished {
+            .arg(&dest);
+        c
+    };
+    let full = timed(&mut create());
+    put_back();
+    let mut killed_mid_run = 0;
+    for i in 0..KILLS {
+        let delay = kill_delay(i, full);
+        if kill_after(&mut create(), delay) {
             // It completed before the kill: DEST is the new, valid image.
             ok(run(&[&"verify", &dest, &"-q"]));
-            ok(run(&[&"create", &small, &dest, &"-q", &"--force"]));
+            put_back();
             continue;
         }
         killed_mid_run += 1;
-        assert_eq!(
-            sha256(&dest),
-            old,
-            "DEST changed by a killed create ({delay_ms} ms)"
-        );
+        // DEST is the old image, or the new one when the kill came after the rename.
         ok(run(&[&"verify", &dest, &"-q"]));
-        if partial.exists() {
-            for cmd in ["info", "verify", "restore"] {
-                let target = d.path().join("never.img");
-                let o = if cmd == "restore" {
-                    run(&[&cmd, &partial, &target])
-                } else {
-                    run(&[&cmd, &partial])
-                };
-                let (code, _, err) = outcome(&o);
-                assert_ne!(code, 0, "{cmd} accepted a partial image ({delay_ms} ms)");
-                assert!(
-                    err.contains("incomplete") || err.contains("not a strata image"),
-                    "{err}"
-                );
-                assert!(!target.exists());
-            }
+        if sha256(&dest) != old {
+            let restored = d.path().join("check.img");
+            ok(run(&[&"restore", &dest, &restored, &"-q", &"--force"]));
+            assert!(
+                same_content(&disk, &restored),
+                "DEST changed by a create killed at {delay:?}"
+            );
+            put_back();
         }
+        refused_everywhere(&partial, d.path());
     }
-    assert!(killed_mid_run >= 3, "kills did not land mid-run");
+    eprintln!("create: {KILLS} kills over {full:?}, {killed_mid_run} mid-run");
+    assert!(killed_mid_run >= 10, "kills did not land mid-run");
     // A rerun replaces the stale partial and succeeds.
     ok(run(&[&"create", &disk, &dest, &"-q", &"--force"]));
     assert!(!partial.exists());
@@ -93,4 +138,146 @@ fn interrupted_create_removes_its_partial_output() {
     assert_eq!(status.code(), Some(1), "Ctrl-C is reported as an error");
     assert!(!dest.exists());
     assert!(!d.path().join("backup.strata.partial").exists());
+}
+
+/// A consolidation killed at any moment loses no point of the chain: the merged point and
+/// the one above it read back exactly, whichever files are left, and a rerun completes.
+#[test]
+fn killed_consolidate_loses_no_point() {
+    let d = tempdir();
+    let disk = d.path().join("disk.img");
+    let mut data = text(3 << 20, 35);
+    data.extend(noise(1 << 20, 36));
+    std::fs::write(&disk, &data).unwrap();
+    let set = d.path().join("set");
+    let keep = d.path().join("pristine");
+    for dir in [&set, &keep] {
+        std::fs::create_dir(dir).unwrap();
+    }
+    let (full, i1, i2) = (
+        set.join("full.strata"),
+        set.join("i1.strata"),
+        set.join("i2.strata"),
+    );
+    let mut want = Vec::new();
+    for (i, image) in [&full, &i1, &i2].into_iter().enumerate() {
+        if i > 0 {
+            write_at(&disk, (i as u64) << 20, &noise(1 << 20, 37 + i as u64));
+            let parent = if i == 1 { &full } else { &i1 };
+            ok(run(&[
+                &"create",
+                &disk,
+                image,
+                &"-q",
+                &"--incremental",
+                parent,
+            ]));
+        } else {
+            ok(run(&[&"create", &disk, image, &"-q"]));
+        }
+        want.push(sha256(&disk));
+        std::fs::copy(image, keep.join(image.file_name().unwrap())).unwrap();
+    }
+    let reset = || {
+        for n in ["full.strata", "i1.strata", "i2.strata"] {
+            std::fs::copy(keep.join(n), set.join(n)).unwrap();
+        }
+        let _ = std::fs::remove_file(set.join("i1.strata.partial"));
+    };
+    let point = |image: &Path| {
+        let out = d.path().join("point.img");
+        let _ = std::fs::remove_file(&out);
+        ok(run(&[&"restore", &image, &out, &"-q"]));
+        sha256(&out)
+    };
+    let consolidate = || {
+        let mut c = strata();
+        c.args(["consolidate", "-q", "--level", "19", "--threads", "1"])
+            .arg(&i1);
+        c
+    };
+    let took = timed(&mut consolidate());
+    let mut mid_run = 0;
+    for i in 0..KILLS {
+        reset();
+        let delay = kill_delay(i, took);
+        let finished = kill_after(&mut consolidate(), delay);
+        mid_run += u64::from(!finished);
+        // i1's point and i2's are always there; the full image goes only when merged.
+        assert_eq!(point(&i1), want[1], "i1 after a kill at {delay:?}");
+        assert_eq!(point(&i2), want[2], "i2 after a kill at {delay:?}");
+        if full.exists() {
+            ok(run(&[&"verify", &full, &"-q"]));
+        }
+        refused_everywhere(&set.join("i1.strata.partial"), d.path());
+        if !finished {
+            // A rerun completes (or finds the work already done).
+            let (code, out, err) = outcome(&run(&[&"consolidate", &i1, &"-q"]));
+            if code != 0 {
+                assert!(err.contains("full image"), "rerun: {out}{err}");
+            }
+            assert_eq!(point(&i1), want[1]);
+            assert_eq!(point(&i2), want[2]);
+        }
+    }
+    eprintln!("consolidate: {KILLS} kills over {took:?}, {mid_run} mid-run");
+    assert!(mid_run >= 10, "kills did not land mid-run");
+}
+
+/// A restore to a file killed at any moment leaves no file at TARGET (only the
+/// `.partial`), never changes an existing target, and a rerun restores the disk exactly.
+/// Without `--force` an existing target is refused before anything is written.
+#[test]
+fn killed_restore_never_leaves_a_target_that_looks_restored() {
+    let d = tempdir();
+    let disk = d.path().join("disk.img");
+    let mut data = text(24 << 20, 38);
+    data.extend(noise(4 << 20, 39));
+    std::fs::write(&disk, &data).unwrap();
+    let image = d.path().join("disk.strata");
+    ok(run(&[&"create", &disk, &image, &"-q", &"--level", &"19"]));
+    let target = d.path().join("restored.img");
+    let partial = d.path().join("restored.img.partial");
+    let old = text(1 << 20, 40);
+    std::fs::write(&target, &old).unwrap();
+
+    let (code, _, err) = outcome(&run(&[&"restore", &image, &target, &"-q"]));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("--force"), "{err}");
+    assert_eq!(std::fs::read(&target).unwrap(), old);
+
+    let restore = || {
+        let mut c = strata();
+        c.args(["restore", "--force", "-q", "--threads", "1"])
+            .arg(&image)
+            .arg(&target);
+        c
+    };
+    let took = timed(&mut restore());
+    assert!(same_content(&disk, &target));
+    std::fs::write(&target, &old).unwrap();
+    let mut mid_run = 0;
+    for i in 0..KILLS {
+        let delay = kill_delay(i, took);
+        if kill_after(&mut restore(), delay) {
+            assert!(same_content(&disk, &target), "a finished restore is exact");
+            std::fs::write(&target, &old).unwrap();
+            continue;
+        }
+        mid_run += 1;
+        // The old target, or the whole disk when the kill came after the rename.
+        let unchanged = std::fs::read(&target).unwrap() == old;
+        assert!(
+            unchanged || same_content(&disk, &target),
+            "target changed by a restore killed at {delay:?}"
+        );
+        if !unchanged {
+            std::fs::write(&target, &old).unwrap();
+        }
+    }
+    eprintln!("restore: {KILLS} kills over {took:?}, {mid_run} mid-run");
+    assert!(mid_run >= 10, "kills did not land mid-run");
+    ok(run(&[&"restore", &image, &target, &"-q", &"--force"]));
+    assert!(same_content(&disk, &target));
+    assert!(!partial.exists(), "the rerun removed the stale partial");
 }

@@ -7,8 +7,9 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # Tools the tests and fixture scripts call.
+# g++: libFuzzer, built by cargo-fuzz.
 PKGS=(gdisk fdisk dosfstools mtools ntfs-3g e2fsprogs fuse3 zstd faketime util-linux mount python3
-      exfatprogs exfat-fuse attr tar procps libwim15)
+      exfatprogs exfat-fuse attr tar procps libwim15 g++)
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -40,3 +41,9 @@ echo "==> cargo clippy --all-targets -D warnings"
 cargo clippy --all-targets --quiet -- -D warnings
 echo "==> cargo test"
 cargo test --all-targets
+# Every fuzz target for a short bounded time (FUZZ_SECONDS each; 0 skips): a crash, hang or
+# runaway allocation fails the run. Longer runs: fuzz/run.sh SECONDS.
+if [ "${FUZZ_SECONDS:-15}" != 0 ]; then
+  echo "==> fuzzing (fuzz/run.sh ${FUZZ_SECONDS:-15})"
+  ./fuzz/run.sh "${FUZZ_SECONDS:-15}"
+fi

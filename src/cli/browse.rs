@@ -261,6 +261,34 @@ struct Lister<'a> {
     opts: &'a LsOptions,
     out: std::io::BufWriter<std::io::StdoutLock<'static>>,
     failed: bool,
+    /// Directories being listed, root first (see [`enter`]).
+    ancestors: Vec<NodeId>,
+}
+
+/// Longest path walked by `ls -R` and `cp -r`. Linux paths end at 4096 bytes; a longer one
+/// in an image means a damaged directory that contains itself under another node id.
+const MAX_PATH: usize = 4096;
+
+/// The first `n` bytes of `s` (fewer at a character boundary): paths of a loop are long.
+fn clip(s: &str, n: usize) -> &str {
+    let cut = (0..=n.min(s.len()))
+        .rev()
+        .find(|&i| s.is_char_boundary(i))
+        .unwrap_or(0);
+    &s[..cut]
+}
+
+/// Checks that walking into directory `node` at `path` ends: refused when `node` is one of
+/// the `ancestors` (a directory loop in damaged metadata) or the path grows past
+/// [`MAX_PATH`] (a loop the filesystem gives fresh node ids to).
+fn enter(ancestors: &[NodeId], path: &str, node: NodeId) -> Result<()> {
+    if ancestors.contains(&node) || path.len() > MAX_PATH {
+        return Err(Error::Invalid(format!(
+            "{}: directory loops back to one of its parents (damaged filesystem); not entered",
+            clip(path, 200)
+        )));
+    }
+    Ok(())
 }
 
 impl Lister<'_> {
@@ -274,12 +302,17 @@ impl Lister<'_> {
     }
 
     fn warn(&mut self, path: &str, e: &Error) {
+        let path = clip(path, 300);
         eprintln!("strata: {path}: {e}");
         self.failed = true;
     }
 
     /// Lists the children of directory `node` at `path`.
     fn dir(&mut self, fs: &dyn FileSystem, path: &str, node: NodeId) -> Result<()> {
+        if let Err(e) = enter(&self.ancestors, path, node) {
+            self.warn(path, &e);
+            return Ok(());
+        }
         let mut children = match fs.read_dir(node) {
             Ok(c) => c,
             Err(e) => {
@@ -287,6 +320,7 @@ impl Lister<'_> {
                 return Ok(());
             }
         };
+        self.ancestors.push(node);
         children.sort_by(|a, b| a.name.cmp(&b.name));
         for c in children {
             check_interrupt()?;
@@ -301,6 +335,7 @@ impl Lister<'_> {
                 Err(e) => self.warn(&p, &e),
             }
         }
+        self.ancestors.pop();
         Ok(())
     }
 }
@@ -348,6 +383,7 @@ pub fn ls(image: &Path, path: &str, opts: &LsOptions) -> Result<bool> {
         opts,
         out: std::io::BufWriter::new(std::io::stdout().lock()),
         failed: false,
+        ancestors: Vec::new(),
     };
     let norm = normalize(path);
     match vfs.resolve(path)? {
@@ -476,6 +512,8 @@ pub struct CpSummary {
 struct Copier<'a> {
     opts: &'a CpOptions,
     sum: CpSummary,
+    /// Directories being copied, outermost first (see [`enter`]).
+    ancestors: Vec<NodeId>,
 }
 
 fn exists(p: &Path) -> Option<std::fs::Metadata> {
@@ -538,6 +576,9 @@ impl Copier<'_> {
                 "{src}: is a directory (use -r to copy it)"
             )));
         }
+        // The destination path is the longer one: checking it stops a loop before the
+        // system refuses the path.
+        enter(&self.ancestors, &dest.to_string_lossy(), node)?;
         match exists(dest) {
             Some(m) if m.is_dir() => {}
             Some(_) => {
@@ -550,6 +591,7 @@ impl Copier<'_> {
         self.copy_extras(fs, src, node, meta, dest)?;
         let mut children = fs.read_dir(node)?;
         children.sort_by(|a, b| a.name.cmp(&b.name));
+        self.ancestors.push(node);
         for c in children {
             let child_src = join(src, &c.name);
             let safe = escape_name(&c.name);
@@ -566,6 +608,7 @@ impl Copier<'_> {
                 self.sum.failed.push((child_src, e.to_string()));
             }
         }
+        self.ancestors.pop();
         set_mtime(dest, meta.mtime);
         Ok(())
     }
@@ -773,6 +816,7 @@ pub fn cp(image: &Path, sources: &[String], dest: &Path, opts: &CpOptions) -> Re
     let mut c = Copier {
         opts,
         sum: CpSummary::default(),
+        ancestors: Vec::new(),
     };
     for src in sources {
         let norm = normalize(src);

@@ -239,6 +239,10 @@ struct CreateArgs {
     /// SOURCE_DATE_EPOCH the output is byte-identical between runs).
     #[arg(long, value_name = "UUID")]
     uuid: Option<uuid::Uuid>,
+    /// Image around source sectors that cannot be read: their blocks are recorded as
+    /// unreadable (they restore as zeros, `info` lists them) instead of failing.
+    #[arg(long)]
+    skip_bad_sectors: bool,
 }
 
 fn threads(n: Option<usize>) -> usize {
@@ -254,6 +258,7 @@ pub fn main() -> ExitCode {
     if !(cfg!(target_os = "linux") && matches!(cli.command, Command::Mount(_))) {
         crate::progress::install_interrupt_handler();
     }
+    crate::error::quiet_contained_panics();
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -311,9 +316,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 resolve: a.chain.resolve(),
                 chunk_size: a.chunk_size,
                 progress: !a.quiet && !a.json,
+                skip_bad_sectors: a.skip_bad_sectors,
                 ..create::CreateOptions::new(a.source, a.dest)
             };
             let s = create::create(&opts)?;
+            if !s.unreadable.is_empty() {
+                let n: u64 = s.unreadable.iter().map(|(a, b)| b - a).sum();
+                eprintln!(
+                    "strata: warning: {}: {n} bytes could not be read, recorded as unreadable \
+                     (they restore as zeros): disk bytes {}",
+                    s.source,
+                    info::ranges_text(&s.unreadable)
+                );
+            }
             if a.json {
                 json(&s)?;
             } else if !a.quiet {
@@ -544,18 +559,32 @@ fn verify_text(r: &verify::VerifyReport) -> String {
     for p in &r.problems {
         t.push_str(&format!("BAD {}: {}", p.what, p.detail));
         if !p.disk_ranges.is_empty() {
-            let ranges: Vec<String> = p
-                .disk_ranges
-                .iter()
-                .take(8)
-                .map(|(a, b)| format!("{a}-{b}"))
-                .collect();
-            t.push_str(&format!("\n    affects disk bytes {}", ranges.join(", ")));
-            if p.disk_ranges.len() > 8 {
-                t.push_str(&format!(" and {} more ranges", p.disk_ranges.len() - 8));
-            }
+            t.push_str(&format!(
+                "\n    affects disk bytes {}",
+                info::ranges_text(&p.disk_ranges)
+            ));
         }
         t.push('\n');
+    }
+    if !r.damaged_files.is_empty() {
+        t.push_str(&format!(
+            "LOST {} file(s) or directories with data in damaged chunks:\n",
+            r.damaged_files.len()
+        ));
+        for f in &r.damaged_files {
+            t.push_str(&format!("    {}: {}\n", f.path, f.error));
+        }
+    }
+    if let Some(note) = &r.files_note {
+        t.push_str(&format!("note: {note}\n"));
+    }
+    if !r.unreadable.is_empty() {
+        t.push_str(&format!(
+            "note: {}: the source could not be read at disk bytes {} when the image was made \
+             (they read as zeros)\n",
+            r.image.display(),
+            info::ranges_text(&r.unreadable)
+        ));
     }
     let speed = r.image_bytes as f64 / r.seconds.max(1e-9) / (1 << 20) as f64;
     if r.ok() {

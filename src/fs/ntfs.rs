@@ -33,12 +33,15 @@ pub fn probe(dev: &dyn BlockDev, head: &[u8]) -> Option<Probe> {
     let f = LeFields(head);
     let size = f.u64(40).saturating_mul(u64::from(f.u16(11)));
     let mut c = Cursor::new(dev);
-    let label = Ntfs::new(&mut c)
-        .ok()
-        .and_then(|fs| fs.volume_name(&mut c))
-        .and_then(|n| n.ok())
-        .map(|n| n.name().to_string_lossy())
-        .unwrap_or_default();
+    let label = crate::error::contain_panics("NTFS", || {
+        Ok(Ntfs::new(&mut c)
+            .ok()
+            .and_then(|fs| fs.volume_name(&mut c))
+            .and_then(|n| n.ok())
+            .map(|n| n.name().to_string_lossy())
+            .unwrap_or_default())
+    })
+    .unwrap_or_default();
     Some(Probe {
         kind: FsKind::Ntfs,
         label,
@@ -48,6 +51,10 @@ pub fn probe(dev: &dyn BlockDev, head: &[u8]) -> Option<Probe> {
 
 /// Used ranges of the NTFS volume on `dev`.
 pub fn used(dev: &dyn BlockDev, opts: &FsOptions) -> Result<Usage> {
+    crate::error::contain_panics("NTFS", || used_map(dev, opts))
+}
+
+fn used_map(dev: &dyn BlockDev, opts: &FsOptions) -> Result<Usage> {
     let mut c = Cursor::new(dev);
     let mut fs = Ntfs::new(&mut c).map_err(err)?;
     let cs = u64::from(fs.cluster_size());

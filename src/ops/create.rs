@@ -45,6 +45,9 @@ pub struct CreateOptions {
     pub resolve: ResolveOptions,
     pub chunk_size: u32,
     pub progress: bool,
+    /// Image around source sectors that cannot be read: record their blocks as unreadable
+    /// (they read as zeros) instead of failing.
+    pub skip_bad_sectors: bool,
 }
 
 impl CreateOptions {
@@ -64,6 +67,7 @@ impl CreateOptions {
             resolve: ResolveOptions::default(),
             chunk_size: DEFAULT_CHUNK_SIZE,
             progress: false,
+            skip_bad_sectors: false,
         }
     }
 }
@@ -100,6 +104,8 @@ pub struct CreateSummary {
     pub unchanged_bytes: u64,
     /// The parent image (children only).
     pub parent: Option<PathBuf>,
+    /// Disk byte ranges that could not be read (`--skip-bad-sectors`); they read as zeros.
+    pub unreadable: Vec<(u64, u64)>,
 }
 
 /// Creation time: `SOURCE_DATE_EPOCH` when set (reproducible images), else now.
@@ -256,8 +262,11 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary> {
         read_source(
             &src,
             &plan.ranges,
-            block_size,
-            chunk_size,
+            &Reading {
+                block_size,
+                chunk_size,
+                skip_bad: opts.skip_bad_sectors,
+            },
             parent.as_ref(),
             packer,
             &progress,
@@ -265,14 +274,25 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary> {
     });
     progress.finish();
     let outcome = outcome?;
-    for &(start, end) in &outcome.zero_runs {
-        let mut b = start;
-        while b < end {
-            let n = (end - b).min(u64::from(u32::MAX)) as u32;
-            writer.add_extent(b, n, ExtentKind::Zero);
-            b += u64::from(n);
+    for (runs, kind) in [
+        (&outcome.zero_runs, ExtentKind::Zero),
+        (&outcome.unreadable, ExtentKind::Unreadable),
+    ] {
+        for &(start, end) in runs {
+            let mut b = start;
+            while b < end {
+                let n = (end - b).min(u64::from(u32::MAX)) as u32;
+                writer.add_extent(b, n, kind);
+                b += u64::from(n);
+            }
         }
     }
+    let bs = u64::from(block_size);
+    let unreadable: Vec<(u64, u64)> = outcome
+        .unreadable
+        .iter()
+        .map(|&(a, b)| (a * bs, (b * bs).min(src.len())))
+        .collect();
     let bytes_read = outcome.bytes_read;
     let (file, _trailer, summary) = writer.finish()?;
     out.commit(file)?;
@@ -290,6 +310,7 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary> {
         kind,
         unchanged_bytes: outcome.unchanged_blocks * u64::from(block_size),
         parent: parent.as_ref().map(|c| c.top().path().to_path_buf()),
+        unreadable,
     })
 }
 
@@ -310,6 +331,9 @@ struct ReadOutcome {
     /// Block runs `[start, end)` that hold data in the parent but are zero now.
     zero_runs: Vec<(u64, u64)>,
     unchanged_blocks: u64,
+    /// Block runs `[start, end)` holding a sector that could not be read (with
+    /// `--skip-bad-sectors`).
+    unreadable: Vec<(u64, u64)>,
 }
 
 fn add_run(runs: &mut Vec<(u64, u64)>, start: u64, end: u64) {
@@ -319,18 +343,70 @@ fn add_run(runs: &mut Vec<(u64, u64)>, start: u64, end: u64) {
     }
 }
 
+/// How the source is read.
+struct Reading {
+    block_size: u32,
+    /// Uncompressed bytes per chunk: also the size of one read.
+    chunk_size: u32,
+    /// Record unreadable sectors instead of failing (`--skip-bad-sectors`).
+    skip_bad: bool,
+}
+
+/// After `first_error` reading `buf` at `pos`: reads the piece again sector by sector to find
+/// the sectors that fail. Without `skip`, the first one is the error (naming the source and
+/// the sector's byte offset). With it, readable sectors are kept in `buf`, failing ones are
+/// zero-filled and returned as byte ranges.
+fn bad_sectors(
+    src: &FileDev,
+    pos: u64,
+    buf: &mut [u8],
+    first_error: Error,
+    skip: bool,
+) -> Result<Vec<(u64, u64)>> {
+    if matches!(first_error, Error::Interrupted) {
+        return Err(first_error);
+    }
+    let ss = src.sector_size() as usize;
+    let mut bad: Vec<(u64, u64)> = Vec::new();
+    for (i, sector) in buf.chunks_mut(ss).enumerate() {
+        check_interrupt()?;
+        let at = pos + (i * ss) as u64;
+        if let Err(e) = src.read_at(at, sector) {
+            if !skip {
+                return Err(Error::Invalid(format!(
+                    "{e} (the sector at byte {at} cannot be read; --skip-bad-sectors images \
+                     around unreadable sectors)"
+                )));
+            }
+            sector.fill(0);
+            let end = at + sector.len() as u64;
+            match bad.last_mut() {
+                Some(last) if last.1 == at => last.1 = end,
+                _ => bad.push((at, end)),
+            }
+        }
+    }
+    // Empty when the piece failed but every sector read on the second try (a transient
+    // error): `buf` then holds all of it.
+    Ok(bad)
+}
+
 /// Reads `ranges` (sorted, disjoint byte ranges) widened to whole blocks, in 1-chunk pieces;
 /// drops zero blocks and (for children) blocks whose hash matches the parent's, and packs
 /// the rest. Blocks outside `ranges` read as zeros at this point.
 fn read_source(
     src: &FileDev,
     ranges: &[(u64, u64)],
-    block_size: u32,
-    chunk_size: u32,
+    how: &Reading,
     parent: Option<&Chain>,
     packer: &mut Packer,
     progress: &Progress,
 ) -> Result<ReadOutcome> {
+    let Reading {
+        block_size,
+        chunk_size,
+        skip_bad,
+    } = *how;
     let bs = u64::from(block_size);
     let len = src.len();
     let total_blocks = len.div_ceil(bs);
@@ -340,6 +416,7 @@ fn read_source(
         bytes_read: 0,
         zero_runs: Vec::new(),
         unchanged_blocks: 0,
+        unreadable: Vec::new(),
     };
     let mut next_block = 0u64; // first block not yet accounted for
                                // Blocks not read (holes of a sparse source, free space) are zeros at this point: where
@@ -367,7 +444,10 @@ fn read_source(
             let pos = block * bs;
             let avail = (len - pos).min(n_blocks * bs) as usize;
             let piece = &mut buf[..(n_blocks * bs) as usize];
-            src.read_at(pos, &mut piece[..avail])?;
+            let bad = match src.read_at(pos, &mut piece[..avail]) {
+                Ok(()) => Vec::new(),
+                Err(e) => bad_sectors(src, pos, &mut piece[..avail], e, skip_bad)?,
+            };
             piece[avail..].fill(0); // the disk's last block may be partial
             out.bytes_read += avail as u64;
             let states = match parent {
@@ -376,6 +456,10 @@ fn read_source(
             };
             for (i, data) in piece.chunks_exact(bs as usize).enumerate() {
                 let b = block + i as u64;
+                if bad.iter().any(|&(a, z)| a < (b + 1) * bs && b * bs < z) {
+                    add_run(&mut out.unreadable, b, b + 1);
+                    continue;
+                }
                 let was = states.as_ref().map(|s| s[i]);
                 if is_zero(data) {
                     if matches!(was, Some(BlockState::Hash(_))) {

@@ -40,6 +40,8 @@ pub struct ImageInfo {
     pub chunks_stored_raw: u64,
     pub extents: u64,
     pub unreadable_bytes: u64,
+    /// Disk byte ranges `[start, end)` the source could not be read at (they read as zeros).
+    pub unreadable: Vec<(u64, u64)>,
     /// blake3 of the index, hex: what child images record to name this one.
     pub index_digest: String,
     /// Earlier identities this image answers to (after consolidation).
@@ -113,14 +115,9 @@ pub fn info(path: &Path, opts: &ResolveOptions) -> Result<ImageInfo> {
     };
     let h = img.header();
     let idx = img.index();
-    let bs = u64::from(h.block_size);
     let data_bytes: u64 = idx.chunks.iter().map(|c| u64::from(c.raw_len)).sum();
-    let unreadable: u64 = idx
-        .extents
-        .iter()
-        .filter(|e| e.kind == ExtentKind::Unreadable)
-        .map(|e| u64::from(e.count) * bs)
-        .sum();
+    let unreadable_ranges = unreadable_ranges(img.index(), h.block_size, h.disk_size);
+    let unreadable: u64 = unreadable_ranges.iter().map(|(a, b)| b - a).sum();
     Ok(ImageInfo {
         layout,
         image: path.to_path_buf(),
@@ -153,6 +150,7 @@ pub fn info(path: &Path, opts: &ResolveOptions) -> Result<ImageInfo> {
             .count() as u64,
         extents: idx.extents.len() as u64,
         unreadable_bytes: unreadable,
+        unreadable: unreadable_ranges,
         index_digest: img
             .trailer()
             .index_digest
@@ -363,8 +361,10 @@ impl fmt::Display for ImageInfo {
         if self.unreadable_bytes > 0 {
             writeln!(
                 f,
-                "unreadable:   {} (read as zeros)",
-                human_bytes(self.unreadable_bytes)
+                "unreadable:   {} at disk bytes {} (the source could not be read there; read \
+                 as zeros)",
+                human_bytes(self.unreadable_bytes),
+                ranges_text(&self.unreadable)
             )?;
         }
         write!(f, "index digest: {}", self.index_digest)?;
@@ -387,4 +387,43 @@ impl fmt::Display for ImageInfo {
         }
         Ok(())
     }
+}
+
+/// Disk byte ranges of an image's unreadable extents (sectors `create --skip-bad-sectors`
+/// could not read), merged where they touch.
+pub fn unreadable_ranges(
+    idx: &crate::container::index::Index,
+    block_size: u32,
+    disk_size: u64,
+) -> Vec<(u64, u64)> {
+    let bs = u64::from(block_size);
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for e in idx
+        .extents
+        .iter()
+        .filter(|e| e.kind == ExtentKind::Unreadable)
+    {
+        let (a, b) = (
+            e.disk_block * bs,
+            ((e.disk_block + u64::from(e.count)) * bs).min(disk_size),
+        );
+        match out.last_mut() {
+            Some(last) if last.1 == a => last.1 = b,
+            _ => out.push((a, b)),
+        }
+    }
+    out
+}
+
+/// Byte ranges as `a-b, c-d` (the first eight, then how many more).
+pub fn ranges_text(ranges: &[(u64, u64)]) -> String {
+    let mut t: Vec<String> = ranges
+        .iter()
+        .take(8)
+        .map(|(a, b)| format!("{a}-{b}"))
+        .collect();
+    if ranges.len() > 8 {
+        t.push(format!("and {} more ranges", ranges.len() - 8));
+    }
+    t.join(", ")
 }

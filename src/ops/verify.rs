@@ -30,6 +30,17 @@ pub struct VerifyReport {
     pub image_bytes: u64,
     pub seconds: f64,
     pub problems: Vec<Problem>,
+    /// Files of the image's point in time that damaged chunks made unreadable (top image
+    /// of a chain only; filled when some chunk is damaged).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub damaged_files: Vec<crate::vfs::scan::Unreadable>,
+    /// Why the files could not be looked at, when chunks are damaged but the filesystems
+    /// could not be walked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub files_note: Option<String>,
+    /// Disk byte ranges the source could not be read at when the image was made
+    /// (`create --skip-bad-sectors`): not damage of the image, but data it does not have.
+    pub unreadable: Vec<(u64, u64)>,
 }
 
 impl VerifyReport {
@@ -137,26 +148,44 @@ pub fn verify(path: &Path, threads: usize, progress: bool) -> Result<VerifyRepor
         image_bytes: image.file_len(),
         seconds: started.elapsed().as_secs_f64(),
         problems,
+        damaged_files: Vec::new(),
+        files_note: None,
+        unreadable: super::info::unreadable_ranges(
+            index,
+            image.header().block_size,
+            image.header().disk_size,
+        ),
     })
 }
 
 /// Verifies `path` and, for a child image, every ancestor and the links between them.
 /// Reports come top image first. When the image itself is damaged its ancestors are not
-/// looked at (its parent reference cannot be trusted).
+/// looked at (its parent reference cannot be trusted). When chunks are damaged, the files
+/// of `path`'s point in time are read to name those that were lost (in the top report).
 pub fn verify_chain(
     path: &Path,
     threads: usize,
     progress: bool,
     opts: &crate::chain::ResolveOptions,
 ) -> Result<Vec<VerifyReport>> {
-    let top = verify(path, threads, progress)?;
-    if !top.ok() || top.kind == crate::container::header::ImageKind::Full {
-        return Ok(vec![top]);
+    let mut reports = vec![verify(path, threads, progress)?];
+    if reports[0].ok() && reports[0].kind != crate::container::header::ImageKind::Full {
+        let layers = crate::chain::resolve::resolve(path, opts)?;
+        for l in layers[..layers.len() - 1].iter().rev() {
+            reports.push(verify(l.path(), threads, progress)?);
+        }
     }
-    let layers = crate::chain::resolve::resolve(path, opts)?;
-    let mut reports = vec![top];
-    for l in layers[..layers.len() - 1].iter().rev() {
-        reports.push(verify(l.path(), threads, progress)?);
+    let chunk_damage = reports
+        .iter()
+        .any(|r| r.problems.iter().any(|p| !p.disk_ranges.is_empty()));
+    if chunk_damage {
+        let files = crate::chain::Chain::open(path, opts)
+            .and_then(|c| crate::vfs::scan::damaged_files(std::sync::Arc::new(c)));
+        match files {
+            Ok(f) => reports[0].damaged_files = f,
+            Err(crate::Error::Interrupted) => return Err(crate::Error::Interrupted),
+            Err(e) => reports[0].files_note = Some(format!("files not checked: {e}")),
+        }
     }
     Ok(reports)
 }

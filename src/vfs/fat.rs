@@ -19,6 +19,13 @@ use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::sync::Mutex;
 
+/// Longest path listed (the Linux limit) and deepest directory (Windows paths of 260
+/// characters allow about as many): beyond either a FAT tree is taken for a directory loop
+/// even when its listings differ (a loop through a damaged chain of directories).
+const MAX_PATH: usize = 4096;
+const MAX_DEPTH: usize = 128;
+/// Ancestors listing exactly like a directory that make it a loop.
+const LOOP_REPEATS: usize = 4;
 /// The partition as `fatfs` storage: reads and seeks; writes fail.
 struct ReadOnlyIo {
     dev: PartDev,
@@ -125,6 +132,9 @@ pub struct FatFs {
     kind: FsKind,
     fat: Mutex<SendFat>,
     nodes: Mutex<Nodes>,
+    /// A digest of each directory listed (path -> names, kinds, sizes, times), to recognise
+    /// a directory that lists exactly like one of its ancestors: a loop in damaged metadata.
+    listings: Mutex<HashMap<String, u64>>,
 }
 
 fn io_err(what: &str, e: std::io::Error) -> Error {
@@ -195,6 +205,7 @@ impl FatFs {
             kind,
             fat: Mutex::new(SendFat(fat)),
             nodes: Mutex::new(nodes),
+            listings: Mutex::new(HashMap::new()),
         })
     }
 
@@ -220,9 +231,42 @@ impl FatFs {
         id
     }
 
+    /// Runs `f` on the mounted volume. `fatfs` trusts cluster numbers read from disk (a
+    /// damaged directory entry or FAT naming cluster 0 or 1 makes it subtract past zero and
+    /// panic in a checked build): a panic is reported as damage. Its state is read-only and
+    /// the next call starts afresh from the root directory.
+    fn with_fat<T>(&self, path: &str, f: impl FnOnce(&SendFat) -> Result<T>) -> Result<T> {
+        let fat = self.fat.lock().unwrap_or_else(|p| p.into_inner());
+        crate::error::contain_panics(format_args!("FAT: {path}"), || f(&fat))
+    }
+
     /// Entries of the directory at `path`: (name, metadata).
     fn list(&self, path: &str) -> Result<Vec<(String, Metadata)>> {
-        let fat = self.fat.lock().expect("not poisoned");
+        let list = self.with_fat(path, |fat| Self::list_in(fat, path))?;
+        // Node ids are paths, so a directory that contains itself would otherwise only
+        // show as an ever deeper path, each step walked again from the root.
+        // Nested directories of one name made within FAT's 2-second time resolution list
+        // alike too, so only a listing repeated by several ancestors counts as a loop.
+        let digest = list_digest(&list);
+        let mut seen = self.listings.lock().unwrap_or_else(|p| p.into_inner());
+        let ancestors = std::iter::successors(Some(path), |p| {
+            (!p.is_empty()).then(|| p.rfind('/').map_or("", |i| &p[..i]))
+        })
+        .skip(1);
+        let repeats = ancestors.filter(|a| seen.get(*a) == Some(&digest)).count();
+        if repeats >= LOOP_REPEATS {
+            return Err(loop_error(path));
+        }
+        seen.insert(path.to_string(), digest);
+        Ok(list)
+    }
+
+    fn list_in(fat: &SendFat, path: &str) -> Result<Vec<(String, Metadata)>> {
+        // Node ids here are paths, so a directory that contains itself (damaged metadata)
+        // shows only as a path that keeps growing; every call walks it from the root.
+        if path.len() > MAX_PATH || path.split('/').count() > MAX_DEPTH {
+            return Err(loop_error(path));
+        }
         let root = fat.0.root_dir();
         let dir = if path.is_empty() {
             root
@@ -230,7 +274,14 @@ impl FatFs {
             root.open_dir(path).map_err(|e| io_err(path, e))?
         };
         let mut out = Vec::new();
-        for e in dir.iter() {
+        for (i, e) in dir.iter().enumerate() {
+            // A FAT directory holds at most 65536 entries; more means its cluster chain
+            // loops, which fatfs would follow for ever.
+            if i >= 65536 {
+                return Err(Error::Invalid(format!(
+                    "FAT: {path}: directory has more than 65536 entries (its cluster chain loops)"
+                )));
+            }
             let e = e.map_err(|e| io_err(path, e))?;
             let name = e.file_name();
             if name == "." || name == ".." {
@@ -248,6 +299,30 @@ impl FatFs {
             format!("{dir}/{name}")
         }
     }
+}
+
+/// The error for a directory that loops back to one of its parents.
+fn loop_error(path: &str) -> Error {
+    let shown: String = path.chars().take(200).collect();
+    Error::Invalid(format!(
+        "FAT: {shown}: directory loops back to one of its parents (damaged metadata)"
+    ))
+}
+
+/// xxh3 of a directory listing: every name, kind, size and time, in order.
+fn list_digest(list: &[(String, Metadata)]) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for (name, m) in list {
+        h.update(name.as_bytes());
+        h.update(&[0, m.kind.letter() as u8]);
+        h.update(&m.size.to_le_bytes());
+        for t in [m.mtime, m.atime, m.crtime] {
+            let (s, n) = t.map_or((0, 0), |t| (t.secs, t.nanos));
+            h.update(&s.to_le_bytes());
+            h.update(&n.to_le_bytes());
+        }
+    }
+    h.digest()
 }
 
 impl FileSystem for FatFs {
@@ -306,23 +381,24 @@ impl FileSystem for FatFs {
         if offset >= meta.size {
             return Ok(0);
         }
-        let fat = self.fat.lock().expect("not poisoned");
-        let mut f = fat
-            .0
-            .root_dir()
-            .open_file(&path)
-            .map_err(|e| io_err(&path, e))?;
-        f.seek(SeekFrom::Start(offset))
-            .map_err(|e| io_err(&path, e))?;
-        let mut done = 0;
-        while done < buf.len() {
-            let n = f.read(&mut buf[done..]).map_err(|e| io_err(&path, e))?;
-            if n == 0 {
-                break;
+        self.with_fat(&path, |fat| {
+            let mut f = fat
+                .0
+                .root_dir()
+                .open_file(&path)
+                .map_err(|e| io_err(&path, e))?;
+            f.seek(SeekFrom::Start(offset))
+                .map_err(|e| io_err(&path, e))?;
+            let mut done = 0;
+            while done < buf.len() {
+                let n = f.read(&mut buf[done..]).map_err(|e| io_err(&path, e))?;
+                if n == 0 {
+                    break;
+                }
+                done += n;
             }
-            done += n;
-        }
-        Ok(done)
+            Ok(done)
+        })
     }
 
     fn read_link(&self, node: NodeId) -> Result<String> {

@@ -19,6 +19,7 @@
 //!   synthesised ids). [`lznt1`] decodes NTFS compression, [`wof`] files compressed by
 //!   Windows' overlay filter (CompactOS) with [`xpress`] and [`lzx`] ([`huffman`] codes).
 //! - [`path`] escapes names that cannot be written safely on the destination.
+//! - [`scan`] reads every file to find those that damage made unreadable (`verify`).
 //!
 //! Nothing here writes to the device: every adapter reads through [`BlockDev::read_at`].
 
@@ -31,6 +32,7 @@ pub mod lznt1;
 pub mod lzx;
 pub mod ntfs;
 pub mod path;
+pub mod scan;
 pub mod wof;
 pub mod xpress;
 
@@ -286,14 +288,15 @@ impl Vfs {
         };
         for (number, start, len) in parts {
             let part = PartDev::new(dev.clone(), start, len)?;
-            let probe = crate::fs::probe(&part).ok().flatten();
+            let probe = crate::fs::probe(&part);
             let (kind, label) = match &probe {
-                Some(p) => (Some(p.kind), p.label.clone()),
-                None => (None, String::new()),
+                Ok(Some(p)) => (Some(p.kind), p.label.clone()),
+                _ => (None, String::new()),
             };
-            let fs = match kind {
-                Some(k) => open_fs(part, k),
-                None => Err("no filesystem recognised".to_string()),
+            let fs = match (kind, probe) {
+                (Some(k), _) => open_fs(part, k),
+                (None, Err(e)) => Err(format!("filesystem cannot be recognised: {e}")),
+                (None, Ok(_)) => Err("no filesystem recognised".to_string()),
             };
             mounts.push(Mount {
                 name: if bare {

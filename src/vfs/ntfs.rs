@@ -17,7 +17,7 @@ use super::{lznt1, wof};
 use super::{DirEntry, FileSystem, Metadata, NodeId, NodeKind, PartDev, Stream, Time};
 use crate::blockdev::window::{read_at_cursor, seek_cursor};
 use crate::blockdev::BlockDev;
-use crate::error::{Error, Result};
+use crate::error::{contain_panics, Error, Result};
 use crate::fs::FsKind;
 use ntfs::attribute_value::NtfsAttributeValue;
 use ntfs::indexes::NtfsFileNameIndex;
@@ -178,14 +178,14 @@ fn straddling_records(ntfs: &Ntfs, c: &mut Cursor) -> Result<HashMap<u64, Vec<(u
 impl NtfsFs {
     /// Parses the boot sector and the upcase table (for case-insensitive lookups).
     pub fn open(dev: PartDev) -> Result<NtfsFs> {
-        let (ntfs, stitched) = {
+        let (ntfs, stitched) = contain_panics("NTFS", || {
             let mut c = Cursor::new(&dev);
             let mut ntfs = Ntfs::new(&mut c).map_err(err)?;
             let stitched = straddling_records(&ntfs, &mut c)?;
             c.stitched = Some(&stitched);
             ntfs.read_upcase_table(&mut c).map_err(err)?;
-            (ntfs, stitched)
-        };
+            Ok((ntfs, stitched))
+        })?;
         Ok(NtfsFs {
             dev,
             ntfs,
@@ -766,22 +766,24 @@ impl FileSystem for NtfsFs {
     }
 
     fn lookup(&self, dir: NodeId, name: &str) -> Result<NodeId> {
-        let mut c = self.cursor();
-        let file = self.file(&mut c, dir)?;
-        let index = file.directory_index(&mut c).map_err(err)?;
-        let mut finder = index.finder();
-        let Some(entry) = NtfsFileNameIndex::find(&mut finder, &self.ntfs, &mut c, name) else {
-            return Err(Error::NotFound(format!(
-                "{name}: no such file or directory"
-            )));
-        };
-        let record = entry.map_err(err)?.file_reference().file_record_number();
-        if record < FIRST_USER_RECORD && record != ROOT {
-            return Err(Error::NotFound(format!(
-                "{name}: no such file or directory"
-            )));
-        }
-        Ok(record)
+        contain_panics("NTFS", || {
+            let mut c = self.cursor();
+            let file = self.file(&mut c, dir)?;
+            let index = file.directory_index(&mut c).map_err(err)?;
+            let mut finder = index.finder();
+            let Some(entry) = NtfsFileNameIndex::find(&mut finder, &self.ntfs, &mut c, name) else {
+                return Err(Error::NotFound(format!(
+                    "{name}: no such file or directory"
+                )));
+            };
+            let record = entry.map_err(err)?.file_reference().file_record_number();
+            if record < FIRST_USER_RECORD && record != ROOT {
+                return Err(Error::NotFound(format!(
+                    "{name}: no such file or directory"
+                )));
+            }
+            Ok(record)
+        })
     }
 
     fn read_dir(&self, dir: NodeId) -> Result<Vec<DirEntry>> {
@@ -824,98 +826,104 @@ impl FileSystem for NtfsFs {
     }
 
     fn metadata(&self, node: NodeId) -> Result<Metadata> {
-        let mut c = self.cursor();
-        let file = self.file(&mut c, node)?;
-        let kind = self.kind_of(&mut c, &file)?;
-        let info = file.info().map_err(err)?;
-        let mut m = Metadata::new(kind, 0);
-        m.mtime = time(info.modification_time());
-        m.atime = time(info.access_time());
-        m.ctime = time(info.mft_record_modification_time());
-        m.crtime = time(info.creation_time());
-        let mut links = 0u32;
-        let mut attrs = file.attributes();
-        while let Some(item) = attrs.next(&mut c) {
-            let item = item.map_err(err)?;
-            let a = item.to_attribute().map_err(err)?;
-            match a.ty().map_err(err)? {
-                NtfsAttributeType::FileName => {
-                    let n: NtfsFileName = a.structured_value(&mut c).map_err(err)?;
-                    if n.namespace() != NtfsFileNamespace::Dos {
-                        links += 1;
-                    }
-                }
-                NtfsAttributeType::Data => {
-                    let name = a.name().map_err(err)?;
-                    if name.is_empty() {
-                        if kind == NodeKind::File || kind == NodeKind::Reparse {
-                            m.size = a.value_length();
+        contain_panics("NTFS", || {
+            let mut c = self.cursor();
+            let file = self.file(&mut c, node)?;
+            let kind = self.kind_of(&mut c, &file)?;
+            let info = file.info().map_err(err)?;
+            let mut m = Metadata::new(kind, 0);
+            m.mtime = time(info.modification_time());
+            m.atime = time(info.access_time());
+            m.ctime = time(info.mft_record_modification_time());
+            m.crtime = time(info.creation_time());
+            let mut links = 0u32;
+            let mut attrs = file.attributes();
+            while let Some(item) = attrs.next(&mut c) {
+                let item = item.map_err(err)?;
+                let a = item.to_attribute().map_err(err)?;
+                match a.ty().map_err(err)? {
+                    NtfsAttributeType::FileName => {
+                        let n: NtfsFileName = a.structured_value(&mut c).map_err(err)?;
+                        if n.namespace() != NtfsFileNamespace::Dos {
+                            links += 1;
                         }
-                    } else {
-                        m.streams.push(Stream {
-                            name: name.to_string_lossy(),
-                            size: a.value_length(),
-                        });
                     }
+                    NtfsAttributeType::Data => {
+                        let name = a.name().map_err(err)?;
+                        if name.is_empty() {
+                            if kind == NodeKind::File || kind == NodeKind::Reparse {
+                                m.size = a.value_length();
+                            }
+                        } else {
+                            m.streams.push(Stream {
+                                name: name.to_string_lossy(),
+                                size: a.value_length(),
+                            });
+                        }
+                    }
+                    _ => {}
                 }
-                _ => {}
             }
-        }
-        for e in self.listed_streams(&mut c, &file)? {
-            let name = e.name().to_string_lossy();
-            if m.streams.iter().all(|s| s.name != name) {
-                let ext = e.to_file(&self.ntfs, &mut c).map_err(err)?;
-                let a = e.to_attribute(&ext).map_err(err)?;
-                m.streams.push(Stream {
-                    name,
-                    size: a.value_length(),
-                });
+            for e in self.listed_streams(&mut c, &file)? {
+                let name = e.name().to_string_lossy();
+                if m.streams.iter().all(|s| s.name != name) {
+                    let ext = e.to_file(&self.ntfs, &mut c).map_err(err)?;
+                    let a = e.to_attribute(&ext).map_err(err)?;
+                    m.streams.push(Stream {
+                        name,
+                        size: a.value_length(),
+                    });
+                }
             }
-        }
-        m.nlink = Some(links.max(1));
-        m.ino = Some(node);
-        // The compressed data of a WOF file is how it is stored, not a stream of its own
-        // (Windows does not list it either).
-        if kind == NodeKind::File && self.wof_reparse(&mut c, &file)?.is_some() {
-            m.streams
-                .retain(|s| !s.name.eq_ignore_ascii_case(wof::STREAM));
-        }
-        if kind == NodeKind::Symlink {
-            m.size = self.link_target(&mut c, node)?.len() as u64;
-        }
-        Ok(m)
+            m.nlink = Some(links.max(1));
+            m.ino = Some(node);
+            // The compressed data of a WOF file is how it is stored, not a stream of its own
+            // (Windows does not list it either).
+            if kind == NodeKind::File && self.wof_reparse(&mut c, &file)?.is_some() {
+                m.streams
+                    .retain(|s| !s.name.eq_ignore_ascii_case(wof::STREAM));
+            }
+            if kind == NodeKind::Symlink {
+                m.size = self.link_target(&mut c, node)?.len() as u64;
+            }
+            Ok(m)
+        })
     }
 
     fn read_at(&self, node: NodeId, stream: &str, offset: u64, buf: &mut [u8]) -> Result<usize> {
-        let mut c = self.cursor();
-        let file = self.file(&mut c, node)?;
-        if file.is_directory() && stream.is_empty() {
-            return Err(Error::Invalid(format!(
-                "NTFS record {node}: is a directory"
-            )));
-        }
-        if let Some(item) = file.data(&mut c, stream) {
-            let item = item.map_err(err)?;
-            let attr = item.to_attribute().map_err(err)?;
-            return self.read_attr(&mut c, &file, &attr, node, stream, offset, buf);
-        }
-        if stream.is_empty() {
-            return Ok(0);
-        }
-        // A stream the crate's attribute walk misses (see `listed_streams`).
-        for entry in self.listed_streams(&mut c, &file)? {
-            if entry.name().to_string_lossy().to_lowercase() == stream.to_lowercase() {
-                let ext = entry.to_file(&self.ntfs, &mut c).map_err(err)?;
-                let attr = entry.to_attribute(&ext).map_err(err)?;
+        contain_panics("NTFS", || {
+            let mut c = self.cursor();
+            let file = self.file(&mut c, node)?;
+            if file.is_directory() && stream.is_empty() {
+                return Err(Error::Invalid(format!(
+                    "NTFS record {node}: is a directory"
+                )));
+            }
+            if let Some(item) = file.data(&mut c, stream) {
+                let item = item.map_err(err)?;
+                let attr = item.to_attribute().map_err(err)?;
                 return self.read_attr(&mut c, &file, &attr, node, stream, offset, buf);
             }
-        }
-        Err(Error::NotFound(format!("no stream named {stream}")))
+            if stream.is_empty() {
+                return Ok(0);
+            }
+            // A stream the crate's attribute walk misses (see `listed_streams`).
+            for entry in self.listed_streams(&mut c, &file)? {
+                if entry.name().to_string_lossy().to_lowercase() == stream.to_lowercase() {
+                    let ext = entry.to_file(&self.ntfs, &mut c).map_err(err)?;
+                    let attr = entry.to_attribute(&ext).map_err(err)?;
+                    return self.read_attr(&mut c, &file, &attr, node, stream, offset, buf);
+                }
+            }
+            Err(Error::NotFound(format!("no stream named {stream}")))
+        })
     }
 
     fn read_link(&self, node: NodeId) -> Result<String> {
-        let mut c = self.cursor();
-        self.link_target(&mut c, node)
+        contain_panics("NTFS", || {
+            let mut c = self.cursor();
+            self.link_target(&mut c, node)
+        })
     }
 }
 

@@ -1,0 +1,7 @@
+//! The exFAT (allocation bitmap) used-block map of a fuzzed volume. Damaged metadata must give an
+//! error: never a panic, a runaway allocation or a loop.
+#![no_main]
+
+mod harness;
+
+libfuzzer_sys::fuzz_target!(init: harness::init(), |data: &[u8]| harness::used_exfat(data));
