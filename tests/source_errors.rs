@@ -4,58 +4,63 @@
 
 mod common;
 use common::*;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-/// A device-mapper device: `table` lines (start, length in sectors, target) over `file`'s
-/// loop device; removed on drop.
-struct Mapped {
-    name: String,
-    _lo: Loop,
+/// A source whose reads fail with EIO in chosen 4 KiB blocks: the raw file of a `strata
+/// mount --raw` of an image of `file` in which the chunks of those blocks are damaged. (The
+/// kernels this runs on have no device-mapper, so its `error` target cannot be used.)
+/// Unmounted on drop.
+struct Failing {
+    mnt: PathBuf,
 }
 
-impl Mapped {
-    fn new(name: &str, file: &Path, segments: &[(u64, u64, bool)]) -> Mapped {
-        let lo = Loop::attach(file, 512, true);
-        let table: String = segments
-            .iter()
-            .map(|&(start, len, good)| {
-                if good {
-                    format!("{start} {len} linear {} {start}\n", lo.0)
-                } else {
-                    format!("{start} {len} error\n")
-                }
-            })
-            .collect();
-        let mut child = Command::new("dmsetup")
-            .args(["create", name])
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .expect("dmsetup is needed for this test");
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(table.as_bytes())
-            .unwrap();
-        assert!(child.wait().unwrap().success(), "dmsetup create {name}");
-        Mapped {
-            name: name.into(),
-            _lo: lo,
+impl Failing {
+    fn new(dir: &Path, file: &Path, bad_blocks: &[u64]) -> Failing {
+        let image = dir.join("source.strata");
+        // One 4 KiB block per chunk, so each damaged chunk is exactly one block.
+        ok(run(&[
+            &"create",
+            &file,
+            &image,
+            &"-q",
+            &"--clone",
+            &"--chunk-size",
+            &"4096",
+        ]));
+        let img = strata::container::reader::Image::open(&image).unwrap();
+        let mut bytes = std::fs::read(&image).unwrap();
+        for &block in bad_blocks {
+            let e = img
+                .index()
+                .extents
+                .iter()
+                .find(|e| e.disk_block <= block && block < e.end())
+                .expect("the block is stored");
+            assert_eq!(e.count, 1, "one block per chunk");
+            let c = &img.index().chunks[e.chunk as usize];
+            bytes[(c.offset + 24 + u64::from(c.stored_len) / 2) as usize] ^= 0x20;
         }
+        drop(img);
+        std::fs::write(&image, bytes).unwrap();
+        let mnt = dir.join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        ok(run(&[&"mount", &image, &mnt, &"--raw"]));
+        Failing { mnt }
     }
 
     fn path(&self) -> String {
-        format!("/dev/mapper/{}", self.name)
+        self.mnt.join("disk.img").display().to_string()
     }
 }
 
-impl Drop for Mapped {
+impl Drop for Failing {
     fn drop(&mut self) {
-        let _ = Command::new("dmsetup")
-            .args(["remove", "--retry", &self.name])
+        let _ = strata().arg("unmount").arg(&self.mnt).status();
+        let _ = Command::new("fusermount3")
+            .arg("-uz")
+            .arg(&self.mnt)
             .status();
     }
 }
@@ -65,31 +70,17 @@ fn unreadable_sectors_fail_create_or_are_recorded_with_skip_bad_sectors() {
     if !require_root("unreadable_sectors_fail_create_or_are_recorded_with_skip_bad_sectors") {
         return;
     }
-    // A kernel without device-mapper (some containers) cannot run this; the truncated-source
-    // tests below take the same paths with errors from a regular file.
-    let dm = Command::new("dmsetup").arg("targets").output();
-    if !dm.is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("error"))
-    {
-        eprintln!("skipped: the kernel has no device-mapper error target");
-        return;
-    }
+    assert!(
+        Path::new("/dev/fuse").exists(),
+        "this test needs /dev/fuse for its failing source"
+    );
     let d = tempdir();
     let file = d.path().join("disk.img");
     let data = text(8 << 20, 50);
     std::fs::write(&file, &data).unwrap();
-    // 8 MiB: sectors 4096..4104 (bytes 2 MiB .. 2 MiB + 4 KiB) and 10000..10001 fail.
-    let name = format!("strata-bad-{}", std::process::id());
-    let dev = Mapped::new(
-        &name,
-        &file,
-        &[
-            (0, 4096, true),
-            (4096, 8, false),
-            (4104, 5896, true),
-            (10000, 1, false),
-            (10001, 16384 - 10001, true),
-        ],
-    );
+    // Bytes 2 MiB .. 2 MiB + 4 KiB (block 512) and the block holding byte 5120000 (block
+    // 1250) fail.
+    let dev = Failing::new(d.path(), &file, &[512, 1250]);
     let image = d.path().join("disk.strata");
 
     // Without the option: a one-line error naming the device and the first bad byte.
@@ -113,7 +104,7 @@ fn unreadable_sectors_fail_create_or_are_recorded_with_skip_bad_sectors() {
         &"--skip-bad-sectors",
     ]));
     assert_eq!(code, 0, "{err}");
-    // Sector 10000 is byte 5120000, inside the 4 KiB block 1250 (5120000..5124096).
+    // Block 1250 is bytes 5120000..5124096.
     let want_ranges = [(2097152u64, 2101248u64), (5120000, 5124096)];
     assert!(
         err.contains("2097152-2101248") && err.contains("5120000-5124096"),
