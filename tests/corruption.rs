@@ -6,6 +6,8 @@
 //! hangs or returns wrong bytes.
 //!
 //! Where each file lies on the disk comes from mtools (`mshowfat`), not from strata.
+// The reference (where each file lies) comes from mtools, a Linux tool.
+#![cfg(unix)]
 
 mod common;
 use common::*;

@@ -253,7 +253,9 @@ fn killed_restore_never_leaves_a_target_that_looks_restored() {
             .arg(&target);
         c
     };
-    let took = timed(&mut restore());
+    // The quickest of three runs: the first one also pays for a cold start (seconds under
+    // wine), which would put most kills after the end.
+    let took = (0..3).map(|_| timed(&mut restore())).min().unwrap();
     assert!(same_content(&disk, &target));
     std::fs::write(&target, &old).unwrap();
     let mut mid_run = 0;

@@ -4,130 +4,137 @@
 
 mod common;
 use common::*;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
 
-/// A source whose reads fail with EIO in chosen 4 KiB blocks: the raw file of a `strata
-/// mount --raw` of an image of `file` in which the chunks of those blocks are damaged. (The
-/// kernels this runs on have no device-mapper, so its `error` target cannot be used.)
-/// Unmounted on drop.
-struct Failing {
-    mnt: PathBuf,
-}
+/// Needs FUSE for its failing source: Linux only.
+#[cfg(target_os = "linux")]
+mod failing_source {
+    use super::*;
+    use std::path::PathBuf;
+    use std::process::Command;
 
-impl Failing {
-    fn new(dir: &Path, file: &Path, bad_blocks: &[u64]) -> Failing {
-        let image = dir.join("source.strata");
-        // One 4 KiB block per chunk, so each damaged chunk is exactly one block.
-        ok(run(&[
+    /// A source whose reads fail with EIO in chosen 4 KiB blocks: the raw file of a `strata
+    /// mount --raw` of an image of `file` in which the chunks of those blocks are damaged. (The
+    /// kernels this runs on have no device-mapper, so its `error` target cannot be used.)
+    /// Unmounted on drop.
+    struct Failing {
+        mnt: PathBuf,
+    }
+
+    impl Failing {
+        fn new(dir: &Path, file: &Path, bad_blocks: &[u64]) -> Failing {
+            let image = dir.join("source.strata");
+            // One 4 KiB block per chunk, so each damaged chunk is exactly one block.
+            ok(run(&[
+                &"create",
+                &file,
+                &image,
+                &"-q",
+                &"--clone",
+                &"--chunk-size",
+                &"4096",
+            ]));
+            let img = strata::container::reader::Image::open(&image).unwrap();
+            let mut bytes = std::fs::read(&image).unwrap();
+            for &block in bad_blocks {
+                let e = img
+                    .index()
+                    .extents
+                    .iter()
+                    .find(|e| e.disk_block <= block && block < e.end())
+                    .expect("the block is stored");
+                assert_eq!(e.count, 1, "one block per chunk");
+                let c = &img.index().chunks[e.chunk as usize];
+                bytes[(c.offset + 24 + u64::from(c.stored_len) / 2) as usize] ^= 0x20;
+            }
+            drop(img);
+            std::fs::write(&image, bytes).unwrap();
+            let mnt = dir.join("mnt");
+            std::fs::create_dir(&mnt).unwrap();
+            ok(run(&[&"mount", &image, &mnt, &"--raw"]));
+            Failing { mnt }
+        }
+
+        fn path(&self) -> String {
+            self.mnt.join("disk.img").display().to_string()
+        }
+    }
+
+    impl Drop for Failing {
+        fn drop(&mut self) {
+            let _ = strata().arg("unmount").arg(&self.mnt).status();
+            let _ = Command::new("fusermount3")
+                .arg("-uz")
+                .arg(&self.mnt)
+                .status();
+        }
+    }
+
+    #[test]
+    fn unreadable_sectors_fail_create_or_are_recorded_with_skip_bad_sectors() {
+        if !require_root("unreadable_sectors_fail_create_or_are_recorded_with_skip_bad_sectors") {
+            return;
+        }
+        assert!(
+            Path::new("/dev/fuse").exists(),
+            "this test needs /dev/fuse for its failing source"
+        );
+        let d = tempdir();
+        let file = d.path().join("disk.img");
+        let data = text(8 << 20, 50);
+        std::fs::write(&file, &data).unwrap();
+        // Bytes 2 MiB .. 2 MiB + 4 KiB (block 512) and the block holding byte 5120000 (block
+        // 1250) fail.
+        let dev = Failing::new(d.path(), &file, &[512, 1250]);
+        let image = d.path().join("disk.strata");
+
+        // Without the option: a one-line error naming the device and the first bad byte.
+        let (code, _, err) = outcome(&run(&[&"create", &dev.path(), &image, &"-q", &"--clone"]));
+        assert_eq!(code, 1, "{err}");
+        assert!(
+            err.contains(&dev.path()) && err.contains("2097152"),
+            "{err}"
+        );
+        assert!(err.contains("--skip-bad-sectors"), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(!image.exists() && !d.path().join("disk.strata.partial").exists());
+
+        // With it: the bad blocks are recorded and everything else is imaged.
+        let (code, _, err) = outcome(&run(&[
             &"create",
-            &file,
+            &dev.path(),
             &image,
             &"-q",
             &"--clone",
-            &"--chunk-size",
-            &"4096",
+            &"--skip-bad-sectors",
         ]));
-        let img = strata::container::reader::Image::open(&image).unwrap();
-        let mut bytes = std::fs::read(&image).unwrap();
-        for &block in bad_blocks {
-            let e = img
-                .index()
-                .extents
-                .iter()
-                .find(|e| e.disk_block <= block && block < e.end())
-                .expect("the block is stored");
-            assert_eq!(e.count, 1, "one block per chunk");
-            let c = &img.index().chunks[e.chunk as usize];
-            bytes[(c.offset + 24 + u64::from(c.stored_len) / 2) as usize] ^= 0x20;
+        assert_eq!(code, 0, "{err}");
+        // Block 1250 is bytes 5120000..5124096.
+        let want_ranges = [(2097152u64, 2101248u64), (5120000, 5124096)];
+        assert!(
+            err.contains("2097152-2101248") && err.contains("5120000-5124096"),
+            "{err}"
+        );
+        let info = ok(run(&[&"info", &image]));
+        assert!(
+            info.contains("unreadable:") && info.contains("2097152-2101248"),
+            "{info}"
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(&ok(run(&[&"info", &image, &"--json"]))).unwrap();
+        assert_eq!(v["unreadable"].as_array().unwrap().len(), 2, "{v}");
+        // Restored: the source everywhere, zeros in the unreadable blocks.
+        let got = verify_and_restore(&image);
+        let mut expect = data.clone();
+        for (a, b) in want_ranges {
+            expect[a as usize..b as usize].fill(0);
         }
-        drop(img);
-        std::fs::write(&image, bytes).unwrap();
-        let mnt = dir.join("mnt");
-        std::fs::create_dir(&mnt).unwrap();
-        ok(run(&[&"mount", &image, &mnt, &"--raw"]));
-        Failing { mnt }
+        assert!(
+            got == expect,
+            "restored disk differs outside the unreadable blocks"
+        );
     }
-
-    fn path(&self) -> String {
-        self.mnt.join("disk.img").display().to_string()
-    }
-}
-
-impl Drop for Failing {
-    fn drop(&mut self) {
-        let _ = strata().arg("unmount").arg(&self.mnt).status();
-        let _ = Command::new("fusermount3")
-            .arg("-uz")
-            .arg(&self.mnt)
-            .status();
-    }
-}
-
-#[test]
-fn unreadable_sectors_fail_create_or_are_recorded_with_skip_bad_sectors() {
-    if !require_root("unreadable_sectors_fail_create_or_are_recorded_with_skip_bad_sectors") {
-        return;
-    }
-    assert!(
-        Path::new("/dev/fuse").exists(),
-        "this test needs /dev/fuse for its failing source"
-    );
-    let d = tempdir();
-    let file = d.path().join("disk.img");
-    let data = text(8 << 20, 50);
-    std::fs::write(&file, &data).unwrap();
-    // Bytes 2 MiB .. 2 MiB + 4 KiB (block 512) and the block holding byte 5120000 (block
-    // 1250) fail.
-    let dev = Failing::new(d.path(), &file, &[512, 1250]);
-    let image = d.path().join("disk.strata");
-
-    // Without the option: a one-line error naming the device and the first bad byte.
-    let (code, _, err) = outcome(&run(&[&"create", &dev.path(), &image, &"-q", &"--clone"]));
-    assert_eq!(code, 1, "{err}");
-    assert!(
-        err.contains(&dev.path()) && err.contains("2097152"),
-        "{err}"
-    );
-    assert!(err.contains("--skip-bad-sectors"), "{err}");
-    assert_eq!(err.trim().lines().count(), 1, "{err}");
-    assert!(!image.exists() && !d.path().join("disk.strata.partial").exists());
-
-    // With it: the bad blocks are recorded and everything else is imaged.
-    let (code, _, err) = outcome(&run(&[
-        &"create",
-        &dev.path(),
-        &image,
-        &"-q",
-        &"--clone",
-        &"--skip-bad-sectors",
-    ]));
-    assert_eq!(code, 0, "{err}");
-    // Block 1250 is bytes 5120000..5124096.
-    let want_ranges = [(2097152u64, 2101248u64), (5120000, 5124096)];
-    assert!(
-        err.contains("2097152-2101248") && err.contains("5120000-5124096"),
-        "{err}"
-    );
-    let info = ok(run(&[&"info", &image]));
-    assert!(
-        info.contains("unreadable:") && info.contains("2097152-2101248"),
-        "{info}"
-    );
-    let v: serde_json::Value =
-        serde_json::from_str(&ok(run(&[&"info", &image, &"--json"]))).unwrap();
-    assert_eq!(v["unreadable"].as_array().unwrap().len(), 2, "{v}");
-    // Restored: the source everywhere, zeros in the unreadable blocks.
-    let got = verify_and_restore(&image);
-    let mut expect = data.clone();
-    for (a, b) in want_ranges {
-        expect[a as usize..b as usize].fill(0);
-    }
-    assert!(
-        got == expect,
-        "restored disk differs outside the unreadable blocks"
-    );
 }
 
 /// `verify` passes (unreadable ranges are no damage) and names the unreadable ranges; the
