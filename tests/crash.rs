@@ -227,6 +227,9 @@ fn killed_consolidate_loses_no_point() {
 /// A restore to a file killed at any moment leaves no file at TARGET (only the
 /// `.partial`), never changes an existing target, and a rerun restores the disk exactly.
 /// Without `--force` an existing target is refused before anything is written.
+// Under wine a restore's duration varies several-fold from run to run, so the kill moments
+// cannot be placed inside runs; the Windows build runs the other kill tests.
+#[cfg(unix)]
 #[test]
 fn killed_restore_never_leaves_a_target_that_looks_restored() {
     let d = tempdir();
