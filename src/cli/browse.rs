@@ -343,17 +343,7 @@ impl Lister<'_> {
 /// `path` as shown in listings: absolute, without `.`, `..` (applied, stopping at the top)
 /// or repeated slashes; the top is `/`.
 fn normalize(path: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for c in path.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            c => parts.push(c),
-        }
-    }
-    format!("/{}", parts.join("/"))
+    format!("/{}", crate::vfs::path::components(path).join("/"))
 }
 
 /// Splits `PATH:stream` when `PATH` alone does not exist.

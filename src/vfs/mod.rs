@@ -337,16 +337,7 @@ impl Vfs {
     /// stops at the top). The first component names the partition (`p2`) unless the
     /// device is a bare filesystem. The last component is not followed if it is a link.
     pub fn resolve(&self, path: &str) -> Result<Target> {
-        let mut parts: Vec<&str> = Vec::new();
-        for c in path.split('/') {
-            match c {
-                "" | "." => {}
-                ".." => {
-                    parts.pop();
-                }
-                c => parts.push(c),
-            }
-        }
+        let parts = path::components(path);
         let (mount, rest) = if self.bare {
             (0, &parts[..])
         } else {

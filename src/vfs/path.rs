@@ -11,6 +11,22 @@
 
 use std::borrow::Cow;
 
+/// The components of a `/`-separated path inside an image, with `.`, empty components and
+/// `..` applied (`..` stops at the top, so a path never leaves the tree).
+pub fn components(path: &str) -> Vec<&str> {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    parts
+}
+
 /// Characters that cannot appear in a path component on this system, besides control
 /// characters.
 fn reserved(c: char) -> bool {
