@@ -457,20 +457,7 @@ fn corrupt_chunk_fails_only_its_file() {
         })
         .expect("an NTFS file with a unique first block");
     let victim = &victim;
-    let img = strata::container::reader::Image::open(&image).unwrap();
-    let e = img
-        .index()
-        .extents
-        .iter()
-        .find(|e| e.disk_block <= disk_block && disk_block < e.end())
-        .expect("the victim's block is stored");
-    assert_eq!(e.count, 1, "one block per chunk");
-    let c = &img.index().chunks[e.chunk as usize];
-    let at = c.offset + 24 + u64::from(c.stored_len) / 2;
-    drop(img);
-    let mut bytes = std::fs::read(&image).unwrap();
-    bytes[at as usize] ^= 0x20;
-    std::fs::write(&image, bytes).unwrap();
+    damage_block_chunks(&image, &[disk_block]);
 
     let mnt = d.path().join("mnt");
     let log = d.path().join("mount.log");

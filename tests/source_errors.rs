@@ -35,21 +35,7 @@ mod failing_source {
                 &"--chunk-size",
                 &"4096",
             ]));
-            let img = strata::container::reader::Image::open(&image).unwrap();
-            let mut bytes = std::fs::read(&image).unwrap();
-            for &block in bad_blocks {
-                let e = img
-                    .index()
-                    .extents
-                    .iter()
-                    .find(|e| e.disk_block <= block && block < e.end())
-                    .expect("the block is stored");
-                assert_eq!(e.count, 1, "one block per chunk");
-                let c = &img.index().chunks[e.chunk as usize];
-                bytes[(c.offset + 24 + u64::from(c.stored_len) / 2) as usize] ^= 0x20;
-            }
-            drop(img);
-            std::fs::write(&image, bytes).unwrap();
+            damage_block_chunks(&image, bad_blocks);
             let mnt = dir.join("mnt");
             std::fs::create_dir(&mnt).unwrap();
             ok(run(&[&"mount", &image, &mnt, &"--raw"]));

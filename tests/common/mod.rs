@@ -187,3 +187,24 @@ pub fn same_content(a: &Path, b: &Path) -> bool {
         }
     }
 }
+
+/// Damages, in an image made with 4 KiB chunks, the chunk holding each 4 KiB disk block of
+/// `blocks`: one byte in the middle of its compressed payload is flipped, so reads of that
+/// block (and only that block) fail their checksum.
+pub fn damage_block_chunks(image: &Path, blocks: &[u64]) {
+    let img = strata::container::reader::Image::open(image).unwrap();
+    let mut bytes = std::fs::read(image).unwrap();
+    for &block in blocks {
+        let e = img
+            .index()
+            .extents
+            .iter()
+            .find(|e| e.disk_block <= block && block < e.end())
+            .expect("the block is stored");
+        assert_eq!(e.count, 1, "one block per chunk");
+        let c = &img.index().chunks[e.chunk as usize];
+        bytes[(c.offset + 24 + u64::from(c.stored_len) / 2) as usize] ^= 0x20;
+    }
+    drop(img);
+    std::fs::write(image, bytes).unwrap();
+}
