@@ -309,6 +309,20 @@ fn small_ntfs(dir: &Path) -> PathBuf {
     vol
 }
 
+/// `vol` in a one-partition disk `DIR/disk-POINT.img`, and what the kernel, ntfs-3g and
+/// mtools show of that disk (`fixtures/manifest.sh`, kept as `DIR/manifest-POINT.txt`).
+fn disk_and_manifest(vol: &Path, dir: &Path, point: &str) -> (PathBuf, String) {
+    let disk = dir.join(format!("disk-{point}.img"));
+    disk_with(vol, &disk);
+    let manifest = dir.join(format!("manifest-{point}.txt"));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/manifest.sh");
+    sh(
+        script.to_str().unwrap(),
+        &[disk.to_str().unwrap(), manifest.to_str().unwrap()],
+    );
+    (disk, std::fs::read_to_string(&manifest).unwrap())
+}
+
 /// A GPT disk holding `vol` as partition 1 at 1 MiB.
 fn disk_with(vol: &Path, disk: &Path) {
     let len = std::fs::metadata(vol).unwrap().len();
@@ -406,7 +420,6 @@ fn ntfs3g_volume_at_two_points_matches_ntfs3g() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let manifest_sh = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/manifest.sh");
     for (point, script) in [("a", NTFS_POINT_A), ("b", NTFS_POINT_B)] {
         ntfs3g_fill(&vol, script);
         let info = sh(
@@ -414,15 +427,9 @@ fn ntfs3g_volume_at_two_points_matches_ntfs3g() {
             &["-F", "/comp/fragmented.bin", vol.to_str().unwrap()],
         );
         assert!(info.contains("$ATTRIBUTE_LIST"), "{info}");
-        let disk = dir.path().join(format!("disk-{point}.img"));
-        disk_with(&vol, &disk);
-        let manifest = dir.path().join(format!("manifest-{point}.txt"));
-        sh(
-            manifest_sh.to_str().unwrap(),
-            &[disk.to_str().unwrap(), manifest.to_str().unwrap()],
-        );
+        let (disk, manifest) = disk_and_manifest(&vol, dir.path(), point);
         let img = image_of(&disk, dir.path());
-        compare_with_manifest(&img, &std::fs::read_to_string(&manifest).unwrap(), &["p1"]);
+        compare_with_manifest(&img, &manifest, &["p1"]);
     }
 }
 
@@ -834,7 +841,6 @@ fn ext_volumes_match_the_kernel() {
     if !require_root("ext_volumes_match_the_kernel") {
         return;
     }
-    let manifest_sh = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/manifest.sh");
     for fs in ["ext2", "ext3", "ext4"] {
         let dir = tempdir();
         let tree = dir.path().join("tree");
@@ -879,15 +885,9 @@ fn ext_volumes_match_the_kernel() {
                 sh("umount", &[mnt.to_str().unwrap()]);
                 assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
             }
-            let disk = dir.path().join(format!("disk-{point}.img"));
-            disk_with(&vol, &disk);
-            let manifest = dir.path().join(format!("manifest-{point}.txt"));
-            sh(
-                manifest_sh.to_str().unwrap(),
-                &[disk.to_str().unwrap(), manifest.to_str().unwrap()],
-            );
+            let (disk, manifest) = disk_and_manifest(&vol, dir.path(), point);
             let img = image_of(&disk, dir.path());
-            compare_with_manifest(&img, &std::fs::read_to_string(&manifest).unwrap(), &["p1"]);
+            compare_with_manifest(&img, &manifest, &["p1"]);
         }
     }
 }
@@ -1060,7 +1060,6 @@ fn fat_volumes_at_two_points_match_mtools() {
     if !require_root("fat_volumes_at_two_points_match_mtools") {
         return;
     }
-    let manifest_sh = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/manifest.sh");
     for (fat, size) in [("12", 4u64 << 20), ("16", 32 << 20), ("32", 64 << 20)] {
         let dir = tempdir();
         let tree = dir.path().join("tree");
@@ -1132,17 +1131,13 @@ for root, dirs, files in os.walk('.', topdown=False):
                 std::fs::write(&new, b"second point\n").unwrap();
                 mtools(&["mcopy", "-i", v, "-m", new.to_str().unwrap(), "::/"]);
             }
-            let disk = dir.path().join(format!("disk-{point}.img"));
-            disk_with(&vol, &disk);
-            let manifest = dir.path().join(format!("manifest-{point}.txt"));
-            sh(
-                manifest_sh.to_str().unwrap(),
-                &[disk.to_str().unwrap(), manifest.to_str().unwrap()],
+            let (disk, manifest) = disk_and_manifest(&vol, dir.path(), point);
+            assert!(
+                manifest.lines().count() > 10,
+                "FAT{fat}: manifest too short"
             );
-            let text = std::fs::read_to_string(&manifest).unwrap();
-            assert!(text.lines().count() > 10, "FAT{fat}: manifest too short");
             let img = image_of(&disk, dir.path());
-            compare_with_manifest(&img, &text, &["p1"]);
+            compare_with_manifest(&img, &manifest, &["p1"]);
         }
     }
 }
