@@ -779,3 +779,60 @@ fn files_are_browsed_at_each_point_of_a_chain() {
         "rewritten after the full backup\n"
     );
 }
+
+/// The chunk cache keeps what reads keep coming back to: a directory walk returns to the
+/// same chunks (the MFT's, the indexes') between reads of data spread over the disk, and
+/// a sequential read reads each chunk in several pieces. Each chunk in use should be
+/// decompressed once.
+#[test]
+fn the_chunk_cache_decompresses_a_chunk_in_use_once() {
+    use strata::blockdev::BlockDev;
+    const CHUNK: u64 = 64 << 10;
+    const CHUNKS: u64 = 800;
+    let dir = tempdir();
+    let disk = dir.path().join("disk.raw");
+    std::fs::write(&disk, text((CHUNKS * CHUNK) as usize, 7)).unwrap();
+    let image = dir.path().join("disk.strata");
+    let chunk = CHUNK.to_string();
+    create_with(&disk, &image, None, &["--clone", "--chunk-size", &chunk]);
+    // Opened as for browsing: the ceiling lowered once the volumes are known.
+    let open = || {
+        let c = strata::chain::Chain::open_with_cache(&image, &Default::default(), 128 * CHUNK)
+            .unwrap();
+        c.set_cache_bytes(96 * CHUNK);
+        c
+    };
+    let mut buf = vec![0u8; 16 << 10];
+
+    // A working set of 80 chunks, read round and round: it fits, so each chunk is
+    // decompressed once.
+    let chain = open();
+    for i in 0..5 * 80u64 {
+        chain
+            .read_at((i % 80) * CHUNK + (i % 3) * 4096, &mut buf)
+            .unwrap();
+    }
+    assert_eq!(chain.cache_misses(), 80);
+
+    // A hot set of 30 chunks, read in turn between reads of new chunks.
+    let chain = open();
+    for i in 0..600u64 {
+        chain.read_at((i * 7 % 30) * CHUNK, &mut buf).unwrap();
+        chain.read_at((100 + i) * CHUNK, &mut buf).unwrap();
+    }
+    let misses = chain.cache_misses();
+    assert!(
+        misses <= 30 + 600 + 20,
+        "{misses} chunks decompressed for 630"
+    );
+
+    // A sequential read in pieces a quarter of a chunk long.
+    let chain = open();
+    let mut at = 0;
+    while at < chain.len() {
+        chain.read_at(at, &mut buf).unwrap();
+        at += buf.len() as u64;
+    }
+    assert_eq!(chain.cache_misses(), CHUNKS);
+    assert!(chain.cache_bytes_held() <= 96 * CHUNK);
+}

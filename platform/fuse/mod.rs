@@ -27,6 +27,12 @@ const FSNAME_PREFIX: &str = "strata:";
 /// FUSE worker threads: reads of different files (and readahead of one) run in parallel.
 const WORKERS: usize = 4;
 
+/// Readahead of the mount, in KiB. The kernel caps a FUSE mount's at its default (128 KiB)
+/// whatever the daemon asks for, and that keeps one worker busy at a time on a sequential
+/// read; 4 MiB keeps every worker decompressing a chunk (a 300 MiB file read at 1.5x the
+/// speed). Only root may raise it.
+const READAHEAD_KB: u32 = 4096;
+
 /// What `strata mount` was asked for.
 pub struct MountOptions {
     pub image: PathBuf,
@@ -152,6 +158,9 @@ pub fn mount(o: &MountOptions) -> Result<()> {
         block_signals();
         let session = fuser::Session::new(ImageFs::new(view, log_stderr), mp, &fuser_config(o))
             .map_err(|e| Error::io(mp, "cannot mount", e))?;
+        // After the session has answered the kernel's INIT, which would lower it again.
+        let at = mp.to_path_buf();
+        std::thread::spawn(move || raise_readahead(&at));
         return serve(session, mp);
     }
     background(o, view)
@@ -189,7 +198,10 @@ fn background(o: &MountOptions, view: View) -> Result<()> {
             let mut msg = String::new();
             let _ = std::fs::File::from(rd).read_to_string(&mut msg);
             match msg.strip_prefix("ready") {
-                Some(_) => Ok(()),
+                Some(_) => {
+                    raise_readahead(mp);
+                    Ok(())
+                }
                 None if msg.is_empty() => Err(Error::Invalid(format!(
                     "{}: the mount process ended before the mount was ready",
                     mp.display()
@@ -235,6 +247,22 @@ fn child(o: &MountOptions, view: View, wr: OwnedFd) -> i32 {
             1
         }
     }
+}
+
+/// Raises the readahead of the mount at `mp` (see [`READAHEAD_KB`]). The stat waits for
+/// the serving process to have answered INIT. Best effort: without root the default stays.
+fn raise_readahead(mp: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(m) = std::fs::metadata(mp) else {
+        return;
+    };
+    let dev = m.dev();
+    let bdi = format!(
+        "/sys/class/bdi/{}:{}/read_ahead_kb",
+        libc::major(dev),
+        libc::minor(dev)
+    );
+    let _ = std::fs::write(bdi, READAHEAD_KB.to_string());
 }
 
 /// Blocks the termination signals in this thread (and the threads it starts), so that the
