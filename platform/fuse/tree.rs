@@ -222,6 +222,9 @@ impl ImageFs {
     fn meta_attr(&self, ino: u64, m: &Metadata) -> FileAttr {
         let kind = file_type(m.kind);
         let mut a = self.base_attr(ino, kind, m.size);
+        if let Some(bytes) = m.allocated {
+            a.blocks = bytes.div_ceil(512);
+        }
         if let Some(mode) = m.mode {
             a.perm = (mode & 0o7777) as u16;
         } else if kind == FileType::Symlink {

@@ -136,6 +136,9 @@ pub struct Metadata {
     /// Inode number (ext) or file record number (NTFS), as the kernel and ntfs-3g give it
     /// in `st_ino`.
     pub ino: Option<u64>,
+    /// Bytes the node takes on disk (holes and compression make it less than the size),
+    /// as `st_blocks * 512` from the kernel or ntfs-3g; None: not known, taken as the size.
+    pub allocated: Option<u64>,
     /// Named streams (NTFS), not counting the main contents.
     pub streams: Vec<Stream>,
 }
@@ -155,6 +158,7 @@ impl Metadata {
             gid: None,
             nlink: None,
             ino: None,
+            allocated: None,
             streams: Vec::new(),
         }
     }
