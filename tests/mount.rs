@@ -568,3 +568,90 @@ fn unmount_busy_killed_and_foreground() {
     assert!(!is_mounted(&mnt));
     drop(m);
 }
+
+/// `st_blocks` of an ext4 mount is what the kernel reports for the same filesystem: holes,
+/// unwritten extents, extent-tree blocks and attribute blocks included.
+#[test]
+fn ext4_block_counts_match_the_kernel() {
+    if !require_fuse("ext4_block_counts_match_the_kernel") {
+        return;
+    }
+    let d = tempdir();
+    let src = d.path().join("src");
+    std::fs::create_dir_all(src.join("dir")).unwrap();
+    std::fs::write(src.join("small"), b"x").unwrap();
+    std::fs::write(src.join("dir/text"), text(300_000, 3)).unwrap();
+    std::fs::write(src.join("empty"), b"").unwrap();
+    // A file with holes around and between data, and one that is only a hole.
+    let sparse = src.join("sparse");
+    std::fs::File::create(&sparse)
+        .unwrap()
+        .set_len(40 << 20)
+        .unwrap();
+    write_at(&sparse, 5 << 20, &noise(8192, 1));
+    write_at(&sparse, 30 << 20, &noise(100_000, 2));
+    std::fs::File::create(src.join("hole"))
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
+    // Fragmented: many small extents, so an extent tree block is counted too.
+    let frag = src.join("frag");
+    std::fs::File::create(&frag)
+        .unwrap()
+        .set_len(8 << 20)
+        .unwrap();
+    for k in 0..200u64 {
+        write_at(&frag, k * 32768, &noise(4096, k));
+    }
+    let fs = d.path().join("fs.img");
+    sh(
+        "mkfs.ext4",
+        &[
+            "-q",
+            "-F",
+            "-d",
+            src.to_str().unwrap(),
+            fs.to_str().unwrap(),
+            "128M",
+        ],
+    );
+    let kernel = d.path().join("kernel");
+    std::fs::create_dir(&kernel).unwrap();
+    let lo = Loop::attach(&fs, 512, true);
+    sh("mount", &["-o", "ro", &lo.0, kernel.to_str().unwrap()]);
+    let want = block_counts(&kernel);
+    sh("umount", &[kernel.to_str().unwrap()]);
+    drop(lo);
+    assert!(want.len() >= 7, "{want:?}");
+    assert!(want["sparse"] < (200 << 10) / 512, "{want:?}");
+    assert!(want["hole"] == 0, "{want:?}");
+
+    let image = d.path().join("fs.strata");
+    ok(run(&[&"create", &fs, &image, &"-q"]));
+    let mnt = d.path().join("mnt");
+    let m = Mounted::new(&image, &mnt, &[]);
+    assert_eq!(block_counts(&mnt), want);
+    drop(m);
+}
+
+/// `st_blocks` of every entry under `dir` (but lost+found), by relative path.
+fn block_counts(dir: &Path) -> BTreeMap<String, u64> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let rel = p.strip_prefix(dir).unwrap().to_str().unwrap().to_string();
+            if rel == "lost+found" {
+                continue;
+            }
+            let md = std::fs::symlink_metadata(&p).unwrap();
+            if md.is_dir() {
+                todo.push(p);
+            }
+            out.insert(rel, md.blocks());
+        }
+    }
+    out
+}

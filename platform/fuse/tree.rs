@@ -8,14 +8,13 @@ use crate::blockdev::BlockDev;
 use crate::error::Error;
 use crate::vfs::{FileSystem, Metadata, NodeId, NodeKind, Vfs};
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, KernelConfig,
-    OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty,
-    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
+    Errno, FileAttr, FileHandle, FileType, Generation, INodeNo, KernelConfig, OpenAccMode,
+    OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
+    ReplyOpen, ReplyStatfs, ReplyXattr, Request,
 };
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -28,6 +27,8 @@ const ROOT: u64 = 1;
 /// across partitions.
 const NODE_BITS: u32 = 48;
 const NODE_MASK: u64 = (1 << NODE_BITS) - 1;
+/// Directory listings kept (see `ImageFs::dirs`).
+const LISTINGS: usize = 16;
 /// Largest extended attribute value Linux passes (XATTR_SIZE_MAX).
 const XATTR_MAX: u64 = 65536;
 /// Prefix under which NTFS alternate data streams appear, as with ntfs-3g's
@@ -66,10 +67,9 @@ pub struct ImageFs {
     view: View,
     uid: u32,
     gid: u32,
-    /// Listings of open directories, by handle (taken once at opendir, so that a large
-    /// directory read in several requests is listed once).
-    dirs: Mutex<HashMap<u64, Arc<Vec<Listed>>>>,
-    next_fh: AtomicU64,
+    /// Listings of the directories read last, by inode, so that a large directory read in
+    /// several requests is listed once. (No per-open state: opendir is not used.)
+    dirs: Mutex<lru::LruCache<u64, Arc<Vec<Listed>>>>,
     /// Errors already logged (a damaged chunk is reported once, not on every read).
     logged: Mutex<HashSet<String>>,
     log: fn(&str),
@@ -117,8 +117,9 @@ impl ImageFs {
             view,
             uid,
             gid,
-            dirs: Mutex::new(HashMap::new()),
-            next_fh: AtomicU64::new(1),
+            dirs: Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(LISTINGS).expect("non-zero"),
+            )),
             logged: Mutex::new(HashSet::new()),
             log,
         }
@@ -337,18 +338,15 @@ impl ImageFs {
         Ok(out)
     }
 
-    fn listing(&self, fh: FileHandle, ino: INodeNo) -> Res<Arc<Vec<Listed>>> {
-        let got = self
-            .dirs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&fh.0)
-            .cloned();
-        match got {
-            Some(l) => Ok(l),
-            // A handle we did not hand out (cannot happen with a well-behaved kernel).
-            None => self.list(ino).map(Arc::new),
+    /// The listing of directory `ino`, kept for the next requests of the same walk.
+    fn listing(&self, ino: INodeNo) -> Res<Arc<Vec<Listed>>> {
+        let lock = || self.dirs.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(l) = lock().get(&ino.0) {
+            return Ok(l.clone());
         }
+        let l = Arc::new(self.list(ino)?);
+        lock().put(ino.0, l.clone());
+        Ok(l)
     }
 
     fn read_into(&self, ino: INodeNo, offset: u64, size: u32) -> Res<Vec<u8>> {
@@ -538,18 +536,11 @@ impl fuser::Filesystem for ImageFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        guarded("opendir", self.log, || match self.list(ino) {
-            Ok(l) => {
-                let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-                self.dirs
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(fh, Arc::new(l));
-                reply.opened(
-                    FileHandle(fh),
-                    FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR,
-                )
-            }
+        guarded("opendir", self.log, || match self.node(ino) {
+            // As for files: nothing is kept per open directory, so ENOSYS spares the
+            // kernel's opendir and releasedir requests (two of the three a directory of a
+            // walk costs), and it keeps the listings it has read (FOPEN_CACHE_DIR).
+            Ok(_) => reply.error(Errno::ENOSYS),
             Err(e) => reply.error(e),
         })
     }
@@ -558,12 +549,12 @@ impl fuser::Filesystem for ImageFs {
         &self,
         _req: &Request,
         ino: INodeNo,
-        fh: FileHandle,
+        _fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
         guarded("readdir", self.log, || {
-            let l = match self.listing(fh, ino) {
+            let l = match self.listing(ino) {
                 Ok(l) => l,
                 Err(e) => return reply.error(e),
             };
@@ -585,12 +576,12 @@ impl fuser::Filesystem for ImageFs {
         &self,
         _req: &Request,
         ino: INodeNo,
-        fh: FileHandle,
+        _fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
         guarded("readdirplus", self.log, || {
-            let l = match self.listing(fh, ino) {
+            let l = match self.listing(ino) {
                 Ok(l) => l,
                 Err(e) => return reply.error(e),
             };
@@ -619,21 +610,6 @@ impl fuser::Filesystem for ImageFs {
             }
             reply.ok()
         })
-    }
-
-    fn releasedir(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        _flags: OpenFlags,
-        reply: ReplyEmpty,
-    ) {
-        self.dirs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&fh.0);
-        reply.ok();
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {

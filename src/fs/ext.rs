@@ -283,6 +283,8 @@ pub struct InodeGeometry {
     pub inodes_per_group: u64,
     /// First block of each group's inode table.
     pub inode_tables: Vec<u64>,
+    /// `huge_file`: block counts of inodes may be in filesystem blocks and 48 bits wide.
+    pub huge_file: bool,
 }
 
 /// The inode geometry of the ext filesystem on `dev`.
@@ -300,6 +302,7 @@ pub fn inode_geometry(dev: &dyn BlockDev) -> Result<InodeGeometry> {
         inode_size: s.inode_size,
         inodes_per_group: u64::from(s.s_inodes_per_group),
         inode_tables: descs.iter().map(|d| d.inode_table).collect(),
+        huge_file: s.s_feature_ro_compat & RO_COMPAT_HUGE_FILE != 0,
     })
 }
 

@@ -1,34 +1,39 @@
-//! ext2/3/4 through `ext4-view`.
-//!
-//! The crate's `Ext4` is reference-counted internally (not `Send`) and addresses files by
-//! path only. So every thread loads its own instance on first use (loading reads only the
-//! superblock, group descriptors and journal), kept in a thread-local table keyed by this
-//! filesystem's id. The crate does not expose inode numbers, link counts or extended
-//! attributes: those come from strata's own inode reader ([`super::ext_inode`]), so node
-//! ids are the inode numbers (root 2), and a table maps each to the first path seen for it
-//! (any name of a hard-linked inode reads the same data).
+//! ext2/3/4: `ext4-view` checks the filesystem when it is opened (it refuses features it
+//! cannot read, and says which) and reads symlink targets; strata's own inode reader
+//! ([`super::ext_inode`]) does the rest. The crate exposes no inode numbers, link counts,
+//! block counts or extended attributes, and finds a file only by walking its path again
+//! for every open: on a mount, listing and reading small files that way took twice the
+//! time. Its `Ext4` is reference-counted internally (not `Send`), so every thread loads
+//! its own instance on first use (loading reads only the superblock, group descriptors
+//! and journal), kept in a thread-local table keyed by this filesystem's id. Node ids are
+//! the inode numbers (root 2), and a table maps each to the first path seen for it, by
+//! which the crate finds a symlink.
 // The thread-locals below are const-initialised already; clippy 1.96 (the Windows check's
 // toolchain) still reports them as if they were not.
 #![allow(clippy::missing_const_for_thread_local)]
 
-use super::ext_inode::Inodes;
-use super::{DirEntry, FileSystem, Metadata, NodeId, NodeKind, PartDev, Time};
+use super::ext_inode::{Inodes, Run};
+use super::{DirEntry, FileSystem, Metadata, NodeId, NodeKind, PartDev};
 use crate::blockdev::BlockDev;
 use crate::error::{Error, Result};
 use crate::fs::FsKind;
-use ext4_view::{Ext4, Ext4Error, Ext4Read, FileType};
+use ext4_view::{Ext4, Ext4Error, Ext4Read};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);
 
+/// A file being read: (filesystem instance, node, its data runs).
+type OpenFile = (u64, NodeId, Rc<Vec<Run>>);
+
 thread_local! {
     static LOADED: RefCell<BTreeMap<u64, Ext4>> = const { RefCell::new(BTreeMap::new()) };
-    /// The file this thread read last: (instance, node, open file). Sequential reads of
-    /// one file then cost no path lookup each.
-    static OPEN: RefCell<Option<(u64, NodeId, ext4_view::File)>> = const { RefCell::new(None) };
+    /// The data runs of the file this thread read last: (instance, node, runs), so that
+    /// sequential reads of one file map it once.
+    static OPEN: RefCell<Option<OpenFile>> = const { RefCell::new(None) };
 }
 
 /// The crate's storage interface over a partition.
@@ -46,12 +51,10 @@ impl Ext4Read for Reader {
     }
 }
 
-/// Inode number -> the first path seen for it; metadata kept once read (listing a
-/// directory reads every entry's inode directly, without a path lookup).
+/// Inode number -> the first path seen for it, by which the crate opens it.
 #[derive(Default)]
 struct Nodes {
     paths: HashMap<NodeId, Vec<u8>>,
-    meta: HashMap<NodeId, Metadata>,
 }
 
 /// Inode number of the root directory.
@@ -79,47 +82,6 @@ fn err(what: &[u8], e: Ext4Error) -> Error {
                 .replace("CASEFOLD", "casefold (CASEFOLD)")
         )),
         e => Error::Invalid(format!("ext: {path}: {e}")),
-    }
-}
-
-fn time(t: ext4_view::Timestamp) -> Option<Time> {
-    Some(Time {
-        secs: t.seconds(),
-        nanos: t.nanoseconds(),
-    })
-}
-
-fn convert(md: &ext4_view::Metadata) -> Metadata {
-    let kind = kind_of(md.file_type());
-    let size = match kind {
-        NodeKind::File | NodeKind::Symlink => md.len(),
-        _ => 0,
-    };
-    let mut m = Metadata::new(kind, size);
-    m.mtime = time(md.modified());
-    m.atime = time(md.accessed());
-    m.crtime = md.created().and_then(time);
-    m.mode = Some(u32::from(md.mode()));
-    m.uid = Some(md.uid());
-    m.gid = Some(md.gid());
-    m
-}
-
-fn kind_of(t: FileType) -> NodeKind {
-    if t.is_dir() {
-        NodeKind::Dir
-    } else if t.is_symlink() {
-        NodeKind::Symlink
-    } else if t.is_block_dev() {
-        NodeKind::Block
-    } else if t.is_char_dev() {
-        NodeKind::Char
-    } else if t.is_fifo() {
-        NodeKind::Fifo
-    } else if t.is_socket() {
-        NodeKind::Socket
-    } else {
-        NodeKind::File
     }
 }
 
@@ -222,43 +184,15 @@ impl FileSystem for ExtFs {
 
     fn read_dir(&self, dir: NodeId) -> Result<Vec<DirEntry>> {
         let p = self.path(dir)?;
-        let raw = self.with(|fs| {
-            let mut out = Vec::new();
-            for e in fs.read_dir(p.as_slice()).map_err(|e| err(&p, e))? {
-                let e = e.map_err(|e| err(&p, e))?;
-                let name = e.file_name();
-                let bytes = name.as_ref().to_vec();
-                if bytes == b"." || bytes == b".." {
-                    continue;
-                }
-                let md = e.metadata().map_err(|e| err(&p, e))?;
-                out.push((bytes, convert(&md)));
-            }
-            Ok(out)
-        })?;
-        let inos: HashMap<Vec<u8>, u64> = self.inodes.dir_entries(dir)?.into_iter().collect();
-        let mut out = Vec::with_capacity(raw.len());
-        for (name, mut meta) in raw {
-            let node = *inos.get(&name).ok_or_else(|| {
-                crate::fs::corrupt(
-                    "ext",
-                    0,
-                    format!(
-                        "{}: entry {} not found in the directory's blocks",
-                        String::from_utf8_lossy(&p),
-                        String::from_utf8_lossy(&name)
-                    ),
-                )
-            })?;
-            meta.nlink = Some(Inodes::nlink(&self.inodes.inode(node)?));
-            meta.ino = Some(node);
-            let mut nodes = self.nodes.lock().expect("not poisoned");
-            nodes
+        let mut out = Vec::new();
+        for (name, node) in self.inodes.dir_entries(dir)? {
+            let kind = self.metadata(node)?.kind;
+            self.nodes
+                .lock()
+                .expect("not poisoned")
                 .paths
                 .entry(node)
                 .or_insert_with(|| Self::child(&p, &name));
-            let kind = meta.kind;
-            nodes.meta.insert(node, meta);
             out.push(DirEntry {
                 name: String::from_utf8_lossy(&name).into_owned(),
                 node,
@@ -269,20 +203,8 @@ impl FileSystem for ExtFs {
     }
 
     fn metadata(&self, node: NodeId) -> Result<Metadata> {
-        if let Some(m) = self.nodes.lock().expect("not poisoned").meta.get(&node) {
-            return Ok(m.clone());
-        }
-        let p = self.path(node)?;
-        let md = self.with(|fs| fs.symlink_metadata(p.as_slice()).map_err(|e| err(&p, e)))?;
-        let mut m = convert(&md);
-        m.nlink = Some(Inodes::nlink(&self.inodes.inode(node)?));
-        m.ino = Some(node);
-        self.nodes
-            .lock()
-            .expect("not poisoned")
-            .meta
-            .insert(node, m.clone());
-        Ok(m)
+        let inode = self.inodes.inode(node)?;
+        Ok(self.inodes.metadata(node, &inode))
     }
 
     fn read_at(&self, node: NodeId, stream: &str, offset: u64, buf: &mut [u8]) -> Result<usize> {
@@ -291,40 +213,33 @@ impl FileSystem for ExtFs {
                 "ext files have no named streams ({stream})"
             )));
         }
-        let meta = self.metadata(node)?;
-        let p = self.path(node)?;
+        let inode = self.inodes.inode(node)?;
+        let meta = self.inodes.metadata(node, &inode);
         if meta.kind != NodeKind::File {
             return Err(Error::Invalid(format!(
                 "{}: not a regular file ({:?})",
-                String::from_utf8_lossy(&p),
+                String::from_utf8_lossy(&self.path(node)?),
                 meta.kind
             )));
         }
         if offset >= meta.size {
             return Ok(0);
         }
-        let cached = OPEN.with(|o| match o.borrow_mut().take() {
-            Some((i, n, f)) if i == self.instance && n == node => Some(f),
+        let runs = OPEN.with(|o| match &*o.borrow() {
+            Some((i, n, r)) if *i == self.instance && *n == node => Some(r.clone()),
             _ => None,
         });
-        let mut f = match cached {
-            Some(f) => f,
-            None => self.with(|fs| fs.open(p.as_slice()).map_err(|e| err(&p, e)))?,
-        };
-        let r = (|| {
-            f.seek_to(offset).map_err(|e| err(&p, e))?;
-            let mut done = 0;
-            while done < buf.len() {
-                let n = f.read_bytes(&mut buf[done..]).map_err(|e| err(&p, e))?;
-                if n == 0 {
-                    break;
-                }
-                done += n;
+        let runs = match runs {
+            Some(r) => r,
+            None => {
+                let r = Rc::new(self.inodes.runs(node, &inode)?);
+                OPEN.with(|o| *o.borrow_mut() = Some((self.instance, node, r.clone())));
+                r
             }
-            Ok(done)
-        })();
-        OPEN.with(|o| *o.borrow_mut() = Some((self.instance, node, f)));
-        r
+        };
+        let n = (meta.size - offset).min(buf.len() as u64) as usize;
+        self.inodes.read(&runs, offset, &mut buf[..n])?;
+        Ok(n)
     }
 
     fn xattr_names(&self, node: NodeId) -> Result<Vec<String>> {

@@ -1,24 +1,29 @@
 //! What `ext4-view` 1.0 does not expose, read directly: inode numbers (through directory
-//! entries), link counts and extended attributes.
+//! entries), link counts, block counts and extended attributes; and, because the crate
+//! finds an inode only by walking its path again, listings, metadata and file contents.
 //!
 //! The crate keeps its inodes, directory entries and block maps private, so this small
 //! reader finds an inode from the group descriptors ([`crate::fs::ext::inode_geometry`]),
 //! maps a directory's blocks (extent trees, or the block maps of ext2/3), and lists its
 //! entries linearly (hashed directories keep every entry in linear leaf blocks; their
-//! index blocks look like empty entries). Contents are still read through the crate.
+//! index blocks look like empty entries).
 //!
 //! Extended attributes live after `i_extra_isize` in the inode (magic 0xEA020000) and in
 //! the block `i_file_acl` (32-byte header, same magic). POSIX ACLs are stored compactly and given here in the form
 //! `getfattr` shows (version 2, 8-byte entries).
 
-use super::PartDev;
+use super::{Metadata, NodeKind, PartDev, Time};
 use crate::blockdev::BlockDev;
 use crate::error::{Error, Result};
 use crate::fs::ext::InodeGeometry;
 use crate::le::LeFields;
 
 const XATTR_MAGIC: u32 = 0xEA02_0000;
+/// `i_blocks` counts filesystem blocks rather than 512-byte sectors (with `huge_file`).
+const HUGE_FILE_FL: u32 = 0x0004_0000;
 const EXTENTS_FL: u32 = 0x0008_0000;
+/// fscrypt: names and contents are ciphertext.
+const ENCRYPT_FL: u32 = 0x0000_0800;
 const INLINE_DATA_FL: u32 = 0x1000_0000;
 const EXTENT_MAGIC: u16 = 0xF30A;
 /// Deepest extent tree the kernel builds (and more than enough for a sane one).
@@ -35,7 +40,7 @@ pub struct Inodes {
 }
 
 /// One data run of a file: first logical block, block count, first physical block.
-type Run = (u64, u64, u64);
+pub type Run = (u64, u64, u64);
 
 impl Inodes {
     pub fn open(dev: PartDev) -> Result<Inodes> {
@@ -64,6 +69,62 @@ impl Inodes {
         u32::from(LeFields(inode).u16(0x1A))
     }
 
+    /// The metadata of raw inode `ino`, as the kernel's `stat` gives it.
+    pub fn metadata(&self, ino: u64, inode: &[u8]) -> Metadata {
+        let f = LeFields(inode);
+        let mode = f.u16(0);
+        let kind = match mode & 0xF000 {
+            0x4000 => NodeKind::Dir,
+            0xA000 => NodeKind::Symlink,
+            0x6000 => NodeKind::Block,
+            0x2000 => NodeKind::Char,
+            0x1000 => NodeKind::Fifo,
+            0xC000 => NodeKind::Socket,
+            _ => NodeKind::File,
+        };
+        let size = match kind {
+            NodeKind::File | NodeKind::Symlink => {
+                u64::from(f.u32(0x4)) | u64::from(f.u32(0x6C)) << 32
+            }
+            _ => 0,
+        };
+        // The extra fields (nanoseconds, epoch bits, creation time) exist when the inode's
+        // extra size covers them.
+        let extra_end = if inode.len() > 0x82 {
+            (128 + usize::from(f.u16(0x80))).min(inode.len())
+        } else {
+            128
+        };
+        let extra = |at: usize| (at + 4 <= extra_end).then(|| f.u32(at));
+        // Seconds are signed 32-bit, extended by the low two bits of the extra field.
+        let time = |at: usize, extra_at: usize| {
+            let x = extra(extra_at);
+            Some(Time {
+                secs: i64::from(f.u32(at) as i32) + (i64::from(x.unwrap_or(0) & 3) << 32),
+                nanos: x.map_or(0, |x| x >> 2),
+            })
+        };
+        let mut m = Metadata::new(kind, size);
+        m.atime = time(0x08, 0x8C);
+        m.ctime = time(0x0C, 0x84);
+        m.mtime = time(0x10, 0x88);
+        m.crtime = extra(0x90).and_then(|_| time(0x90, 0x94));
+        m.mode = Some(u32::from(mode & 0o7777));
+        m.uid = Some(u32::from(f.u16(0x2)) | u32::from(f.u16(0x78)) << 16);
+        m.gid = Some(u32::from(f.u16(0x18)) | u32::from(f.u16(0x7A)) << 16);
+        m.nlink = Some(Self::nlink(inode));
+        m.ino = Some(ino);
+        let mut blocks = u64::from(f.u32(0x1C));
+        if self.g.huge_file {
+            blocks |= u64::from(f.u16(0x74)) << 32;
+            if f.u32(0x20) & HUGE_FILE_FL != 0 {
+                blocks *= self.g.block_size / 512;
+            }
+        }
+        m.allocated = Some(blocks * 512);
+        m
+    }
+
     fn block(&self, ino: u64, b: u64) -> Result<Vec<u8>> {
         if b == 0 || b >= self.g.blocks_count {
             return Err(corrupt(ino, format!("block {b} out of range")));
@@ -73,10 +134,16 @@ impl Inodes {
         Ok(buf)
     }
 
-    /// The data runs of inode `ino` (holes left out).
-    fn runs(&self, ino: u64, inode: &[u8]) -> Result<Vec<Run>> {
+    /// The data runs of inode `ino` (holes left out), in logical order. Encrypted data
+    /// is refused: without the key it would be ciphertext.
+    pub fn runs(&self, ino: u64, inode: &[u8]) -> Result<Vec<Run>> {
         let f = LeFields(inode);
         let flags = f.u32(0x20);
+        if flags & ENCRYPT_FL != 0 {
+            return Err(Error::Invalid(format!(
+                "ext: inode {ino} is encrypted (fscrypt); it cannot be read without its key"
+            )));
+        }
         if flags & INLINE_DATA_FL != 0 {
             return Err(Error::Invalid(format!(
                 "ext: inode {ino}: inline data cannot be read yet"
@@ -145,6 +212,36 @@ impl Inodes {
                 self.mapped(ino, e, level - 1, lblk + k as u64 * span, out)?;
             }
         }
+        Ok(())
+    }
+
+    /// Reads a file's bytes from `offset` into `buf` through its `runs`: holes (and
+    /// unwritten extents, left out of the runs) read as zeros. The caller keeps `buf`
+    /// within the file's size.
+    pub fn read(&self, runs: &[Run], offset: u64, buf: &mut [u8]) -> Result<()> {
+        let bs = self.g.block_size;
+        let end = offset + buf.len() as u64;
+        // First run that ends after `offset`.
+        let first = runs.partition_point(|&(l, n, _)| (l + n) * bs <= offset);
+        let mut done = offset;
+        for &(lblk, n, start) in &runs[first..] {
+            let (a, b) = ((lblk * bs).max(offset), ((lblk + n) * bs).min(end));
+            if a >= end {
+                break;
+            }
+            if start.checked_add(n).is_none_or(|e| e > self.g.blocks_count) {
+                return Err(corrupt(
+                    0,
+                    format!("data run at block {start} out of range"),
+                ));
+            }
+            buf[(done - offset) as usize..(a - offset) as usize].fill(0);
+            let at = start * bs + (a - lblk * bs);
+            self.dev
+                .read_at(at, &mut buf[(a - offset) as usize..(b - offset) as usize])?;
+            done = b;
+        }
+        buf[(done - offset) as usize..].fill(0);
         Ok(())
     }
 
