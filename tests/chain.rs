@@ -835,4 +835,26 @@ fn the_chunk_cache_decompresses_a_chunk_in_use_once() {
     }
     assert_eq!(chain.cache_misses(), CHUNKS);
     assert!(chain.cache_bytes_held() <= 96 * CHUNK);
+
+    // The same with the prefetch threads reading ahead: the bytes are the disk's, each
+    // chunk is decompressed about once (the cache may drop a chunk read ahead before it
+    // is asked for), and dropping the chain stops the threads.
+    let chain = open();
+    chain.enable_prefetch();
+    let want = std::fs::read(&disk).unwrap();
+    let mut at = 0;
+    while at < chain.len() {
+        chain.read_at(at, &mut buf).unwrap();
+        assert!(
+            buf[..] == want[at as usize..at as usize + buf.len()],
+            "at {at}"
+        );
+        at += buf.len() as u64;
+    }
+    let misses = chain.cache_misses();
+    assert!(
+        (CHUNKS..=CHUNKS + CHUNKS / 50).contains(&misses),
+        "{misses}"
+    );
+    drop(chain);
 }

@@ -156,6 +156,7 @@ pub fn mount(o: &MountOptions) -> Result<()> {
     let view = open_view(o)?;
     if o.foreground {
         block_signals();
+        view.start_prefetch();
         let session = fuser::Session::new(ImageFs::new(view, log_stderr), mp, &fuser_config(o))
             .map_err(|e| Error::io(mp, "cannot mount", e))?;
         // After the session has answered the kernel's INIT, which would lower it again.
@@ -218,6 +219,8 @@ fn child(o: &MountOptions, view: View, wr: OwnedFd) -> i32 {
     // SAFETY: plain system calls on our own process.
     unsafe { libc::setsid() };
     block_signals();
+    // Threads start in the child: they would not survive the fork.
+    view.start_prefetch();
     let session = match fuser::Session::new(ImageFs::new(view, log_syslog), mp, &fuser_config(o)) {
         Ok(s) => s,
         Err(e) => {

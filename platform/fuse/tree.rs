@@ -27,6 +27,14 @@ const ROOT: u64 = 1;
 /// across partitions.
 const NODE_BITS: u32 = 48;
 const NODE_MASK: u64 = (1 << NODE_BITS) - 1;
+/// Largest read buffer a worker keeps between requests (the kernel asks for at most
+/// 1 MiB at a time unless told otherwise).
+const MAX_KEPT_BUF: usize = 4 << 20;
+
+thread_local! {
+    static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Directory listings kept (see `ImageFs::dirs`).
 const LISTINGS: usize = 16;
 /// Largest extended attribute value Linux passes (XATTR_SIZE_MAX).
@@ -42,6 +50,16 @@ pub enum View {
     Files { vfs: Vfs, single: Option<usize> },
     /// The disk and its partitions as read-only files (`disk.img`, `p1.img`…).
     Raw(Vec<(String, Arc<dyn BlockDev>)>),
+}
+
+impl View {
+    /// Starts the chain's prefetch thread (after the fork of a background mount).
+    pub fn start_prefetch(&self) {
+        match self {
+            View::Files { vfs, .. } => vfs.start_prefetch(),
+            View::Raw(files) => files.iter().for_each(|(_, d)| d.start_prefetch()),
+        }
+    }
 }
 
 /// A node of the mount.
@@ -349,7 +367,8 @@ impl ImageFs {
         Ok(l)
     }
 
-    fn read_into(&self, ino: INodeNo, offset: u64, size: u32) -> Res<Vec<u8>> {
+    /// Reads from `offset` into `buf`; returns the bytes read (fewer at the end).
+    fn read_into(&self, ino: INodeNo, offset: u64, buf: &mut [u8]) -> Res<usize> {
         match self.node(ino)? {
             Node::Top => Err(Errno::EISDIR),
             Node::Raw(i) => {
@@ -357,14 +376,13 @@ impl ImageFs {
                     return Err(Errno::ENOENT);
                 };
                 let dev = &files[i].1;
-                let n = dev.len().saturating_sub(offset).min(u64::from(size)) as usize;
-                let mut buf = vec![0u8; n];
-                dev.read_at(offset, &mut buf).map_err(|e| self.fail(e))?;
-                Ok(buf)
+                let n = dev.len().saturating_sub(offset).min(buf.len() as u64) as usize;
+                dev.read_at(offset, &mut buf[..n])
+                    .map_err(|e| self.fail(e))?;
+                Ok(n)
             }
             Node::Fs { mount, node } => {
                 let fs = self.fs(mount)?;
-                let mut buf = vec![0u8; size as usize];
                 let mut got = 0;
                 while got < buf.len() {
                     let n = fs
@@ -375,8 +393,7 @@ impl ImageFs {
                     }
                     got += n;
                 }
-                buf.truncate(got);
-                Ok(buf)
+                Ok(got)
             }
         }
     }
@@ -528,10 +545,26 @@ impl fuser::Filesystem for ImageFs {
         reply: ReplyData,
     ) {
         guarded("read", self.log, || {
-            match self.read_into(ino, offset, size) {
-                Ok(buf) => reply.data(&buf),
-                Err(e) => reply.error(e),
-            }
+            // Each worker reuses one buffer: a fresh one per request cost page faults and
+            // zeroing on every read.
+            READ_BUF.with(|b| {
+                let mut b = b.borrow_mut();
+                let size = size as usize;
+                let mut own;
+                let buf = if size <= MAX_KEPT_BUF {
+                    if b.len() < size {
+                        b.resize(size, 0);
+                    }
+                    &mut b[..size]
+                } else {
+                    own = vec![0u8; size];
+                    &mut own[..]
+                };
+                match self.read_into(ino, offset, buf) {
+                    Ok(n) => reply.data(&buf[..n]),
+                    Err(e) => reply.error(e),
+                }
+            })
         })
     }
 

@@ -22,6 +22,11 @@ pub trait BlockDev: Send + Sync {
     /// Fills all of `buf` from `offset`. Implementations return an error (never short data)
     /// when `offset + buf.len()` is past [`BlockDev::len`] or the bytes cannot be read.
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()>;
+
+    /// Starts reading ahead in the background where the device can (a chain decompresses
+    /// the chunks after a sequential read on other threads). Called by front-ends that
+    /// browse, after any fork.
+    fn start_prefetch(&self) {}
 }
 
 /// True when every byte of `buf` is zero. Works on 64-byte lanes so the compiler

@@ -61,6 +61,10 @@ where
         // start + offset <= start + len, which was checked in `new`.
         self.dev.read_at(self.start + offset, buf)
     }
+
+    fn start_prefetch(&self) {
+        self.dev.start_prefetch();
+    }
 }
 
 /// A [`std::io::Read`] + [`std::io::Seek`] cursor over a device, for parsers that want one

@@ -14,7 +14,8 @@ use crate::container::index::{find_run, Extent, ExtentKind, Run};
 use crate::container::reader::{read_runs, Image, DEFAULT_CACHE_BYTES};
 use crate::error::{Error, Result};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 pub use resolve::ResolveOptions;
 
@@ -146,15 +147,66 @@ fn chunk_cache(bytes: u64, chunk: u64) -> ChunkCache {
     ChunkCache::with_options(opts, ChunkBytes, Default::default(), Default::default())
 }
 
+/// Chunk reads waiting for the prefetch threads; more hints than this are dropped.
+const PREFETCH_QUEUE: usize = 32;
+
+/// The images and their decompressed chunks: what the prefetch threads share.
+struct Store {
+    layers: Vec<Image>,
+    cache: ChunkCache,
+    /// Chunks decompressed so far (cache misses), for `cache_misses`.
+    misses: AtomicU64,
+}
+
+impl Store {
+    fn chunk(&self, layer: u16, chunk: u32) -> Result<Arc<Vec<u8>>> {
+        self.cache.get_or_insert_with(&(layer, chunk), || {
+            self.misses.fetch_add(1, Ordering::Relaxed);
+            let img = &self.layers[layer as usize];
+            img.load_chunk(chunk)
+                .map(Arc::new)
+                .map_err(|e| img.chunk_error(chunk, e))
+        })
+    }
+}
+
+/// Threads that decompress the chunks after a sequential read into the cache before they
+/// are asked for, so that other cores work while the reader copies. (Hints for the
+/// directories a walk lists next were tried on ext: the walk got there first.)
+struct Prefetcher {
+    queue: std::sync::mpsc::SyncSender<(u16, u32)>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// Prefetch threads: two, so that decompression of a sequential read is not bound to one
+/// core while the reader copies.
+const PREFETCH_THREADS: usize = 2;
+
 /// A resolved chain: images from the full one (index 0) to the point that was opened.
 pub struct Chain {
-    layers: Vec<Image>,
+    store: Arc<Store>,
     /// Each layer's first block-hash number per chunk.
     first_hash: Vec<Vec<u64>>,
     map: Vec<MapExtent>,
-    cache: ChunkCache,
-    /// Chunks decompressed so far (cache misses), for `cache_misses`.
-    misses: std::sync::atomic::AtomicU64,
+    /// Started by [`Chain::enable_prefetch`] (browsing and mounts, not backups).
+    prefetcher: OnceLock<Prefetcher>,
+    /// Where the last reads ended: a read starting at one of them is taken as sequential.
+    /// Several, because reading a file also reads its metadata in between (NTFS reads
+    /// the file record again for each read) and several files may be read at once.
+    last_ends: [AtomicU64; 4],
+    next_end: AtomicU64,
+}
+
+impl Drop for Chain {
+    fn drop(&mut self) {
+        // Stop and join the thread, so that the images are closed when this returns.
+        if let Some(p) = self.prefetcher.take() {
+            drop(p.queue);
+            for t in p.threads {
+                let _ = t.join();
+            }
+        }
+    }
 }
 
 impl Chain {
@@ -187,11 +239,16 @@ impl Chain {
             .collect();
         let chunk = u64::from(layers[0].header().chunk_size);
         Ok(Chain {
-            layers,
+            store: Arc::new(Store {
+                layers,
+                cache: chunk_cache(DEFAULT_CACHE_BYTES, chunk),
+                misses: Default::default(),
+            }),
             first_hash,
             map,
-            cache: chunk_cache(DEFAULT_CACHE_BYTES, chunk),
-            misses: Default::default(),
+            prefetcher: OnceLock::new(),
+            last_ends: Default::default(),
+            next_end: AtomicU64::new(0),
         })
     }
 
@@ -199,24 +256,80 @@ impl Chain {
     /// decompressed chunks kept in memory for the whole chain (every layer together).
     pub fn open_with_cache(path: &Path, opts: &ResolveOptions, cache_bytes: u64) -> Result<Chain> {
         let mut chain = Chain::open(path, opts)?;
-        let chunk = u64::from(chain.layers[0].header().chunk_size);
-        chain.cache = chunk_cache(cache_bytes, chunk);
+        let chunk = chain.chunk_bytes();
+        Arc::get_mut(&mut chain.store)
+            .expect("not shared yet")
+            .cache = chunk_cache(cache_bytes, chunk);
         Ok(chain)
+    }
+
+    /// Starts the prefetch threads (once). Worth it where files are read, as
+    /// browsing and mounts do; a backup reads each chunk once and gains nothing.
+    pub fn enable_prefetch(&self) {
+        if self.prefetcher.get().is_some() {
+            return;
+        }
+        let (queue, rx) = std::sync::mpsc::sync_channel::<(u16, u32)>(PREFETCH_QUEUE);
+        let rx = Arc::new(std::sync::Mutex::new(rx));
+        let threads = (0..PREFETCH_THREADS)
+            .filter_map(|_| {
+                let (store, rx) = (self.store.clone(), rx.clone());
+                std::thread::Builder::new()
+                    .name("strata-prefetch".into())
+                    .spawn(move || loop {
+                        let next = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                        let Ok((layer, chunk)) = next else { break };
+                        // A damaged chunk fails again, with its message, when it is read.
+                        let _ = store.chunk(layer, chunk);
+                    })
+                    .ok()
+            })
+            .collect::<Vec<_>>();
+        if !threads.is_empty() {
+            let _ = self.prefetcher.set(Prefetcher { queue, threads });
+        }
+    }
+
+    /// Bytes of disk one chunk of the full image holds.
+    fn chunk_bytes(&self) -> u64 {
+        u64::from(self.store.layers[0].header().chunk_size)
+    }
+
+    /// Queues the chunks holding disk bytes `offset..offset + len` that are not cached
+    /// yet for the prefetch threads, if there are any.
+    fn hint(&self, offset: u64, len: u64) {
+        let Some(p) = self.prefetcher.get() else {
+            return;
+        };
+        let bs = u64::from(self.block_size());
+        let (first, end) = (offset / bs, offset.saturating_add(len).div_ceil(bs));
+        let start = self.find(first).unwrap_or_else(|next| next);
+        let mut last = None;
+        for e in self.map[start..].iter().take_while(|e| e.disk_block < end) {
+            let key = (e.layer, e.chunk);
+            if e.kind != ExtentKind::Data || last == Some(key) {
+                continue;
+            }
+            last = Some(key);
+            if self.store.cache.peek(&key).is_none() && p.queue.try_send(key).is_err() {
+                break;
+            }
+        }
     }
 
     /// Lowers (or raises) the cache ceiling of an open chain, dropping what is over it.
     pub fn set_cache_bytes(&self, bytes: u64) {
-        self.cache.set_capacity(bytes.max(1));
+        self.store.cache.set_capacity(bytes.max(1));
     }
 
     /// Bytes of decompressed chunks held now (at most the ceiling).
     pub fn cache_bytes_held(&self) -> u64 {
-        self.cache.weight()
+        self.store.cache.weight()
     }
 
     /// Chunks read and decompressed so far, that is reads the cache could not answer.
     pub fn cache_misses(&self) -> u64 {
-        self.misses.load(std::sync::atomic::Ordering::Relaxed)
+        self.store.misses.load(Ordering::Relaxed)
     }
 
     /// The merged map of layers `lo..=hi` alone (top wins). Folding from the top keeps the
@@ -239,12 +352,12 @@ impl Chain {
 
     /// The images, full first; the last is the point this chain reads.
     pub fn layers(&self) -> &[Image] {
-        &self.layers
+        &self.store.layers
     }
 
     /// The image that was opened (the chain point).
     pub fn top(&self) -> &Image {
-        self.layers.last().expect("non-empty")
+        self.store.layers.last().expect("non-empty")
     }
 
     /// The merged map.
@@ -254,7 +367,7 @@ impl Chain {
 
     /// Block size shared by every layer.
     pub fn block_size(&self) -> u32 {
-        self.layers[0].header().block_size
+        self.store.layers[0].header().block_size
     }
 
     /// Position of the run holding `block`, or of the first run after it (`Err`).
@@ -264,14 +377,7 @@ impl Chain {
 
     /// Decompressed chunk `chunk` of layer `layer`, through the chain's cache.
     pub fn chunk(&self, layer: u16, chunk: u32) -> Result<Arc<Vec<u8>>> {
-        self.cache.get_or_insert_with(&(layer, chunk), || {
-            self.misses
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let img = &self.layers[layer as usize];
-            img.load_chunk(chunk)
-                .map(Arc::new)
-                .map_err(|e| img.chunk_error(chunk, e))
-        })
+        self.store.chunk(layer, chunk)
     }
 
     /// States of blocks `first..first + count` at this chain point.
@@ -289,7 +395,7 @@ impl Chain {
                         let at = self.first_hash[layer][e.chunk as usize]
                             + u64::from(e.block_in_chunk)
                             + (b - e.disk_block);
-                        let hashes = self.layers[layer].block_hashes(at, n)?;
+                        let hashes = self.store.layers[layer].block_hashes(at, n)?;
                         out.extend(hashes.into_iter().map(BlockState::Hash));
                     } else {
                         out.extend(std::iter::repeat_n(BlockState::Zero, n as usize));
@@ -340,9 +446,32 @@ impl BlockDev for Chain {
                 buf.len()
             )));
         }
+        if self.prefetcher.get().is_some() {
+            // Sequential: have the next two chunks' worth decompressed meanwhile.
+            let end = offset + buf.len() as u64;
+            let n = self.last_ends.len() as u64;
+            match self
+                .last_ends
+                .iter()
+                .find(|e| offset != 0 && e.load(Ordering::Relaxed) == offset)
+            {
+                Some(e) => {
+                    e.store(end, Ordering::Relaxed);
+                    self.hint(end, 2 * self.chunk_bytes());
+                }
+                None => {
+                    let slot = self.next_end.fetch_add(1, Ordering::Relaxed) % n;
+                    self.last_ends[slot as usize].store(end, Ordering::Relaxed);
+                }
+            }
+        }
         read_runs(&self.map, self.block_size(), offset, buf, |(c, e)| {
             self.chunk(e.layer, c)
         })
+    }
+
+    fn start_prefetch(&self) {
+        self.enable_prefetch();
     }
 }
 

@@ -369,6 +369,7 @@ fn resolve_stream(vfs: &Vfs, path: &str) -> Result<(Target, String)> {
 /// stderr and the rest is listed).
 pub fn ls(image: &Path, path: &str, opts: &LsOptions) -> Result<bool> {
     let vfs = open_vfs(image, &opts.resolve, opts.cache_bytes)?;
+    vfs.start_prefetch();
     let mut l = Lister {
         opts,
         out: std::io::BufWriter::new(std::io::stdout().lock()),
@@ -431,6 +432,7 @@ pub fn ls(image: &Path, path: &str, opts: &LsOptions) -> Result<bool> {
 /// `strata cat`: a file (or `PATH:stream`) to stdout.
 pub fn cat(image: &Path, path: &str, resolve: &ResolveOptions, cache_bytes: u64) -> Result<()> {
     let vfs = open_vfs(image, resolve, cache_bytes)?;
+    vfs.start_prefetch();
     let (target, stream) = resolve_stream(&vfs, path)?;
     let Target::Node { mount, node } = target else {
         return Err(Error::Invalid(format!("{path}: is a directory")));
@@ -796,6 +798,7 @@ fn make_symlink(target: &str, dest: &Path) -> Result<()> {
 /// own name; otherwise `dest` is the new name of the one source.
 pub fn cp(image: &Path, sources: &[String], dest: &Path, opts: &CpOptions) -> Result<CpSummary> {
     let vfs = open_vfs(image, &opts.resolve, opts.cache_bytes)?;
+    vfs.start_prefetch();
     let into_dir = exists(dest).is_some_and(|m| m.is_dir()) || sources.len() > 1;
     if sources.len() > 1 && !exists(dest).is_some_and(|m| m.is_dir()) {
         return Err(Error::Invalid(format!(

@@ -79,12 +79,12 @@ pub fn mount(a: MountArgs) -> Result<()> {
     let resolve = a.chain.resolve();
     let tree = if a.raw {
         let chain = crate::chain::Chain::open_with_cache(&a.image, &resolve, a.cache.bytes())?;
+        chain.enable_prefetch();
         raw_tree(std::sync::Arc::new(chain), a.partition)?
     } else {
-        Tree::new(
-            super::open_vfs(&a.image, &resolve, a.cache.bytes())?,
-            a.partition,
-        )?
+        let vfs = super::open_vfs(&a.image, &resolve, a.cache.bytes())?;
+        vfs.start_prefetch();
+        Tree::new(vfs, a.partition)?
     };
     let announce = format!(
         "strata: {} mounted read-only at {}",

@@ -252,6 +252,7 @@ pub enum Target {
 
 /// Every readable filesystem of a device, under one tree.
 pub struct Vfs {
+    dev: Arc<dyn BlockDev>,
     mounts: Vec<Mount>,
     /// The device held one filesystem and no partition table: it is the root.
     bare: bool,
@@ -315,10 +316,15 @@ impl Vfs {
                 fs,
             });
         }
-        Ok(Vfs { mounts, bare })
+        Ok(Vfs { dev, mounts, bare })
     }
 
     /// The partitions (one, unnamed, for a bare filesystem).
+    /// Starts the device's prefetching (see [`BlockDev::start_prefetch`]).
+    pub fn start_prefetch(&self) {
+        self.dev.start_prefetch();
+    }
+
     pub fn mounts(&self) -> &[Mount] {
         &self.mounts
     }
