@@ -568,3 +568,98 @@ fn unmount_busy_killed_and_foreground() {
     assert!(!is_mounted(&mnt));
     drop(m);
 }
+
+/// `st_blocks` of every entry under `dir` (not `dir` itself), by path.
+fn blocks_under(dir: &Path) -> BTreeMap<String, u64> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let md = std::fs::symlink_metadata(&p).unwrap();
+            if md.is_dir() {
+                todo.push(p.clone());
+            }
+            let rel = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+            out.insert(rel, md.blocks());
+        }
+    }
+    out
+}
+
+/// `st_blocks` under the strata mount of an image of the bare volume `vol` (shown as the
+/// root).
+fn mounted_blocks(vol: &Path, dir: &Path) -> BTreeMap<String, u64> {
+    let image = dir.join("vol.strata");
+    ok(run(&[&"create", &vol, &image, &"-q"]));
+    let mnt = dir.join("strata-mnt");
+    let m = Mounted::new(&image, &mnt, &[]);
+    let seen = blocks_under(&mnt);
+    drop(m);
+    seen
+}
+
+const NTFS_BLOCKS: &str = r#"
+import os
+with open('sparse.bin', 'wb') as f:
+    f.truncate(10 << 20); f.seek(5 << 20); f.write(os.urandom(4096))
+os.mkdir('comp')
+# FILE_ATTRIBUTE_COMPRESSED on the directory: ntfs-3g compresses new files (LZNT1).
+os.setxattr('comp', 'system.ntfs_attrib_be', (0x800).to_bytes(4, 'big'))
+open('comp/text.txt', 'w').write(''.join('line %d of a compressible file\n' % i for i in range(20000)))
+open('comp/random.bin', 'wb').write(os.urandom(100000))
+with open('comp/mixed.bin', 'wb') as f:
+    f.write(b'A' * 70000); f.write(bytes(140000)); f.write(os.urandom(5000)); f.write(b'end')
+with open('comp/sparse.bin', 'wb') as f:
+    f.truncate(3 << 20); f.seek(1 << 20); f.write(b'island')
+open('comp/small.txt', 'w').write('resident and compressed\n')
+# So many data runs that the attribute continues in other file records.
+with open('comp/fragmented.bin', 'wb') as f:
+    for i in range(200):
+        f.write((b'unit %d compressible ' % i) * 3000); f.write(os.urandom(8000))
+open('small.txt', 'w').write('resident\n' * 3)
+open('normal.bin', 'wb').write(os.urandom(50001))
+open('empty', 'w').close()
+os.symlink('normal.bin', 'link')
+os.mkdir('many')
+for i in range(60):
+    open('many/file number %03d' % i, 'w').write(str(i))
+os.mkdir('few')
+open('few/one', 'w').write('1')
+"#;
+
+/// `st_blocks` of an NTFS volume filled through ntfs-3g (a sparse file, LZNT1-compressed
+/// files, one of them spread over several file records, resident and ordinary files, an
+/// empty file, a symbolic link, directories with and without an index allocation) are
+/// those ntfs-3g gives of the same volume.
+#[test]
+fn ntfs_st_blocks_match_ntfs3g() {
+    if !require_fuse("ntfs_st_blocks_match_ntfs3g") {
+        return;
+    }
+    let d = tempdir();
+    let vol = small_ntfs(d.path());
+    ntfs3g_fill(&vol, NTFS_BLOCKS);
+    let info = sh(
+        "ntfsinfo",
+        &["-F", "/comp/fragmented.bin", vol.to_str().unwrap()],
+    );
+    assert!(info.contains("$ATTRIBUTE_LIST"), "{info}");
+    let mnt = d.path().join("ntfs-3g");
+    std::fs::create_dir(&mnt).unwrap();
+    sh(
+        "ntfs-3g",
+        &["-o", "ro", vol.to_str().unwrap(), mnt.to_str().unwrap()],
+    );
+    let want = std::panic::catch_unwind(|| blocks_under(&mnt));
+    sh("umount", &[mnt.to_str().unwrap()]);
+    let want = want.unwrap();
+    // The volume holds what the comparison is about.
+    assert!(want["sparse.bin"] * 512 < 1 << 20, "{want:?}");
+    assert!(want["comp/text.txt"] * 512 < 200_000, "{want:?}");
+    assert!(want["comp/fragmented.bin"] * 512 < 10 << 20, "{want:?}");
+    assert_eq!(want["few"], 0, "{want:?}");
+    assert!(want["many"] > 0, "{want:?}");
+    assert_eq!(mounted_blocks(&vol, d.path()), want);
+}
