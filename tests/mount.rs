@@ -663,3 +663,87 @@ fn ntfs_st_blocks_match_ntfs3g() {
     assert!(want["many"] > 0, "{want:?}");
     assert_eq!(mounted_blocks(&vol, d.path()), want);
 }
+
+/// `st_blocks` of files on a FAT volume are their sizes in whole clusters, as mtools
+/// counts them (`mdu`).
+#[test]
+fn fat_st_blocks_are_whole_clusters_as_mtools_counts_them() {
+    if !require_fuse("fat_st_blocks_are_whole_clusters_as_mtools_counts_them") {
+        return;
+    }
+    let d = tempdir();
+    let vol = d.path().join("vol.fat");
+    std::fs::File::create(&vol)
+        .unwrap()
+        .set_len(16 << 20)
+        .unwrap();
+    let v = vol.to_str().unwrap();
+    sh("mkfs.vfat", &["-S", "512", "-s", "8", v]);
+    let src = d.path().join("src");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    for n in [0, 1, 511, 4095, 4096, 4097, 100_000] {
+        std::fs::write(src.join(format!("f{n}")), noise(n, n as u64)).unwrap();
+    }
+    std::fs::write(src.join("sub/inner"), noise(9000, 1)).unwrap();
+    for e in std::fs::read_dir(&src).unwrap() {
+        sh(
+            "mcopy",
+            &["-s", "-i", v, e.unwrap().path().to_str().unwrap(), "::/"],
+        );
+    }
+    let boot = std::fs::read(&vol).unwrap();
+    let cluster = u64::from(u16::from_le_bytes([boot[11], boot[12]])) * u64::from(boot[13]);
+    // "::/path clusters" for every file (directories count what they hold).
+    let want: BTreeMap<String, u64> = sh("mdu", &["-a", "-i", v, "::/"])
+        .lines()
+        .filter_map(|l| {
+            let (path, n) = l.rsplit_once(' ')?;
+            let path = path.strip_prefix("::/")?;
+            src.join(path)
+                .is_file()
+                .then(|| (path.to_string(), n.parse::<u64>().unwrap() * cluster / 512))
+        })
+        .collect();
+    assert_eq!(want.len(), 8, "{want:?}");
+    let seen: BTreeMap<String, u64> = mounted_blocks(&vol, d.path())
+        .into_iter()
+        .filter(|(p, _)| want.contains_key(p))
+        .collect();
+    assert_eq!(seen, want);
+}
+
+/// `st_blocks` of files and directories on an exFAT volume are those exfat-fuse gives.
+#[test]
+fn exfat_st_blocks_match_exfat_fuse() {
+    if !require_fuse("exfat_st_blocks_match_exfat_fuse") {
+        return;
+    }
+    let d = tempdir();
+    let vol = d.path().join("vol.exfat");
+    std::fs::File::create(&vol)
+        .unwrap()
+        .set_len(8 << 20)
+        .unwrap();
+    sh("mkfs.exfat", &[vol.to_str().unwrap()]);
+    let mnt = d.path().join("exfat-fuse");
+    std::fs::create_dir(&mnt).unwrap();
+    let dev = Loop::attach(&vol, 512, false);
+    sh("mount.exfat-fuse", &[&dev.0, mnt.to_str().unwrap()]);
+    let want = std::panic::catch_unwind(|| {
+        python(
+            "import os\n\
+             for n in (0, 1, 4095, 4097, 100000):\n    open('f%d' % n, 'wb').write(os.urandom(n))\n\
+             os.mkdir('many')\n\
+             for i in range(150):\n    open('many/file %03d' % i, 'w').write(str(i))\n\
+             os.mkdir('empty dir')",
+            &mnt,
+            &[],
+        );
+        blocks_under(&mnt)
+    });
+    sh("umount", &[mnt.to_str().unwrap()]);
+    drop(dev);
+    let want = want.unwrap();
+    assert!(want["many"] > want["empty dir"], "{want:?}");
+    assert_eq!(mounted_blocks(&vol, d.path()), want);
+}
