@@ -588,8 +588,8 @@ fn blocks_under(dir: &Path) -> BTreeMap<String, u64> {
     out
 }
 
-/// `st_blocks` under the strata mount of an image of the bare volume `vol` (shown as the
-/// root).
+/// `st_blocks` under the strata mount of an image (`DIR/vol.strata`) of the bare volume
+/// `vol` (shown as the root).
 fn mounted_blocks(vol: &Path, dir: &Path) -> BTreeMap<String, u64> {
     let image = dir.join("vol.strata");
     ok(run(&[&"create", &vol, &image, &"-q"]));
@@ -662,6 +662,25 @@ fn ntfs_st_blocks_match_ntfs3g() {
     assert_eq!(want["few"], 0, "{want:?}");
     assert!(want["many"] > 0, "{want:?}");
     assert_eq!(mounted_blocks(&vol, d.path()), want);
+    // `ls --json` gives the same bytes.
+    let listed: BTreeMap<String, u64> = ok(run(&[
+        &"ls",
+        &"-R",
+        &"--json",
+        &d.path().join("vol.strata"),
+    ]))
+    .lines()
+    .map(|l| {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        let path = v["path"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches('/')
+            .to_string();
+        (path, v["allocated"].as_u64().unwrap().div_ceil(512))
+    })
+    .collect();
+    assert_eq!(listed, want);
 }
 
 /// `st_blocks` of files on a FAT volume are their sizes in whole clusters, as mtools
