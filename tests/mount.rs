@@ -619,39 +619,210 @@ fn ext4_block_counts_match_the_kernel() {
     std::fs::create_dir(&kernel).unwrap();
     let lo = Loop::attach(&fs, 512, true);
     sh("mount", &["-o", "ro", &lo.0, kernel.to_str().unwrap()]);
-    let want = block_counts(&kernel);
+    let want = blocks_under(&kernel);
     sh("umount", &[kernel.to_str().unwrap()]);
     drop(lo);
     assert!(want.len() >= 7, "{want:?}");
     assert!(want["sparse"] < (200 << 10) / 512, "{want:?}");
     assert!(want["hole"] == 0, "{want:?}");
 
-    let image = d.path().join("fs.strata");
-    ok(run(&[&"create", &fs, &image, &"-q"]));
-    let mnt = d.path().join("mnt");
-    let m = Mounted::new(&image, &mnt, &[]);
-    assert_eq!(block_counts(&mnt), want);
-    drop(m);
+    assert_eq!(mounted_blocks(&fs, d.path()), want);
 }
 
-/// `st_blocks` of every entry under `dir` (but lost+found), by relative path.
-fn block_counts(dir: &Path) -> BTreeMap<String, u64> {
+/// `st_blocks` of every entry under `dir` (not `dir` itself), by path.
+fn blocks_under(dir: &Path) -> BTreeMap<String, u64> {
     use std::os::unix::fs::MetadataExt;
     let mut out = BTreeMap::new();
     let mut todo = vec![dir.to_path_buf()];
     while let Some(d) = todo.pop() {
         for e in std::fs::read_dir(&d).unwrap() {
             let p = e.unwrap().path();
-            let rel = p.strip_prefix(dir).unwrap().to_str().unwrap().to_string();
-            if rel == "lost+found" {
-                continue;
-            }
             let md = std::fs::symlink_metadata(&p).unwrap();
             if md.is_dir() {
-                todo.push(p);
+                todo.push(p.clone());
             }
+            let rel = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
             out.insert(rel, md.blocks());
         }
     }
     out
+}
+
+/// `st_blocks` under the strata mount of an image (`DIR/vol.strata`) of the bare volume
+/// `vol` (shown as the root).
+fn mounted_blocks(vol: &Path, dir: &Path) -> BTreeMap<String, u64> {
+    let image = dir.join("vol.strata");
+    ok(run(&[&"create", &vol, &image, &"-q"]));
+    let mnt = dir.join("strata-mnt");
+    let m = Mounted::new(&image, &mnt, &[]);
+    let seen = blocks_under(&mnt);
+    drop(m);
+    seen
+}
+
+const NTFS_BLOCKS: &str = r#"
+import os
+with open('sparse.bin', 'wb') as f:
+    f.truncate(10 << 20); f.seek(5 << 20); f.write(os.urandom(4096))
+os.mkdir('comp')
+# FILE_ATTRIBUTE_COMPRESSED on the directory: ntfs-3g compresses new files (LZNT1).
+os.setxattr('comp', 'system.ntfs_attrib_be', (0x800).to_bytes(4, 'big'))
+open('comp/text.txt', 'w').write(''.join('line %d of a compressible file\n' % i for i in range(20000)))
+open('comp/random.bin', 'wb').write(os.urandom(100000))
+with open('comp/mixed.bin', 'wb') as f:
+    f.write(b'A' * 70000); f.write(bytes(140000)); f.write(os.urandom(5000)); f.write(b'end')
+with open('comp/sparse.bin', 'wb') as f:
+    f.truncate(3 << 20); f.seek(1 << 20); f.write(b'island')
+open('comp/small.txt', 'w').write('resident and compressed\n')
+# So many data runs that the attribute continues in other file records.
+with open('comp/fragmented.bin', 'wb') as f:
+    for i in range(200):
+        f.write((b'unit %d compressible ' % i) * 3000); f.write(os.urandom(8000))
+open('small.txt', 'w').write('resident\n' * 3)
+open('normal.bin', 'wb').write(os.urandom(50001))
+open('empty', 'w').close()
+os.symlink('normal.bin', 'link')
+os.mkdir('many')
+for i in range(60):
+    open('many/file number %03d' % i, 'w').write(str(i))
+os.mkdir('few')
+open('few/one', 'w').write('1')
+"#;
+
+/// `st_blocks` of an NTFS volume filled through ntfs-3g (a sparse file, LZNT1-compressed
+/// files, one of them spread over several file records, resident and ordinary files, an
+/// empty file, a symbolic link, directories with and without an index allocation) are
+/// those ntfs-3g gives of the same volume.
+#[test]
+fn ntfs_st_blocks_match_ntfs3g() {
+    if !require_fuse("ntfs_st_blocks_match_ntfs3g") {
+        return;
+    }
+    let d = tempdir();
+    let vol = small_ntfs(d.path());
+    ntfs3g_fill(&vol, NTFS_BLOCKS);
+    let info = sh(
+        "ntfsinfo",
+        &["-F", "/comp/fragmented.bin", vol.to_str().unwrap()],
+    );
+    assert!(info.contains("$ATTRIBUTE_LIST"), "{info}");
+    let mnt = d.path().join("ntfs-3g");
+    std::fs::create_dir(&mnt).unwrap();
+    sh(
+        "ntfs-3g",
+        &["-o", "ro", vol.to_str().unwrap(), mnt.to_str().unwrap()],
+    );
+    let want = std::panic::catch_unwind(|| blocks_under(&mnt));
+    sh("umount", &[mnt.to_str().unwrap()]);
+    let want = want.unwrap();
+    // The volume holds what the comparison is about.
+    assert!(want["sparse.bin"] * 512 < 1 << 20, "{want:?}");
+    assert!(want["comp/text.txt"] * 512 < 200_000, "{want:?}");
+    assert!(want["comp/fragmented.bin"] * 512 < 10 << 20, "{want:?}");
+    assert_eq!(want["few"], 0, "{want:?}");
+    assert!(want["many"] > 0, "{want:?}");
+    assert_eq!(mounted_blocks(&vol, d.path()), want);
+    // `ls --json` gives the same bytes.
+    let listed: BTreeMap<String, u64> = ok(run(&[
+        &"ls",
+        &"-R",
+        &"--json",
+        &d.path().join("vol.strata"),
+    ]))
+    .lines()
+    .map(|l| {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        let path = v["path"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches('/')
+            .to_string();
+        (path, v["allocated"].as_u64().unwrap().div_ceil(512))
+    })
+    .collect();
+    assert_eq!(listed, want);
+}
+
+/// `st_blocks` of files on a FAT volume are their sizes in whole clusters, as mtools
+/// counts them (`mdu`).
+#[test]
+fn fat_st_blocks_are_whole_clusters_as_mtools_counts_them() {
+    if !require_fuse("fat_st_blocks_are_whole_clusters_as_mtools_counts_them") {
+        return;
+    }
+    let d = tempdir();
+    let vol = d.path().join("vol.fat");
+    std::fs::File::create(&vol)
+        .unwrap()
+        .set_len(16 << 20)
+        .unwrap();
+    let v = vol.to_str().unwrap();
+    sh("mkfs.vfat", &["-S", "512", "-s", "8", v]);
+    let src = d.path().join("src");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    for n in [0, 1, 511, 4095, 4096, 4097, 100_000] {
+        std::fs::write(src.join(format!("f{n}")), noise(n, n as u64)).unwrap();
+    }
+    std::fs::write(src.join("sub/inner"), noise(9000, 1)).unwrap();
+    for e in std::fs::read_dir(&src).unwrap() {
+        sh(
+            "mcopy",
+            &["-s", "-i", v, e.unwrap().path().to_str().unwrap(), "::/"],
+        );
+    }
+    let boot = std::fs::read(&vol).unwrap();
+    let cluster = u64::from(u16::from_le_bytes([boot[11], boot[12]])) * u64::from(boot[13]);
+    // "::/path clusters" for every file (directories count what they hold).
+    let want: BTreeMap<String, u64> = sh("mdu", &["-a", "-i", v, "::/"])
+        .lines()
+        .filter_map(|l| {
+            let (path, n) = l.rsplit_once(' ')?;
+            let path = path.strip_prefix("::/")?;
+            src.join(path)
+                .is_file()
+                .then(|| (path.to_string(), n.parse::<u64>().unwrap() * cluster / 512))
+        })
+        .collect();
+    assert_eq!(want.len(), 8, "{want:?}");
+    let seen: BTreeMap<String, u64> = mounted_blocks(&vol, d.path())
+        .into_iter()
+        .filter(|(p, _)| want.contains_key(p))
+        .collect();
+    assert_eq!(seen, want);
+}
+
+/// `st_blocks` of files and directories on an exFAT volume are those exfat-fuse gives.
+#[test]
+fn exfat_st_blocks_match_exfat_fuse() {
+    if !require_fuse("exfat_st_blocks_match_exfat_fuse") {
+        return;
+    }
+    let d = tempdir();
+    let vol = d.path().join("vol.exfat");
+    std::fs::File::create(&vol)
+        .unwrap()
+        .set_len(8 << 20)
+        .unwrap();
+    sh("mkfs.exfat", &[vol.to_str().unwrap()]);
+    let mnt = d.path().join("exfat-fuse");
+    std::fs::create_dir(&mnt).unwrap();
+    let dev = Loop::attach(&vol, 512, false);
+    sh("mount.exfat-fuse", &[&dev.0, mnt.to_str().unwrap()]);
+    let want = std::panic::catch_unwind(|| {
+        python(
+            "import os\n\
+             for n in (0, 1, 4095, 4097, 100000):\n    open('f%d' % n, 'wb').write(os.urandom(n))\n\
+             os.mkdir('many')\n\
+             for i in range(150):\n    open('many/file %03d' % i, 'w').write(str(i))\n\
+             os.mkdir('empty dir')",
+            &mnt,
+            &[],
+        );
+        blocks_under(&mnt)
+    });
+    sh("umount", &[mnt.to_str().unwrap()]);
+    drop(dev);
+    let want = want.unwrap();
+    assert!(want["many"] > want["empty dir"], "{want:?}");
+    assert_eq!(mounted_blocks(&vol, d.path()), want);
 }

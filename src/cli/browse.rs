@@ -159,8 +159,10 @@ impl Entry {
                 obj.insert(k.into(), v.into());
             }
         }
-        if let Some(ino) = m.ino {
-            obj.insert("ino".into(), ino.into());
+        for (k, v) in [("ino", m.ino), ("allocated", m.allocated)] {
+            if let Some(v) = v {
+                obj.insert(k.into(), v.into());
+            }
         }
         if let Some(t) = &self.target {
             obj.insert("target".into(), t.clone().into());

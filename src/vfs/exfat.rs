@@ -324,6 +324,8 @@ impl ExfatFs {
             m.crtime = time(u32at(e, 8), e[20], e[22]);
             m.mtime = time(u32at(e, 12), e[21], e[23]);
             m.atime = time(u32at(e, 16), 0, e[24]);
+            // Whole clusters, as exfat-fuse counts them (a directory's length is its own).
+            m.allocated = Some(data.len.div_ceil(self.cluster) * self.cluster);
             m.nlink = Some(1);
             i += 32 * secondary;
             out.push((name, m, data));

@@ -175,13 +175,18 @@ fn civil(date: fatfs::Date, hmsm: [u16; 4]) -> Option<Time> {
     })
 }
 
-fn meta_of(e: &fatfs::DirEntry<ReadOnlyIo>) -> Metadata {
+/// Metadata of entry `e` on a volume of `cluster`-byte clusters.
+fn meta_of(e: &fatfs::DirEntry<ReadOnlyIo>, cluster: u64) -> Metadata {
     let kind = if e.is_dir() {
         NodeKind::Dir
     } else {
         NodeKind::File
     };
     let mut m = Metadata::new(kind, if e.is_dir() { 0 } else { e.len() });
+    // A file holds whole clusters; a directory's chain is not known without walking it.
+    if !e.is_dir() {
+        m.allocated = Some(e.len().div_ceil(cluster) * cluster);
+    }
     m.mtime = time(e.modified());
     m.crtime = time(e.created());
     m.atime = civil(e.accessed(), [0; 4]);
@@ -287,7 +292,7 @@ impl FatFs {
             if name == "." || name == ".." {
                 continue;
             }
-            out.push((name, meta_of(&e)));
+            out.push((name, meta_of(&e, u64::from(fat.0.cluster_size()))));
         }
         Ok(out)
     }

@@ -371,6 +371,125 @@ impl NtfsFs {
     }
 }
 
+/// Offsets in a non-resident attribute record: the first VCN this piece maps, the bytes
+/// allocated to the value, and (compressed or sparse values only) the bytes of it stored.
+const NR_LOWEST_VCN: usize = 0x10;
+const NR_ALLOCATED: usize = 0x28;
+const NR_COMPRESSED: usize = 0x40;
+
+impl NtfsFs {
+    /// Bytes `node` takes on disk as ntfs-3g gives them in `st_blocks`: those of the
+    /// `$INDEX_ALLOCATION` of a directory (none when its index fits in its file record),
+    /// of the unnamed `$DATA` of anything else.
+    fn allocated(&self, c: &mut Cursor, file: &NtfsFile, kind: NodeKind) -> Result<u64> {
+        let (ty, name) = if kind == NodeKind::Dir {
+            (NtfsAttributeType::IndexAllocation, "$I30")
+        } else {
+            (NtfsAttributeType::Data, "")
+        };
+        Ok(self.first_piece(c, file, ty, name)?.unwrap_or(0))
+    }
+
+    /// The bytes attribute `ty` named `name` of `file` takes, read from its first piece
+    /// (the only one that records the value's sizes), in `file` itself or in an extension
+    /// record its `$ATTRIBUTE_LIST` names.
+    fn first_piece(
+        &self,
+        c: &mut Cursor,
+        file: &NtfsFile,
+        ty: NtfsAttributeType,
+        name: &str,
+    ) -> Result<Option<u64>> {
+        for e in self.list_entries(c, file)? {
+            if e.ty().map_err(err)? == ty
+                && e.name().to_string_lossy() == name
+                && e.lowest_vcn().value() == 0
+                && e.base_file_reference().file_record_number() != file.file_record_number()
+            {
+                let ext = e.to_file(&self.ntfs, c).map_err(err)?;
+                let a = e.to_attribute(&ext).map_err(err)?;
+                return self.piece_bytes(c, &ext, &a);
+            }
+        }
+        for a in file.attributes_raw() {
+            let a = a.map_err(err)?;
+            if a.ty().map_err(err)? == ty && a.name().map_err(err)?.to_string_lossy() == name {
+                if let Some(n) = self.piece_bytes(c, file, &a)? {
+                    return Ok(Some(n));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// What ntfs-3g counts for attribute `a` of `file`: a resident value's length rounded
+    /// up to 8 bytes; for a non-resident one the bytes stored when it is compressed or
+    /// sparse, else the bytes allocated. None for a piece that does not start the value.
+    fn piece_bytes(
+        &self,
+        c: &mut Cursor,
+        file: &NtfsFile,
+        a: &ntfs::NtfsAttribute,
+    ) -> Result<Option<u64>> {
+        if a.is_resident() {
+            return Ok(Some(a.value_length().div_ceil(8) * 8));
+        }
+        // The ntfs crate reads the allocated and compressed sizes of a non-resident
+        // attribute but makes neither public (only the data runs, whose sum is not the
+        // compressed size ntfs-3g reports), so they are read from the file record here.
+        let record = self.record(c, file)?;
+        let at = (a.position().value().map_or(0, |p| p.get()))
+            .checked_sub(file.position().value().map_or(0, |p| p.get()))
+            .map(|d| d as usize);
+        let field = |off: usize| {
+            at.and_then(|at| record.get(at + off..at + off + 8))
+                .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+                .ok_or_else(|| {
+                    crate::fs::corrupt(
+                        "NTFS",
+                        0,
+                        format!(
+                            "record {}: attribute runs past the record",
+                            file.file_record_number()
+                        ),
+                    )
+                })
+        };
+        if field(NR_LOWEST_VCN)? != 0 {
+            return Ok(None);
+        }
+        let packed = NtfsAttributeFlags::COMPRESSED | NtfsAttributeFlags::SPARSE;
+        field(if a.flags().intersects(packed) {
+            NR_COMPRESSED
+        } else {
+            NR_ALLOCATED
+        })
+        .map(Some)
+    }
+
+    /// The file record of `file` as the volume holds it, with its update sequence
+    /// (the last two bytes of every 512) put back as the crate does when it reads it.
+    fn record(&self, c: &mut Cursor, file: &NtfsFile) -> Result<Vec<u8>> {
+        use std::io::{Read, Seek};
+        let pos = file.position().value().map_or(0, |p| p.get());
+        let mut rec = vec![0u8; self.ntfs.file_record_size() as usize];
+        c.seek(SeekFrom::Start(pos))
+            .and_then(|_| c.read_exact(&mut rec))
+            .map_err(|e| Error::Invalid(format!("NTFS: record at byte {pos}: {e}")))?;
+        let u16at = |b: &[u8], o: usize| usize::from(u16::from_le_bytes([b[o], b[o + 1]]));
+        let (usa, count) = (u16at(&rec, 4), u16at(&rec, 6));
+        for i in 1..count {
+            let (end, src) = (i * 512, usa + 2 * i);
+            if end > rec.len() || src + 2 > rec.len() {
+                break;
+            }
+            let fix = [rec[src], rec[src + 1]];
+            rec[end - 2..end].copy_from_slice(&fix);
+        }
+        Ok(rec)
+    }
+}
+
 impl NtfsFs {
     /// Named `$DATA` attributes that live in extension records, found by walking the
     /// `$ATTRIBUTE_LIST` directly. The ntfs crate's attribute iterator skips a stream whose
@@ -877,6 +996,7 @@ impl FileSystem for NtfsFs {
             }
             m.nlink = Some(links.max(1));
             m.ino = Some(node);
+            m.allocated = Some(self.allocated(&mut c, &file, kind)?);
             // The compressed data of a WOF file is how it is stored, not a stream of its own
             // (Windows does not list it either).
             if kind == NodeKind::File && self.wof_reparse(&mut c, &file)?.is_some() {

@@ -208,3 +208,47 @@ pub fn damage_block_chunks(image: &Path, blocks: &[u64]) {
     drop(img);
     std::fs::write(image, bytes).unwrap();
 }
+
+/// Fills the NTFS volume file `vol` through an ntfs-3g mount with `script` (Python, run
+/// in the mounted root).
+pub fn ntfs3g_fill(vol: &Path, script: &str) {
+    ntfs3g_fill_with(vol, "", script);
+}
+
+/// [`ntfs3g_fill`] with ntfs-3g mount options `opts` (`-o` list; empty for none).
+pub fn ntfs3g_fill_with(vol: &Path, opts: &str, script: &str) {
+    let mnt = vol.with_extension("mnt");
+    let _ = std::fs::create_dir(&mnt);
+    let mut args = vec![vol.to_str().unwrap(), mnt.to_str().unwrap()];
+    if !opts.is_empty() {
+        args.extend(["-o", opts]);
+    }
+    sh("ntfs-3g", &args);
+    let o = std::panic::catch_unwind(|| python(script, &mnt, &[]));
+    sh("umount", &[mnt.to_str().unwrap()]);
+    o.unwrap();
+}
+
+/// Runs the Python `script` with `args` in `cwd`; returns its stdout (it must succeed).
+pub fn python(script: &str, cwd: &Path, args: &[&Path]) -> Vec<u8> {
+    let o = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    o.stdout
+}
+
+/// A fresh 16 MiB NTFS volume file `vol.ntfs` in `dir`, made by mkntfs.
+pub fn small_ntfs(dir: &Path) -> PathBuf {
+    let vol = dir.join("vol.ntfs");
+    std::fs::File::create(&vol)
+        .unwrap()
+        .set_len(16 << 20)
+        .unwrap();
+    sh("mkntfs", &["-q", "-F", "-f", vol.to_str().unwrap()]);
+    vol
+}
