@@ -133,7 +133,7 @@ EOF
 
 make_disk() { # VOLUME DISK
     truncate -s $((PART_OFF + PART_SIZE + (1 << 20))) "$2"
-    sgdisk -n 1:2048:+$((PART_SIZE / 512 - 1)) -t 1:0700 "$2" >/dev/null
+    sgdisk -n 1:2048:$((2048 + PART_SIZE / 512 - 1)) -t 1:0700 "$2" >/dev/null
     dd if="$1" of="$2" bs=1M seek=1 conv=sparse,notrunc status=none
 }
 
