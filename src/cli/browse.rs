@@ -76,11 +76,23 @@ pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
     Ok(bytes)
 }
 
+/// glibc gives each thread its own malloc arena, and a chunk freed by another thread
+/// stays in its arena: with a mount's workers and the prefetch threads, a mount peaked at
+/// 197 MiB for a 128 MiB cache, 131 MiB with two arenas. Set before any thread starts.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes an allocator setting.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 /// Opens the files of an image, keeping at most `cache_bytes` of decompressed data in
 /// memory: the chain's chunks, and the NTFS volumes' decompressed LZNT1 units (each volume
 /// may hold up to [`crate::vfs::ntfs::UNIT_CACHE_BYTES`], taken from the chain's share; the
 /// chain keeps at least a quarter of the ceiling).
 pub fn open_vfs(image: &Path, resolve: &ResolveOptions, cache_bytes: u64) -> Result<Vfs> {
+    limit_malloc_arenas();
     let chain = Arc::new(crate::chain::Chain::open_with_cache(
         image,
         resolve,
