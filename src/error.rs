@@ -27,7 +27,7 @@ pub enum Error {
     #[error("{}: not a strata image ({reason})", path.display())]
     NotAnImage { path: PathBuf, reason: String },
     /// The image has no valid trailer: its creation never finished, or it was truncated.
-    #[error("{}: image is incomplete: no trailer ({reason})", path.display())]
+    #[error("{}: image is incomplete: {reason}", path.display())]
     Incomplete { path: PathBuf, reason: String },
     /// A checksum, digest or structural check failed.
     #[error("{}: corrupt {what} at byte {offset}: {detail}", path.display())]

@@ -185,3 +185,23 @@ fn truncated_image_is_incomplete() {
         }
     }
 }
+
+/// The `.partial` output of an interrupted run is never taken for an image, even when its
+/// bytes are complete (a consolidation is killed while it checks its output).
+#[test]
+fn complete_partial_output_is_refused() {
+    let d = tempdir();
+    let (_, image) = make_image(d.path());
+    let partial = d.path().join("disk.strata.partial");
+    std::fs::copy(&image, &partial).unwrap();
+    for cmd in ["info", "verify", "ls"] {
+        let (code, _, err) = outcome(&run(&[&cmd, &partial]));
+        assert_eq!(code, 3, "{cmd}: {err}");
+        assert!(
+            err.contains("disk.strata.partial: image is incomplete")
+                && err.contains("interrupted run"),
+            "{cmd}: {err}"
+        );
+    }
+    ok(run(&[&"verify", &image]));
+}

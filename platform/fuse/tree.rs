@@ -8,9 +8,9 @@ use crate::blockdev::BlockDev;
 use crate::error::Error;
 use crate::vfs::{FileSystem, Metadata, NodeId, NodeKind, Vfs};
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Generation, INodeNo, KernelConfig, OpenAccMode,
-    OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
-    ReplyOpen, ReplyStatfs, ReplyXattr, Request,
+    Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, KernelConfig,
+    OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty,
+    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
 };
 use std::collections::HashSet;
 use std::ffi::OsStr;
@@ -91,6 +91,10 @@ pub struct ImageFs {
     /// Errors already logged (a damaged chunk is reported once, not on every read).
     logged: Mutex<HashSet<String>>,
     log: fn(&str),
+    /// The kernel skips opens (and opendirs) once they answer ENOSYS; older kernels would
+    /// fail the open instead.
+    no_open: bool,
+    no_opendir: bool,
 }
 
 fn file_type(k: NodeKind) -> FileType {
@@ -140,6 +144,8 @@ impl ImageFs {
             )),
             logged: Mutex::new(HashSet::new()),
             log,
+            no_open: false,
+            no_opendir: false,
         }
     }
 
@@ -479,6 +485,9 @@ impl fuser::Filesystem for ImageFs {
                 let _ = config.add_capabilities(flag);
             }
         }
+        let caps = config.capabilities();
+        self.no_open = caps.contains(F::FUSE_NO_OPEN_SUPPORT);
+        self.no_opendir = caps.contains(F::FUSE_NO_OPENDIR_SUPPORT);
         // Large reads: ask for as much readahead as the kernel allows.
         if let Err(max) = config.set_max_readahead(u32::MAX) {
             let _ = config.set_max_readahead(max);
@@ -527,7 +536,9 @@ impl fuser::Filesystem for ImageFs {
                 // Nothing is kept per open file, so ENOSYS tells the kernel to stop sending
                 // opens and releases (two of the three requests a small file costs); it then
                 // keeps its page cache across opens, as FOPEN_KEEP_CACHE would.
-                Ok(_) => reply.error(Errno::ENOSYS),
+                Ok(_) if self.no_open => reply.error(Errno::ENOSYS),
+                // The data never changes: the kernel may keep its page cache across opens.
+                Ok(_) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
                 Err(e) => reply.error(e),
             }
         })
@@ -573,7 +584,11 @@ impl fuser::Filesystem for ImageFs {
             // As for files: nothing is kept per open directory, so ENOSYS spares the
             // kernel's opendir and releasedir requests (two of the three a directory of a
             // walk costs), and it keeps the listings it has read (FOPEN_CACHE_DIR).
-            Ok(_) => reply.error(Errno::ENOSYS),
+            Ok(_) if self.no_opendir => reply.error(Errno::ENOSYS),
+            Ok(_) => reply.opened(
+                FileHandle(0),
+                FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR,
+            ),
             Err(e) => reply.error(e),
         })
     }

@@ -30,15 +30,39 @@ pub struct Image {
 /// A problem `verify` reports about the header while still checking the rest.
 pub type HeaderProblem = String;
 
+/// Refuses the `.partial` output of a run that was interrupted. It may even be complete
+/// (a consolidation checks its output before renaming it), but it was never accepted: the
+/// image of that name without `.partial` is the one to use.
+fn refuse_unfinished(path: &Path) -> Result<()> {
+    let name = path.file_name().map(|n| n.to_string_lossy());
+    if name.is_some_and(|n| n.ends_with(".partial")) {
+        return Err(Error::Incomplete {
+            path: path.into(),
+            reason: "the unfinished output of an interrupted run (it was never renamed to \
+                     its final name)"
+                .into(),
+        });
+    }
+    Ok(())
+}
+
 impl Image {
     /// Opens and checks an image: header checksum, trailer, index digest and structure.
     pub fn open(path: &Path) -> Result<Image> {
+        refuse_unfinished(path)?;
         Self::open_inner(path, true).map(|(img, _)| img)
     }
 
     /// Like [`Image::open`] but a header checksum mismatch is returned as a problem instead
     /// of an error, so that `verify` can go on to check every chunk.
     pub fn open_for_verify(path: &Path) -> Result<(Image, Option<HeaderProblem>)> {
+        refuse_unfinished(path)?;
+        Self::open_inner(path, false)
+    }
+
+    /// Like [`Image::open_for_verify`], for a writer checking its own `.partial` output
+    /// before it renames it.
+    pub fn open_unfinished(path: &Path) -> Result<(Image, Option<HeaderProblem>)> {
         Self::open_inner(path, false)
     }
 
@@ -88,7 +112,7 @@ impl Image {
         if file_len < min_len {
             return Err(Error::Incomplete {
                 path: path.into(),
-                reason: format!("the file is only {file_len} bytes"),
+                reason: format!("no trailer (the file is only {file_len} bytes)"),
             });
         }
         let mut tail = [0u8; TRAILER_SIZE];
@@ -100,7 +124,7 @@ impl Image {
             } else {
                 Error::Incomplete {
                     path: path.into(),
-                    reason,
+                    reason: format!("no trailer ({reason})"),
                 }
             }
         })?;

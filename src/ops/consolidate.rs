@@ -203,7 +203,7 @@ pub fn consolidate(opts: &ConsolidateOptions) -> Result<ConsolidateSummary> {
 /// Verifies the new file and checks that, on top of the layers below `lo`, it reads exactly
 /// like the chain point: same block hash or zero for every block.
 fn check_written(chain: &Chain, lo: usize, written: &Path, threads: usize) -> Result<()> {
-    let report = super::verify::verify(written, threads, false)?;
+    let report = super::verify::verify_unfinished(written, threads)?;
     if let Some(p) = report.problems.first() {
         return Err(Error::corrupt(
             written,
@@ -216,7 +216,7 @@ fn check_written(chain: &Chain, lo: usize, written: &Path, threads: usize) -> Re
     for l in &chain.layers()[..lo] {
         layers.push(Image::open(l.path())?);
     }
-    layers.push(Image::open(written)?);
+    layers.push(Image::open_unfinished(written)?.0);
     let fresh = Chain::from_layers(layers)?;
     let blocks = chain.top().header().block_count();
     let step = 1u64 << 20;

@@ -54,8 +54,22 @@ impl VerifyReport {
 /// error; damage to the header, the block-hash table or chunks is reported and checking
 /// goes on, so one run lists everything that is lost.
 pub fn verify(path: &Path, threads: usize, progress: bool) -> Result<VerifyReport> {
+    verify_opened(Image::open_for_verify(path)?, threads, progress)
+}
+
+/// [`verify`] of a writer's own `.partial` output, before it is renamed.
+pub fn verify_unfinished(path: &Path, threads: usize) -> Result<VerifyReport> {
+    verify_opened(Image::open_unfinished(path)?, threads, false)
+}
+
+fn verify_opened(
+    (image, header_problem): (Image, Option<crate::container::reader::HeaderProblem>),
+    threads: usize,
+    progress: bool,
+) -> Result<VerifyReport> {
     let started = Instant::now();
-    let (image, header_problem) = Image::open_for_verify(path)?;
+    let path = image.path().to_path_buf();
+    let path = path.as_path();
     let mut problems = Vec::new();
     if let Some(p) = header_problem {
         problems.push(Problem {
