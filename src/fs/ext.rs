@@ -295,6 +295,21 @@ pub fn inode_geometry(dev: &dyn BlockDev) -> Result<InodeGeometry> {
     if s.s_blocks_per_group == 0 || s.s_inodes_per_group == 0 || s.inode_size < 128 {
         return Err(corrupt("ext", 1024, "zero blocks or inodes per group"));
     }
+    // Browsing tolerates a filesystem a little larger than its device (a partition cut
+    // short), but not a group count the device could never hold: it sizes the tables.
+    let dev_groups = (dev.len() / s.block_size).div_ceil(u64::from(s.s_blocks_per_group));
+    if s.s_blocks_count <= u64::from(s.s_first_data_block) || s.groups() > dev_groups + 1 {
+        return Err(corrupt(
+            "ext",
+            1024 + 4,
+            format!(
+                "{} blocks (first data block {}) do not fit a {}-byte device",
+                s.s_blocks_count,
+                s.s_first_data_block,
+                dev.len()
+            ),
+        ));
+    }
     let descs = read_descs(dev, &s)?;
     Ok(InodeGeometry {
         block_size: s.block_size,

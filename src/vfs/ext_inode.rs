@@ -245,46 +245,35 @@ impl Inodes {
         Ok(())
     }
 
-    /// The first `len` bytes of inode `ino`'s data (holes as zeros).
-    fn data(&self, ino: u64, inode: &[u8], len: u64) -> Result<Vec<u8>> {
-        let bs = self.g.block_size;
-        let mut out = vec![0u8; len as usize];
-        for (lblk, n, start) in self.runs(ino, inode)? {
-            for k in 0..n {
-                let at = (lblk + k) * bs;
-                if at >= len {
-                    break;
-                }
-                let b = self.block(ino, start + k)?;
-                let m = (len - at).min(bs) as usize;
-                out[at as usize..at as usize + m].copy_from_slice(&b[..m]);
-            }
-        }
-        Ok(out)
-    }
-
-    /// The entries of directory `ino` but `.` and `..`: (name, inode number).
+    /// The entries of directory `ino` but `.` and `..`: (name, inode number). Read a block
+    /// at a time through the directory's own block map, so that a damaged size costs no
+    /// memory (holes, which a directory should not have, are skipped).
     pub fn dir_entries(&self, ino: u64) -> Result<Vec<(Vec<u8>, u64)>> {
         let inode = self.inode(ino)?;
         let f = LeFields(&inode);
         let size = u64::from(f.u32(0x4)) | u64::from(f.u32(0x6C)) << 32;
-        let data = self.data(ino, &inode, size)?;
-        let bs = self.g.block_size as usize;
+        let bs = self.g.block_size;
         let mut out = Vec::new();
-        for block in data.chunks(bs) {
-            let mut at = 0usize;
-            while at + 8 <= block.len() {
-                let e = LeFields(&block[at..]);
-                let (child, rec_len, name_len) =
-                    (e.u32(0), usize::from(e.u16(4)), usize::from(block[at + 6]));
-                if rec_len < 8 || at + rec_len > block.len() || 8 + name_len > rec_len {
-                    return Err(corrupt(ino, format!("bad directory entry at {at}")));
+        for (lblk, n, start) in self.runs(ino, &inode)? {
+            for k in 0..n {
+                if (lblk + k) * bs >= size {
+                    break;
                 }
-                let name = &block[at + 8..at + 8 + name_len];
-                if child != 0 && name != b"." && name != b".." {
-                    out.push((name.to_vec(), u64::from(child)));
+                let block = self.block(ino, start + k)?;
+                let mut at = 0usize;
+                while at + 8 <= block.len() {
+                    let e = LeFields(&block[at..]);
+                    let (child, rec_len, name_len) =
+                        (e.u32(0), usize::from(e.u16(4)), usize::from(block[at + 6]));
+                    if rec_len < 8 || at + rec_len > block.len() || 8 + name_len > rec_len {
+                        return Err(corrupt(ino, format!("bad directory entry at {at}")));
+                    }
+                    let name = &block[at + 8..at + 8 + name_len];
+                    if child != 0 && name != b"." && name != b".." {
+                        out.push((name.to_vec(), u64::from(child)));
+                    }
+                    at += rec_len;
                 }
-                at += rec_len;
             }
         }
         Ok(out)
