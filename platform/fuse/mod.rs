@@ -50,12 +50,7 @@ pub struct MountOptions {
 /// Opens what the mount shows; errors name the image or the partition.
 pub fn open_view(o: &MountOptions) -> Result<View> {
     if o.raw {
-        let chain = Arc::new(crate::chain::Chain::open_with_cache(
-            &o.image,
-            &o.resolve,
-            o.cache_bytes,
-        )?);
-        let dev: Arc<dyn BlockDev> = chain;
+        let dev: Arc<dyn BlockDev> = crate::cli::open_chain(&o.image, &o.resolve, o.cache_bytes)?;
         let mut files: Vec<(String, Arc<dyn BlockDev>)> = vec![("disk.img".into(), dev.clone())];
         let table = crate::partition::probe(&*dev, 512)?;
         for p in &table.partitions {

@@ -53,7 +53,7 @@ pub enum View {
 }
 
 impl View {
-    /// Starts the chain's prefetch thread (after the fork of a background mount).
+    /// Starts the chain's prefetch threads (after the fork of a background mount).
     pub fn start_prefetch(&self) {
         match self {
             View::Files { vfs, .. } => vfs.start_prefetch(),

@@ -87,17 +87,24 @@ fn limit_malloc_arenas() {
     }
 }
 
+/// Opens the chain of `image` for browsing or mounting, which read it on several threads
+/// (hence [`limit_malloc_arenas`]), with a ceiling of `cache_bytes` of decompressed chunks.
+pub fn open_chain(
+    image: &Path,
+    resolve: &ResolveOptions,
+    cache_bytes: u64,
+) -> Result<Arc<crate::chain::Chain>> {
+    limit_malloc_arenas();
+    let chain = crate::chain::Chain::open_with_cache(image, resolve, cache_bytes)?;
+    Ok(Arc::new(chain))
+}
+
 /// Opens the files of an image, keeping at most `cache_bytes` of decompressed data in
 /// memory: the chain's chunks, and the NTFS volumes' decompressed LZNT1 units (each volume
 /// may hold up to [`crate::vfs::ntfs::UNIT_CACHE_BYTES`], taken from the chain's share; the
 /// chain keeps at least a quarter of the ceiling).
 pub fn open_vfs(image: &Path, resolve: &ResolveOptions, cache_bytes: u64) -> Result<Vfs> {
-    limit_malloc_arenas();
-    let chain = Arc::new(crate::chain::Chain::open_with_cache(
-        image,
-        resolve,
-        cache_bytes,
-    )?);
+    let chain = open_chain(image, resolve, cache_bytes)?;
     let vfs = Vfs::open(chain.clone())?;
     let ntfs = vfs
         .mounts()

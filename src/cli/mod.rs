@@ -8,7 +8,7 @@ mod mount;
 mod xattr;
 
 use crate::chain::ResolveOptions;
-pub use browse::{open_point, open_vfs};
+pub use browse::{open_chain, open_point, open_vfs};
 
 use crate::container::reader::DEFAULT_CACHE_BYTES;
 use crate::error::{Error, Result};

@@ -78,9 +78,9 @@ pub fn mount(a: MountArgs) -> Result<()> {
     check_installed()?;
     let resolve = a.chain.resolve();
     let tree = if a.raw {
-        let chain = crate::chain::Chain::open_with_cache(&a.image, &resolve, a.cache.bytes())?;
+        let chain = super::open_chain(&a.image, &resolve, a.cache.bytes())?;
         chain.enable_prefetch();
-        raw_tree(std::sync::Arc::new(chain), a.partition)?
+        raw_tree(chain, a.partition)?
     } else {
         let vfs = super::open_vfs(&a.image, &resolve, a.cache.bytes())?;
         vfs.start_prefetch();

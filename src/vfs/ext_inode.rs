@@ -69,6 +69,12 @@ impl Inodes {
         u32::from(LeFields(inode).u16(0x1A))
     }
 
+    /// Size in bytes of an inode's data (`i_size`, 64 bits).
+    fn size(inode: &[u8]) -> u64 {
+        let f = LeFields(inode);
+        u64::from(f.u32(0x4)) | u64::from(f.u32(0x6C)) << 32
+    }
+
     /// The metadata of raw inode `ino`, as the kernel's `stat` gives it.
     pub fn metadata(&self, ino: u64, inode: &[u8]) -> Metadata {
         let f = LeFields(inode);
@@ -83,9 +89,7 @@ impl Inodes {
             _ => NodeKind::File,
         };
         let size = match kind {
-            NodeKind::File | NodeKind::Symlink => {
-                u64::from(f.u32(0x4)) | u64::from(f.u32(0x6C)) << 32
-            }
+            NodeKind::File | NodeKind::Symlink => Self::size(inode),
             _ => 0,
         };
         // The extra fields (nanoseconds, epoch bits, creation time) exist when the inode's
@@ -118,10 +122,11 @@ impl Inodes {
         if self.g.huge_file {
             blocks |= u64::from(f.u16(0x74)) << 32;
             if f.u32(0x20) & HUGE_FILE_FL != 0 {
-                blocks *= self.g.block_size / 512;
+                blocks = blocks.saturating_mul(self.g.block_size / 512);
             }
         }
-        m.allocated = Some(blocks * 512);
+        // Saturating: a damaged count must not overflow.
+        m.allocated = Some(blocks.saturating_mul(512));
         m
     }
 
@@ -250,8 +255,7 @@ impl Inodes {
     /// memory (holes, which a directory should not have, are skipped).
     pub fn dir_entries(&self, ino: u64) -> Result<Vec<(Vec<u8>, u64)>> {
         let inode = self.inode(ino)?;
-        let f = LeFields(&inode);
-        let size = u64::from(f.u32(0x4)) | u64::from(f.u32(0x6C)) << 32;
+        let size = Self::size(&inode);
         let bs = self.g.block_size;
         let mut out = Vec::new();
         for (lblk, n, start) in self.runs(ino, &inode)? {

@@ -476,8 +476,8 @@ impl NtfsFs {
         c.seek(SeekFrom::Start(pos))
             .and_then(|_| c.read_exact(&mut rec))
             .map_err(|e| Error::Invalid(format!("NTFS: record at byte {pos}: {e}")))?;
-        let u16at = |b: &[u8], o: usize| usize::from(u16::from_le_bytes([b[o], b[o + 1]]));
-        let (usa, count) = (u16at(&rec, 4), u16at(&rec, 6));
+        let f = crate::le::LeFields(&rec);
+        let (usa, count) = (usize::from(f.u16(4)), usize::from(f.u16(6)));
         for i in 1..count {
             let (end, src) = (i * 512, usa + 2 * i);
             if end > rec.len() || src + 2 > rec.len() {
