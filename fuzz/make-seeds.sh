@@ -5,7 +5,9 @@
 # (the fuzzer mutates every byte of an input), so they are committed; rerun to rebuild.
 #
 # Needs: dosfstools + mtools, e2fsprogs, ntfs-3g (mkntfs, ntfscp), exfatprogs, gdisk,
-# fdisk, zstd, and a built strata (STRATA=path, default target/debug/strata).
+# fdisk, zstd, attr, and a built strata (STRATA=path, default target/debug/strata). The
+# richer volumes written through ntfs-3g and exfat-fuse need root (FUSE mounts); without
+# it they are left out with a note. Every seed stays under 4 MiB (fuzz/run.sh's -max_len).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 STRATA=${STRATA:-../target/debug/strata}
@@ -13,7 +15,7 @@ export TZ=UTC SOURCE_DATE_EPOCH=1767225600
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 c=corpus
-mkdir -p $c/{container,chain,partition,used_ntfs,used_ext,used_fat,used_exfat,vfs_walk}
+mkdir -p $c/{container,chain,partition,used_ntfs,used_ext,used_fat,used_exfat,vfs_walk,vfs_cat}
 rm -f $c/*/seed-*
 
 # A small tree: files of a few sizes, a directory, a link.
@@ -46,7 +48,7 @@ cp $tmp/ntfs.img $c/used_ntfs/seed-ntfs
 cp $tmp/ntfs.img $c/vfs_walk/seed-ntfs
 
 # exFAT: the 1 MiB third-party image of the test set when present, else an empty volume.
-ex=../../shared/testdata/obhq-exfat/exfat.img.zst
+ex=../fixtures/third-party/obhq-exfat/exfat.img.zst
 if [ -f $ex ]; then
   zstd -qdc $ex > $tmp/exfat.img
 else
@@ -90,4 +92,129 @@ import struct, sys
 p = open(sys.argv[1], 'rb').read(); c = open(sys.argv[2], 'rb').read()
 open(sys.argv[3], 'wb').write(struct.pack('<I', len(p)) + p + c)
 PY
+# Richer volumes, written by each filesystem's own driver or tool, with the structures real
+# disks have and the tiny ones above lack: big directories (index allocation, htree,
+# multi-cluster FAT directories), long names, non-resident, sparse and compressed data,
+# named streams, extended attributes, inline data, fast and slow symlinks, hard links,
+# names that differ only in case.
+rich=$tmp/rich
+mkdir -p $rich/many $rich/deep/er/still
+for i in $(seq 1 60); do printf 'entry %s\n' $i > "$rich/many/a file with a long name number $i.txt"; done
+head -c 70000 /dev/urandom > $rich/random.bin
+printf 'x' > $rich/one-byte
+: > $rich/empty
+printf 'deep\n' > $rich/deep/er/still/file.txt
+seed() { # seed NAME FILE TARGET...: copies FILE as seed-NAME into each TARGET's corpus
+  local name=$1 file=$2
+  shift 2
+  local size
+  size=$(stat -c %s "$file")
+  if [ "$size" -gt $((4 << 20)) ]; then
+    echo "seed $name is $size bytes, over 4 MiB" >&2
+    exit 1
+  fi
+  for t in "$@"; do cp "$file" $c/$t/seed-$name; done
+}
+
+# ext4 (1 KiB blocks) by mke2fs -d: extents, inline data, xattrs, fast and slow symlinks,
+# a hard link, a sparse file, a directory turned into an htree by e2fsck -D.
+ext=$tmp/exttree
+cp -a $rich $ext
+setfattr -n user.comment -v 'an extended attribute' $ext/random.bin
+setfattr -n user.big -v "$(head -c 300 /dev/zero | tr '\0' 'v')" $ext/one-byte
+ln -s random.bin $ext/fast-link
+ln -s "$(printf 'deep/er/still/%.0s' 1 2 3 4 5 6)file.txt" $ext/slow-link
+ln $ext/random.bin $ext/hard-link
+truncate -s 300K $ext/sparse && printf 'end' | dd of=$ext/sparse bs=1 seek=200000 conv=notrunc status=none
+# Inline data is not browsable yet, so that one is not a walk seed (the walk's must be).
+for v in "ext4-1k ^has_journal,metadata_csum 1024 used_ext,vfs_walk,vfs_cat" \
+  "ext4-inline inline_data,^has_journal 1024 used_ext,vfs_cat" \
+  "ext4-4k ^has_journal,64bit 4096 used_ext,vfs_walk,vfs_cat"; do
+  set -- $v
+  rm -f $tmp/rich-ext.img
+  mke2fs -q -F -t ext4 -O "$2" -b "$3" -N 128 -E root_owner=0:0 -d $ext $tmp/rich-ext.img 1600k
+  e2fsck -fyD $tmp/rich-ext.img >/dev/null 2>&1 || true
+  seed "$1" $tmp/rich-ext.img ${4//,/ }
+done
+
+# ext3 with TEA-hashed htree directories and 128-byte inodes: the third-party ext4-view
+# image, its journal dropped and the volume shrunk to fit (the others of that set stay
+# over 4 MiB even shrunk).
+e3=../fixtures/third-party/ext4-view/test_disk_ext3.bin.zst
+if [ -f $e3 ]; then
+  zstd -qdc $e3 > $tmp/e3.img
+  tune2fs -O ^has_journal $tmp/e3.img >/dev/null
+  e2fsck -fy $tmp/e3.img >/dev/null 2>&1 || true
+  resize2fs -M $tmp/e3.img >/dev/null 2>&1
+  truncate -s $(($(dumpe2fs -h $tmp/e3.img 2>/dev/null | awk '/^Block count/{print $3}') * 1024)) $tmp/e3.img
+  seed ext4-view-ext3-htree $tmp/e3.img used_ext vfs_walk vfs_cat
+fi
+
+# FAT16 filled by mtools: long names, a directory of several clusters.
+rm -f $tmp/rich-fat.img
+mkfs.fat -C -F 16 -s 1 -S 512 -i 12345678 -n RICH $tmp/rich-fat.img 2200 >/dev/null 2>&1
+mcopy -s -i $tmp/rich-fat.img $rich/* ::/
+seed fat16 $tmp/rich-fat.img used_fat vfs_walk vfs_cat
+# FAT32: mtools writes only volumes of 65525 clusters or more (33 MiB here), so the
+# volume is filled at that size, one FAT, then cut to 2 MiB with its sector count set to
+# match: the files sit in the first clusters, and the FAT keeps its full size (larger
+# than the clusters need, which FAT allows).
+rm -f $tmp/rich-fat.img
+mkfs.fat -C -F 32 -f 1 -s 1 -S 512 -i 12345678 -n RICH $tmp/rich-fat.img 34000 >/dev/null
+mcopy -s -i $tmp/rich-fat.img $rich/* ::/
+truncate -s 2M $tmp/rich-fat.img
+printf '%08x' 4096 | sed 's/\(..\)\(..\)\(..\)\(..\)/\\x\4\\x\3\\x\2\\x\1/' | xargs -0 printf \
+  | dd of=$tmp/rich-fat.img bs=1 seek=32 conv=notrunc status=none
+# Not a walk seed: that target's seeds must all be browsable, and the browser refuses a
+# FAT32 this small (fatfs decides the FAT type by the cluster count).
+seed fat32 $tmp/rich-fat.img used_fat vfs_cat
+
+# The third-party volumes of the test set that fit: ntfs-rs (mkntfs, 2 MiB), rust-fatfs
+# FAT12 and FAT16, the GPT crate's disk.
+td=../fixtures/third-party
+unz() { [ -f "$1" ] && zstd -qdc "$1" > "$2"; }
+unz $td/ntfs-rs/testfs1.zst $tmp/t.img && seed ntfs-rs-testfs1 $tmp/t.img used_ntfs vfs_walk vfs_cat
+unz $td/rust-fatfs/fat12.img.zst $tmp/t.img && seed rust-fatfs-fat12 $tmp/t.img used_fat vfs_walk vfs_cat
+unz $td/rust-fatfs/fat16.img.zst $tmp/t.img && seed rust-fatfs-fat16 $tmp/t.img used_fat vfs_walk vfs_cat
+[ -f $td/gpt-crate/gpt-disk.img ] && seed gpt-crate $td/gpt-crate/gpt-disk.img partition
+
+# NTFS and exFAT written through their FUSE drivers (root only).
+if [ "$(id -u)" = 0 ] && [ -e /dev/fuse ]; then
+  mnt=$tmp/mnt
+  mkdir -p $mnt
+  # NTFS by ntfs-3g: a compressed directory, named streams, a sparse file, a symlink and
+  # a hard link, case pairs (POSIX namespace), 60 entries (an index allocation).
+  truncate -s 3M $tmp/rich-ntfs.img
+  mkntfs -q -F -f -c 512 -s 512 -L RICH $tmp/rich-ntfs.img >/dev/null 2>&1
+  ntfs-3g -o compression $tmp/rich-ntfs.img $mnt
+  cp -r $rich/. $mnt/
+  mkdir $mnt/packed
+  setfattr -h -v 0x00000800 -n system.ntfs_attrib_be $mnt/packed
+  head -c 40000 /dev/zero | tr '\0' 'c' > $mnt/packed/compressed.txt
+  setfattr -n user.stream -v 'named stream data' $mnt/random.bin
+  truncate -s 400K $mnt/sparse && printf 'end' | dd of=$mnt/sparse bs=1 seek=300000 conv=notrunc status=none
+  ln -s random.bin $mnt/link
+  ln $mnt/random.bin $mnt/hard
+  printf 'lower\n' > $mnt/case.txt
+  printf 'UPPER\n' > $mnt/CASE.txt
+  umount $mnt
+  seed ntfs3g $tmp/rich-ntfs.img used_ntfs vfs_walk vfs_cat
+
+  # exFAT by exfat-fuse: long names, a directory of several clusters, empty and
+  # multi-cluster files.
+  truncate -s 2M $tmp/rich-exfat.img
+  mkfs.exfat -b 4K -c 4K -L RICH $tmp/rich-exfat.img >/dev/null
+  # exfat-fuse mounts block devices only.
+  lo=$(losetup -f --show $tmp/rich-exfat.img)
+  mount.exfat-fuse $lo $mnt 2>/dev/null
+  cp -r $rich/. $mnt/
+  umount $mnt
+  losetup -d $lo
+  seed exfat-fuse $tmp/rich-exfat.img used_exfat vfs_walk vfs_cat
+else
+  echo "note: not root: the ntfs-3g and exfat-fuse seeds are left out" >&2
+fi
+
+# The walk's seeds are the cat target's too.
+for f in $c/vfs_walk/seed-*; do cp -n "$f" $c/vfs_cat/; done
 du -sh $c

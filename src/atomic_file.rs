@@ -16,6 +16,32 @@ pub struct AtomicFile {
     file: Option<File>,
 }
 
+/// What `file_type` is when it is neither a regular file, a directory nor a symbolic link:
+/// a device node, a FIFO or a socket, which an output must never replace.
+pub fn special_kind(file_type: &std::fs::FileType) -> Option<&'static str> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if file_type.is_block_device() {
+            return Some("a block device");
+        }
+        if file_type.is_char_device() {
+            return Some("a character device");
+        }
+        if file_type.is_fifo() {
+            return Some("a FIFO");
+        }
+        if file_type.is_socket() {
+            return Some("a socket");
+        }
+    }
+    if file_type.is_file() || file_type.is_dir() || file_type.is_symlink() {
+        None
+    } else {
+        Some("not a regular file")
+    }
+}
+
 /// The temporary name used while `target` is being written.
 pub fn partial_path(target: &Path) -> PathBuf {
     let mut name = target.as_os_str().to_owned();
@@ -24,10 +50,23 @@ pub fn partial_path(target: &Path) -> PathBuf {
 }
 
 impl AtomicFile {
-    /// Starts writing `target`. An existing non-empty `target` is refused unless `force`.
-    /// A stale `.partial` from an earlier killed run is replaced.
+    /// Starts writing `target`. An existing non-empty `target` is refused unless `force`;
+    /// a device node, FIFO or socket (or a link to one) always is. A stale `.partial` from
+    /// an earlier killed run is replaced.
     pub fn create(target: &Path, force: bool) -> Result<AtomicFile> {
-        match std::fs::metadata(target) {
+        let found = std::fs::metadata(target);
+        if let Some(kind) = found
+            .as_ref()
+            .ok()
+            .and_then(|m| special_kind(&m.file_type()))
+        {
+            return Err(Error::Invalid(format!(
+                "{}: is {kind}; the output must be a regular file (it is never replaced, \
+                 even with --force)",
+                target.display()
+            )));
+        }
+        match found {
             Ok(m) if m.is_dir() => {
                 return Err(Error::Invalid(format!(
                     "{}: is a directory; give a file name for the output",
@@ -51,7 +90,9 @@ impl AtomicFile {
             .create(true)
             .truncate(false)
             .open(&partial)
-            .map_err(|e| Error::io(&partial, "cannot create output", e))?;
+            // Named by the target: the `.partial` is strata's own business, and what fails
+            // here (a missing directory, no permission) is the target's.
+            .map_err(|e| Error::io(target, "cannot create output", e))?;
         if file.try_lock().is_err() {
             return Err(Error::Invalid(format!(
                 "{}: another strata process is writing this output",

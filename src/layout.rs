@@ -78,7 +78,7 @@ pub struct DiskMap {
 /// Maps `dev`. Never fails: whatever cannot be understood is imaged whole.
 pub fn map_disk(dev: &dyn BlockDev, sector_size: u32, opts: &FsOptions) -> DiskMap {
     let all = Ranges::from_unsorted(vec![(0, dev.len())]);
-    let table = match partition::probe(dev, sector_size) {
+    let table = match partition_table(dev, sector_size) {
         Ok(t) => t,
         Err(e) => {
             let reason = format!("partition table unreadable: {e}");
@@ -91,7 +91,6 @@ pub fn map_disk(dev: &dyn BlockDev, sector_size: u32, opts: &FsOptions) -> DiskM
             };
         }
     };
-    let table = mbr_sector_size(dev, mbr_behind_boot_sector(dev, sector_size, table));
     let mut warnings: Vec<String> = table.warnings.clone();
     let mut reports = Vec::new();
     let mut keep = Ranges::new();
@@ -146,6 +145,19 @@ pub fn map_disk(dev: &dyn BlockDev, sector_size: u32, opts: &FsOptions) -> DiskM
         ranges: keep.union(&outside),
         warnings,
     }
+}
+
+/// The partition table of `dev`, as every command sees it (`create` and `info` through
+/// [`map_disk`], `ls`, `cat`, `cp` and `mount` through [`crate::vfs::Vfs::open`]):
+/// [`partition::probe`] with `sector_size` (the image header's, or the source's), then the
+/// fix-ups a table alone cannot tell: an MBR behind a boot sector's BPB, and an MBR written
+/// with 4096-byte sectors on a device that does not say so.
+pub fn partition_table(dev: &dyn BlockDev, sector_size: u32) -> crate::Result<PartitionTable> {
+    let table = partition::probe(dev, sector_size)?;
+    Ok(mbr_sector_size(
+        dev,
+        mbr_behind_boot_sector(dev, sector_size, table),
+    ))
 }
 
 /// Sector 0 of a bare FAT or NTFS volume ends in 55 AA like an MBR, so `partition::probe`
@@ -268,15 +280,13 @@ fn map_partition(
     }
     // The parsers check what they read, and a bug in one (or in the `ntfs` crate) must
     // still not stop a backup: a panic counts as a damaged map.
-    let usage = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        fs::used(&win, &probe, opts)
-    }))
-    .unwrap_or_else(|_| {
-        Err(crate::Error::Invalid(format!(
-            "{}: the allocation map could not be read (parser failure)",
+    let usage = crate::error::contain_panics(
+        format_args!(
+            "{}: the allocation map could not be read",
             probe.kind.name()
-        )))
-    });
+        ),
+        || fs::used(&win, &probe, opts),
+    );
     match usage {
         Ok(usage) => {
             // The partition beyond the end of the filesystem is not the filesystem's.
@@ -303,7 +313,7 @@ impl std::fmt::Display for DiskMap {
             (_, Some(e)) => write!(f, "table:        unreadable ({e}); every block imaged")?,
             (Some(t), None) => write!(
                 f,
-                "table:        {}, {}-byte sectors, disk id {}, {} partition(s)",
+                "table:        {}, {}-byte sectors, disk id {}, {}",
                 match t.scheme {
                     Scheme::Gpt => "GPT",
                     Scheme::Mbr => "MBR",
@@ -311,7 +321,7 @@ impl std::fmt::Display for DiskMap {
                 },
                 t.sector_size,
                 t.disk_id,
-                t.partitions.len()
+                crate::units::count(t.partitions.len() as u64, "partition", "partitions")
             )?,
             (None, None) => write!(f, "table:        none (a bare volume)")?,
         }

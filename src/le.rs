@@ -72,3 +72,20 @@ impl LeWriter<'_> {
         self.put(off, &v.to_le_bytes());
     }
 }
+
+/// `n` as a `usize` (a length, or an index into memory). Callers have bounded `n` by what
+/// they checked on disk, so this fails only on a 32-bit system for a value past its address
+/// space: an error, never a silently truncated length.
+pub fn usize_of(n: u64) -> crate::error::Result<usize> {
+    usize::try_from(n).map_err(|_| {
+        crate::error::Error::UnsupportedFeature(format!(
+            "a structure of {n} bytes does not fit in this system's memory"
+        ))
+    })
+}
+
+/// The smaller of `n` and `cap`, as a `usize`: a length read from disk limited by a
+/// buffer's, without a truncating cast.
+pub fn clamp_len(n: u64, cap: usize) -> usize {
+    usize::try_from(n).map_or(cap, |n| n.min(cap))
+}

@@ -3,20 +3,32 @@
 //! # From the top
 //!
 //! ```text
-//! platform       mount front-ends (Dokan on Windows), sources in platform/
-//! cli            strata create / info / verify / restore / demo / ls / cat / cp / mount
-//!  ├ vfs         files inside an image: one FileSystem interface, Vfs of all partitions
-//!  └ ops         the operations: create (pipeline), restore, verify, info
-//!     └ layout     used-block map of a disk: table + filesystems -> ranges to image
-//!        └ fs        filesystems (NTFS, ext2/3/4, FAT, exFAT, swap): probe, used ranges
-//!           └ partition  GPT and MBR tables
-//!              └ container  the .strata format: header, chunk records, index, trailer
-//!                 └ blockdev  BlockDev: a read-only device read by byte position; Window
+//! cli, platform  strata's commands; the mount front-ends (FUSE, Dokan) in platform/
+//!  └ point        opening a point in time: chain -> partitions -> filesystems, and what a
+//!                 mount shows; every front-end opens images here
+//!     ├ ops         the operations: create (pipeline), restore, verify, info, consolidate
+//!     └ vfs         files inside an image: Vfs of all partitions, paths, the damage scan
+//!        └ layout     the partition table as every command reads it; used-block map
+//!           └ fs        one folder per filesystem (ntfs, ext, fat, exfat): probe, used
+//!              │        ranges, browsing; the FileSystem trait in fs/browse.rs
+//!              └ partition  GPT and MBR tables
+//!                 └ chain      an image and its parents as one disk: the merged map, its
+//!                    │         cache, prefetch
+//!                    └ container  the .strata format: header, chunk records, index, trailer
+//!                       ├ blockdev  BlockDev: a read-only device read by byte position
+//!                       └ cache     the one byte-bounded cache of decoded data: a chain's
+//!                                   chunks and its filesystems' decoded units
 //! ```
 //!
 //! Layers depend downwards only. A [`blockdev::BlockDev`] is the one read interface:
-//! sources ([`blockdev::file::FileDev`]) and images ([`container::reader::Image`]) both
-//! implement it, so partitions and filesystems can later sit on either.
+//! sources ([`blockdev::file::FileDev`]), chain points ([`chain::Chain`], a full image being
+//! a chain of one) and partition windows implement it, so partitions and filesystems sit
+//! on a disk and on an image alike.
+//!
+//! [`Error`] sorts failures by what happened: a damaged image, damaged filesystem
+//! metadata (naming the byte offset), a feature strata does not read, the wrong kind of
+//! node, a missing name. The CLI's exit code, FUSE's errno and Dokan's NTSTATUS each map
+//! the kinds in one function (docs/ARCHITECTURE.md, "Errors").
 //!
 //! The on-disk format is specified in `docs/FORMAT.md`.
 
@@ -24,6 +36,7 @@
 
 pub mod atomic_file;
 pub mod blockdev;
+pub mod cache;
 pub mod chain;
 pub mod cli;
 pub mod container;
@@ -33,6 +46,7 @@ pub mod layout;
 pub mod le;
 pub mod ops;
 pub mod partition;
+pub mod point;
 pub mod progress;
 pub mod ranges;
 pub mod units;

@@ -16,6 +16,12 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
+/// `n` and the noun in the number it takes: "1 file", "2 files".
+pub fn count(n: impl Into<u64>, one: &str, many: &str) -> String {
+    let n = n.into();
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 /// Bytes as "1.5 GiB", for tables.
 pub fn short_bytes(n: u64) -> String {
     let h = human_bytes(n);

@@ -34,26 +34,60 @@ fn kill_after(cmd: &mut Command, delay: Duration) -> bool {
     child.wait().unwrap().success()
 }
 
-/// No command accepts `partial` (a killed run's leftover) as an image.
-fn refused_everywhere(partial: &Path, scratch: &Path) {
+/// What a killed run left in its `.partial`, judged by its bytes.
+#[derive(Default)]
+struct Leftovers {
+    /// Incomplete, and refused by every command for that reason (the trailer logic).
+    incomplete: u64,
+    /// Complete (killed after the last byte, before the rename), and restoring exactly.
+    complete: u64,
+}
+
+/// No command accepts `partial` (a killed run's leftover) as an image. `*.partial` is
+/// refused by its name alone, so its bytes are also copied under another name: then every
+/// command must refuse them as incomplete, unless they are a whole image, which must verify
+/// and restore to a disk of sha256 `want`.
+fn refused_everywhere(partial: &Path, scratch: &Path, want: &str, seen: &mut Leftovers) {
     if !partial.exists() {
         return;
     }
-    for cmd in ["info", "verify", "restore"] {
-        let target = scratch.join("never.img");
-        let o = if cmd == "restore" {
-            run(&[&cmd, &partial, &target])
-        } else {
-            run(&[&cmd, &partial])
-        };
-        let (code, _, err) = outcome(&o);
-        assert_ne!(code, 0, "{cmd} accepted a partial image");
-        assert!(
-            err.contains("incomplete") || err.contains("not a strata image"),
-            "{err}"
-        );
-        assert!(!target.exists());
+    let copy = scratch.join("killed-run.strata");
+    std::fs::copy(partial, &copy).unwrap();
+    let complete = run(&[&"verify", &copy, &"-q"]).status.success();
+    if complete {
+        let out = scratch.join("killed-run.img");
+        ok(run(&[&"restore", &copy, &out, &"-q", &"--force"]));
+        assert_eq!(sha256(&out), want, "a complete leftover restores exactly");
+        std::fs::remove_file(&out).unwrap();
+        seen.complete += 1;
+    } else {
+        seen.incomplete += 1;
     }
+    let candidates: &[&Path] = if complete {
+        &[partial]
+    } else {
+        &[partial, &copy]
+    };
+    for image in candidates {
+        for cmd in ["info", "verify", "restore"] {
+            let target = scratch.join("never.img");
+            let o = if cmd == "restore" {
+                run(&[&cmd, image, &target])
+            } else {
+                run(&[&cmd, image])
+            };
+            let (code, _, err) = outcome(&o);
+            assert_ne!(code, 0, "{cmd} accepted {}", image.display());
+            assert!(
+                err.contains("incomplete")
+                    || err.contains("not a strata image")
+                    || err.contains("file ends inside the 4096-byte header"),
+                "{err}"
+            );
+            assert!(!target.exists());
+        }
+    }
+    std::fs::remove_file(&copy).unwrap();
 }
 
 #[test]
@@ -86,6 +120,8 @@ fn killed_create_leaves_no_accepted_image_and_old_dest_intact() {
     let full = timed(&mut create());
     put_back();
     let mut killed_mid_run = 0;
+    let want = sha256(&disk);
+    let mut seen = Leftovers::default();
     for i in 0..KILLS {
         let delay = kill_delay(i, full);
         if kill_after(&mut create(), delay) {
@@ -106,10 +142,14 @@ fn killed_create_leaves_no_accepted_image_and_old_dest_intact() {
             );
             put_back();
         }
-        refused_everywhere(&partial, d.path());
+        refused_everywhere(&partial, d.path(), &want, &mut seen);
     }
-    eprintln!("create: {KILLS} kills over {full:?}, {killed_mid_run} mid-run");
+    eprintln!(
+        "create: {KILLS} kills over {full:?}, {killed_mid_run} mid-run, leftovers: {} incomplete, {} complete",
+        seen.incomplete, seen.complete
+    );
     assert!(killed_mid_run >= 10, "kills did not land mid-run");
+    assert!(seen.incomplete >= 5, "too few incomplete leftovers to test");
     // A rerun replaces the stale partial and succeeds.
     ok(run(&[&"create", &disk, &dest, &"-q", &"--force"]));
     assert!(!partial.exists());
@@ -198,6 +238,7 @@ fn killed_consolidate_loses_no_point() {
     };
     let took = timed(&mut consolidate());
     let mut mid_run = 0;
+    let mut seen = Leftovers::default();
     for i in 0..KILLS {
         reset();
         let delay = kill_delay(i, took);
@@ -209,7 +250,13 @@ fn killed_consolidate_loses_no_point() {
         if full.exists() {
             ok(run(&[&"verify", &full, &"-q"]));
         }
-        refused_everywhere(&set.join("i1.strata.partial"), d.path());
+        // The output is i1's point merged into one full image.
+        refused_everywhere(
+            &set.join("i1.strata.partial"),
+            d.path(),
+            &want[1],
+            &mut seen,
+        );
         if !finished {
             // A rerun completes (or finds the work already done).
             let (code, out, err) = outcome(&run(&[&"consolidate", &i1, &"-q"]));
@@ -220,8 +267,12 @@ fn killed_consolidate_loses_no_point() {
             assert_eq!(point(&i2), want[2]);
         }
     }
-    eprintln!("consolidate: {KILLS} kills over {took:?}, {mid_run} mid-run");
+    eprintln!(
+        "consolidate: {KILLS} kills over {took:?}, {mid_run} mid-run, leftovers: {} incomplete, {} complete",
+        seen.incomplete, seen.complete
+    );
     assert!(mid_run >= 10, "kills did not land mid-run");
+    assert!(seen.incomplete >= 3, "too few incomplete leftovers to test");
 }
 
 /// A restore to a file killed at any moment leaves no file at TARGET (only the

@@ -15,7 +15,7 @@ fn make_image(dir: &Path) -> (PathBuf, PathBuf) {
     data.extend(vec![0u8; 1 << 20]);
     std::fs::write(&disk, &data).unwrap();
     let image = dir.join("disk.strata");
-    ok(run(&[&"create", &disk, &image, &"-q"]));
+    ok(run_limited(&[&"create", &disk, &image, &"-q"]));
     (disk, image)
 }
 
@@ -26,7 +26,7 @@ fn flip(path: &Path, offset: u64) {
 }
 
 fn verify(image: &Path) -> (i32, String, String) {
-    outcome(&run(&[&"verify", &image, &"-q"]))
+    outcome(&run_limited(&[&"verify", &image, &"-q"]))
 }
 
 #[test]
@@ -54,12 +54,12 @@ fn flipped_byte_in_a_chunk_is_reported_with_its_disk_range() {
     assert!(out.contains("FAILED"), "{out}");
 
     // JSON names the same range.
-    let (_, json, _) = outcome(&run(&[&"verify", &image, &"--json"]));
+    let (_, json, _) = outcome(&run_limited(&[&"verify", &image, &"--json"]));
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v[0]["problems"][0]["disk_ranges"][0][0], 1 << 20);
 
     // Reads of other chunks still return the right bytes; reads of chunk 1 fail.
-    let img = Image::open(&image).unwrap();
+    let img = strata::chain::Chain::open(&image, &Default::default()).unwrap();
     let want = std::fs::read(&disk).unwrap();
     let mut buf = vec![0u8; 8192];
     img.read_at(4096, &mut buf).unwrap();
@@ -79,7 +79,7 @@ fn flipped_byte_in_a_chunk_is_reported_with_its_disk_range() {
 
     // Restore refuses to produce a silently wrong disk and leaves nothing behind.
     let target = d.path().join("restored.img");
-    let (code, _, err) = outcome(&run(&[&"restore", &image, &target, &"-q"]));
+    let (code, _, err) = outcome(&run_limited(&[&"restore", &image, &target, &"-q"]));
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("chunk 1"), "{err}");
     assert!(!target.exists());
@@ -97,7 +97,7 @@ fn flipped_byte_in_the_header_is_reported_and_chunks_still_checked() {
         out.contains("BAD header") && out.contains("checksum mismatch"),
         "{out}"
     );
-    let (code, _, err) = outcome(&run(&[&"info", &image]));
+    let (code, _, err) = outcome(&run_limited(&[&"info", &image]));
     assert_eq!(code, 3);
     assert!(err.contains("corrupt header"), "{err}");
 }
@@ -137,7 +137,7 @@ fn every_flip_in_a_small_image_is_caught_by_verify() {
     data[40960..40960 + 4096].copy_from_slice(&noise(4096, 24));
     std::fs::write(&disk, &data).unwrap();
     let image = d.path().join("tiny.strata");
-    ok(run(&[
+    ok(run_limited(&[
         &"create",
         &disk,
         &image,
@@ -174,7 +174,7 @@ fn truncated_image_is_incomplete() {
         f.set_len(cut).unwrap();
         drop(f);
         for cmd in ["info", "verify"] {
-            let (code, _, err) = outcome(&run(&[&cmd, &image]));
+            let (code, _, err) = outcome(&run_limited(&[&cmd, &image]));
             assert_eq!(code, 3, "{cmd} at {cut}: {err}");
             assert!(
                 err.contains("image is incomplete: no trailer")
@@ -195,7 +195,7 @@ fn complete_partial_output_is_refused() {
     let partial = d.path().join("disk.strata.partial");
     std::fs::copy(&image, &partial).unwrap();
     for cmd in ["info", "verify", "ls"] {
-        let (code, _, err) = outcome(&run(&[&cmd, &partial]));
+        let (code, _, err) = outcome(&run_limited(&[&cmd, &partial]));
         assert_eq!(code, 3, "{cmd}: {err}");
         assert!(
             err.contains("disk.strata.partial: image is incomplete")
@@ -203,5 +203,5 @@ fn complete_partial_output_is_refused() {
             "{cmd}: {err}"
         );
     }
-    ok(run(&[&"verify", &image]));
+    ok(run_limited(&[&"verify", &image]));
 }

@@ -19,35 +19,6 @@ use std::time::{Duration, Instant};
 const MANIFEST_SH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/manifest.sh");
 const MAKE_DISK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/make-disk.sh");
 
-/// Root, /dev/fuse and fusermount3; fails under CI when one is missing.
-fn require_fuse(test: &str) -> bool {
-    if !require_root(test) {
-        return false;
-    }
-    let fusermount = Command::new("fusermount3").arg("-V").output().is_ok();
-    let ok = Path::new("/dev/fuse").exists() && fusermount;
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{test}: needs /dev/fuse and fusermount3 (fuse3), and CI must not skip it"
-        );
-        eprintln!("{test}: skipped (needs /dev/fuse and fusermount3)");
-    }
-    ok
-}
-
-/// Is something mounted at `dir`?
-fn is_mounted(dir: &Path) -> bool {
-    let abs = std::fs::canonicalize(dir.parent().unwrap())
-        .unwrap()
-        .join(dir.file_name().unwrap());
-    let want = abs.to_str().unwrap().replace(' ', "\\040");
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
-}
-
 /// A strata mount; dropping it detaches the mount (`fusermount3 -uz`) and stops a
 /// foreground process, so a failing test never leaves a mount behind.
 struct Mounted {
@@ -149,11 +120,7 @@ fn sample() -> (tempfile::TempDir, PathBuf, PathBuf, String) {
     let disk = sample_disk(d.path());
     let image = d.path().join("sample.strata");
     ok(run(&[&"create", &disk, &image, &"-q"]));
-    let manifest = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/sample/sample-disk.manifest.txt"),
-    )
-    .unwrap();
-    (d, disk, image, manifest)
+    (d, disk, image, sample_manifest())
 }
 
 /// The sample disk (FAT32, NTFS, ext4) mounted: the same tree the kernel, ntfs-3g and
@@ -299,6 +266,18 @@ fn raw_mount_shows_the_disk_and_partitions_as_files() {
         .into_iter()
         .collect();
     assert_eq!(names, ["disk.img", "p1.img", "p2.img", "p3.img"]);
+    // Dated as the image was made (not 1970), as is the top directory.
+    let info: serde_json::Value =
+        serde_json::from_str(&ok(run(&[&"info", &"--json", &image]))).unwrap();
+    let created = humantime::parse_rfc3339(info["created"].as_str().unwrap()).unwrap();
+    for name in names.iter().map(String::as_str).chain([""]) {
+        let t = std::fs::metadata(mnt.join(name))
+            .unwrap()
+            .modified()
+            .unwrap();
+        let diff = t.duration_since(created).unwrap_or_else(|e| e.duration());
+        assert!(diff.as_secs() < 1, "{name}: {t:?}, image made {created:?}");
+    }
     assert!(same_content(&mnt.join("disk.img"), &disk));
     let table: serde_json::Value =
         serde_json::from_str(&sh("sfdisk", &["-J", disk.to_str().unwrap()])).unwrap();
@@ -828,4 +807,120 @@ fn exfat_st_blocks_match_exfat_fuse() {
     let want = want.unwrap();
     assert!(want["many"] > want["empty dir"], "{want:?}");
     assert_eq!(mounted_blocks(&vol, d.path()), want);
+}
+
+/// A disk with 4096-byte sectors and an MBR (made on a loop device with 4096-byte sectors,
+/// as such disks are partitioned), imaged from the raw file, which does not say its sector
+/// size: `info`, `ls`, a mount and a `--raw` mount find the same partitions at the same
+/// places, and the mount shows what ntfs-3g and the kernel show of the disk. (`ls` and
+/// mounts read the table with 512-byte sectors once and found no filesystem.)
+#[test]
+fn mbr_with_4096_byte_sectors_info_ls_and_mount_agree() {
+    if !require_fuse("mbr_with_4096_byte_sectors_info_ls_and_mount_agree") {
+        return;
+    }
+    let d = tempdir();
+    let disk = d.path().join("mbr4k.img");
+    sh(
+        MAKE_DISK,
+        &[
+            "--table",
+            "mbr",
+            "--sector-size",
+            "4096",
+            "--size",
+            "48M",
+            "--part",
+            "fs=ntfs,size=20M,label=M4NTFS,seed=61,files=30",
+            "--part",
+            "fs=ext4,size=rest,label=M4EXT4,seed=62,files=30,symlinks=1",
+            disk.to_str().unwrap(),
+        ],
+    );
+    let manifest_file = d.path().join("manifest.txt");
+    sh(
+        "bash",
+        &[
+            MANIFEST_SH,
+            "--sector-size",
+            "4096",
+            disk.to_str().unwrap(),
+            manifest_file.to_str().unwrap(),
+        ],
+    );
+    let manifest = std::fs::read_to_string(&manifest_file).unwrap();
+    let image = d.path().join("mbr4k.strata");
+    ok(run(&[&"create", &disk, &image, &"-q"]));
+
+    // info: the table as create mapped it.
+    let info: serde_json::Value =
+        serde_json::from_str(&ok(run(&[&"info", &image, &"--json"]))).unwrap();
+    let layout = &info["layout"];
+    assert_eq!(layout["table"]["sector_size"], 4096, "{info}");
+    let parts: Vec<(u64, u64, u64, String)> = layout["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["number"].as_u64().unwrap(),
+                p["start"].as_u64().unwrap(),
+                p["len"].as_u64().unwrap(),
+                p["label"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(parts.len(), 2, "{info}");
+    assert_eq!((parts[0].0, parts[0].3.as_str()), (1, "M4NTFS"));
+    assert_eq!((parts[1].0, parts[1].3.as_str()), (2, "M4EXT4"));
+    // 4096-byte sectors: the first partition starts at sector 256 (1 MiB), not sector 2048.
+    assert_eq!(parts[0].1, 1 << 20);
+
+    // ls: the same partitions, with their filesystems and labels.
+    let ls = ok(run(&[&"ls", &image, &"--json"]));
+    let top: Vec<(u64, String, String)> = ls
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|v| {
+            (
+                v["partition"].as_u64().unwrap(),
+                v["filesystem"].as_str().unwrap().to_string(),
+                v["label"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        top,
+        [
+            (1, "NTFS".to_string(), "M4NTFS".to_string()),
+            (2, "ext4".to_string(), "M4EXT4".to_string())
+        ],
+        "{ls}"
+    );
+
+    // A mount: the files ntfs-3g and the kernel show.
+    let mnt = d.path().join("mnt");
+    let m = Mounted::new(&image, &mnt, &[]);
+    for p in ["p1", "p2"] {
+        assert!(lines_of(&manifest, p).lines().count() > 20, "{p}");
+        assert_eq!(walk(p, &mnt.join(p)), lines_of(&manifest, p), "{p}");
+    }
+    drop(m);
+    // --partition 2 alone.
+    let m = Mounted::new(&image, &mnt, &["--partition", "2"]);
+    assert_eq!(walk("p2", &mnt), lines_of(&manifest, "p2"));
+    drop(m);
+
+    // --raw: each partition file holds the disk's bytes where info says it lies.
+    let m = Mounted::new(&image, &mnt, &["--raw"]);
+    let raw = std::fs::read(&disk).unwrap();
+    for (n, start, len, _) in &parts {
+        let got = std::fs::read(mnt.join(format!("p{n}.img"))).unwrap();
+        let (a, b) = (*start as usize, (start + len) as usize);
+        assert!(
+            got == raw[a..b],
+            "p{n}.img differs from the disk at {start}+{len}"
+        );
+    }
+    drop(m);
 }

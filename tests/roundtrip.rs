@@ -5,26 +5,6 @@ mod common;
 use common::*;
 use std::path::Path;
 
-/// Images `disk`, checks it, restores it and compares. Returns the image path.
-fn round_trip(dir: &Path, disk: &Path, extra: &[&str]) -> std::path::PathBuf {
-    let image = dir.join("disk.strata");
-    let restored = dir.join("restored.img");
-    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"create", &disk, &image, &"--quiet"];
-    for e in extra {
-        args.push(e);
-    }
-    ok(run(&args));
-    ok(run(&[&"verify", &image, &"--quiet"]));
-    ok(run(&[&"restore", &image, &restored, &"--quiet"]));
-    assert_eq!(sha256(disk), sha256(&restored), "restored disk differs");
-    std::fs::remove_file(&restored).unwrap();
-    image
-}
-
-fn info_json(image: &Path) -> serde_json::Value {
-    serde_json::from_str(&ok(run(&[&"info", &image, &"--json"]))).unwrap()
-}
-
 #[test]
 fn sample_disk_round_trips() {
     let d = tempdir();

@@ -1,5 +1,5 @@
 //! Used-block maps: partition tables and filesystem allocation maps read from third-party
-//! images with documented contents (`../shared/testdata`), and disks built by the fixture
+//! images with documented contents (`fixtures/third-party`), and disks built by the fixture
 //! scripts with the real tools, imaged, restored and checked by those tools.
 // Real mkfs tools, mounts, loop devices and xattrs: Unix only.
 #![cfg(unix)]
@@ -11,27 +11,6 @@ use strata::blockdev::file::FileDev;
 use strata::fs::FsOptions;
 use strata::layout::{map_disk, DiskMap, Imaging};
 use strata::partition::Scheme;
-
-fn testdata() -> PathBuf {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/testdata")).to_path_buf()
-}
-
-/// Decompresses a test image into `dir`.
-fn unpack(rel: &str, dir: &Path) -> PathBuf {
-    let src = testdata().join(rel);
-    let name = Path::new(rel).file_name().unwrap().to_str().unwrap();
-    let out = dir.join(name.trim_end_matches(".zst"));
-    if !src.exists() {
-        panic!(
-            "{}: missing; the shared test data must sit beside the repository",
-            src.display()
-        );
-    }
-    let mut r = zstd::stream::read::Decoder::new(std::fs::File::open(&src).unwrap()).unwrap();
-    let mut w = std::fs::File::create(&out).unwrap();
-    std::io::copy(&mut r, &mut w).unwrap();
-    out
-}
 
 fn map_file(p: &Path, sector_size: u32) -> DiskMap {
     let dev = FileDev::open(p).unwrap();
@@ -71,7 +50,7 @@ fn ext_images_from_ext4_view() {
             8_257,
         ),
     ] {
-        let img = unpack(&format!("ext4-view/{file}"), d.path());
+        let img = third_party(&format!("ext4-view/{file}"), d.path());
         let map = map_file(&img, 512);
         let p = bare(&map, fs, label);
         assert_eq!(p.used_bytes, used * bs, "{file}");
@@ -82,7 +61,7 @@ fn ext_images_from_ext4_view() {
 #[test]
 fn ntfs_volume_from_the_ntfs_crate() {
     let d = tempdir();
-    let img = unpack("ntfs-rs/testfs1.zst", d.path());
+    let img = third_party("ntfs-rs/testfs1.zst", d.path());
     let p = bare(&map_file(&img, 512), "NTFS", "mylabel");
     // 2,675 clusters of 512 bytes marked in $Bitmap, plus the sector after the volume's last
     // cluster, where the backup boot sector is.
@@ -96,7 +75,7 @@ fn fat12_and_fat16_volumes_from_rust_fatfs() {
         ("fat12.img.zst", "FAT12", 6, 32),
         ("fat16.img.zst", "FAT16", 20, 32),
     ] {
-        let img = unpack(&format!("rust-fatfs/{file}"), d.path());
+        let img = third_party(&format!("rust-fatfs/{file}"), d.path());
         let p = bare(&map_file(&img, 512), fs, "Test!");
         // 1 reserved sector, 2 FATs, the root directory, then 35 used clusters of 512.
         let meta = (1 + 2 * fat_sectors + root_sectors) * 512;
@@ -107,7 +86,7 @@ fn fat12_and_fat16_volumes_from_rust_fatfs() {
 #[test]
 fn exfat_volume_from_obhq_exfat() {
     let d = tempdir();
-    let img = unpack("obhq-exfat/exfat.img.zst", d.path());
+    let img = third_party("obhq-exfat/exfat.img.zst", d.path());
     let map = map_file(&img, 512);
     let p = bare(&map, "exFAT", "Test image");
     assert!(
@@ -119,7 +98,7 @@ fn exfat_volume_from_obhq_exfat() {
 #[test]
 fn mbr_disk_from_embedded_sdmmc() {
     let d = tempdir();
-    let img = unpack("embedded-sdmmc/disk.img.zst", d.path());
+    let img = third_party("embedded-sdmmc/disk.img.zst", d.path());
     let map = map_file(&img, 512);
     let t = map.table.as_ref().expect("a table");
     assert_eq!(t.scheme, Scheme::Mbr);
@@ -152,7 +131,7 @@ fn mbr_disk_from_embedded_sdmmc() {
 #[test]
 fn gpt_disk_from_the_gpt_crate() {
     let d = tempdir();
-    let img = testdata().join("gpt-crate/gpt-disk.img");
+    let img = Path::new(TESTDATA).join("gpt-crate/gpt-disk.img");
     let local = d.path().join("gpt-disk.img");
     std::fs::copy(&img, &local).unwrap();
     let map = map_file(&local, 512);
@@ -199,13 +178,13 @@ fn gpt_disk_from_the_gpt_crate() {
 fn other_ntfs_samples_map_or_fall_back_cleanly() {
     let d = tempdir();
     // A bare NTFS volume with an attribute list: 1,488 of 9,471 4-KiB clusters used.
-    let img = unpack("go-ntfs-charlie/charlie.dd.zst", d.path());
+    let img = third_party("go-ntfs-charlie/charlie.dd.zst", d.path());
     let p = bare(&map_file(&img, 512), "NTFS", "Charlie");
     // The 9,471st cluster ends before the volume does: from there to the end of the file
     // (the backup boot sector and beyond) is kept.
     assert_eq!(p.used_bytes, 1488 * 4096 + (p.len - 9471 * 4096), "{p:?}");
     // 2 MiB clusters: a one-partition MBR disk.
-    let img = unpack("ntfs-samples-msuhanov/ntfs-2m.raw.zst", d.path());
+    let img = third_party("ntfs-samples-msuhanov/ntfs-2m.raw.zst", d.path());
     let map = map_file(&img, 512);
     let p = &map.partitions[0];
     assert_eq!(p.fs.as_deref(), Some("NTFS"));
@@ -215,7 +194,7 @@ fn other_ntfs_samples_map_or_fall_back_cleanly() {
         Imaging::EveryBlock(r) => assert_eq!(p.used_bytes, p.len, "{r}"),
     }
     // The ext4 whose journal needs recovery: its bitmaps may be stale, so every block.
-    let img = unpack("ext4-view/test_disk_4k_block_journal.bin.zst", d.path());
+    let img = third_party("ext4-view/test_disk_4k_block_journal.bin.zst", d.path());
     let map = map_file(&img, 512);
     let p = &map.partitions[0];
     assert_eq!(p.fs.as_deref(), Some("ext4"));
@@ -250,7 +229,7 @@ fn free_space_with_old_data_is_not_imaged_ntfs_ramslack() {
     // Windows 10 NTFS on a disk filled with "PTRN" before formatting: 256,365 free clusters
     // still hold it.
     let d = tempdir();
-    let disk = unpack("ntfs-samples-msuhanov/ntfs-ramslack.raw.zst", d.path());
+    let disk = third_party("ntfs-samples-msuhanov/ntfs-ramslack.raw.zst", d.path());
     assert!(blocks_starting_with(&disk, b"PTRN") > 250_000);
     let image = d.path().join("ramslack.strata");
     ok(run(&[&"create", &disk, &image, &"-q"]));
@@ -370,28 +349,10 @@ fn damaged_fat_images_the_partition_whole() {
 // Disks built by fixtures/make-disk.sh with the real tools (root: loop devices, mounts).
 // ---------------------------------------------------------------------------------------
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
-}
-
 fn make_disk(args: &[&str], out: &Path) {
     let mut a: Vec<&str> = args.to_vec();
     a.push(out.to_str().unwrap());
     sh(fixtures().join("make-disk.sh").to_str().unwrap(), &a);
-}
-
-fn manifest(disk: &Path, sector_size: u32, out: &Path) -> String {
-    let ss = sector_size.to_string();
-    sh(
-        fixtures().join("manifest.sh").to_str().unwrap(),
-        &[
-            "--sector-size",
-            &ss,
-            disk.to_str().unwrap(),
-            out.to_str().unwrap(),
-        ],
-    );
-    std::fs::read_to_string(out).unwrap()
 }
 
 /// Runs the filesystem's own checker, read-only, on every recognised partition.
@@ -440,16 +401,12 @@ fn fsck_all(disk: &Path, sector_size: u32) {
     }
 }
 
-fn info_json(image: &Path) -> serde_json::Value {
-    serde_json::from_str(&ok(run(&[&"info", &image, &"--json"]))).unwrap()
-}
-
 const STALE: &[u8] = b"STRATA-STALE-BLK";
 
 /// Images `disk` by used blocks and as a clone, restores the used-block image, and checks
 /// it with the real tools. Returns (original manifest, restored manifest, restored disk).
 /// `ss` is the disk's sector size, given to `create` unless `tell` is false.
-fn round_trip(
+fn round_trip_checked(
     d: &Path,
     disk: &Path,
     ss: u32,
@@ -493,8 +450,8 @@ fn round_trip(
     let restored = d.join("restored.img");
     ok(run(&[&"restore", &image, &restored, &"-q", &"-f"]));
     fsck_all(&restored, ss);
-    let before = manifest(disk, ss, &d.join("before.manifest"));
-    let after = manifest(&restored, ss, &d.join("after.manifest"));
+    let before = manifest(disk, Some(ss), &d.join("before.manifest"));
+    let after = manifest(&restored, Some(ss), &d.join("after.manifest"));
     // Old data is gone from the restored free space (what is left sits in the slack of
     // used clusters and 4 KiB blocks shared with used ones).
     let (was, left) = (
@@ -655,7 +612,7 @@ fn mbr_with_logical_partitions_swap_pagefile_and_old_data() {
         [("pagefile.sys".to_string(), 3 << 20)]
     );
 
-    let (before, after, _) = round_trip(d.path(), &disk, 512, true, &[]);
+    let (before, after, _) = round_trip_checked(d.path(), &disk, 512, true, &[]);
     assert!(
         before.contains("\tx\t"),
         "no xattrs / streams in the manifest"
@@ -690,7 +647,7 @@ fn mbr_with_logical_partitions_swap_pagefile_and_old_data() {
     let restored = d.path().join("kept.img");
     ok(run(&[&"restore", &kept, &restored, &"-q"]));
     assert_eq!(
-        manifest(&restored, 512, &d.path().join("kept.manifest")),
+        manifest(&restored, Some(512), &d.path().join("kept.manifest")),
         before
     );
 }
@@ -721,7 +678,7 @@ fn gpt_with_4096_byte_sectors_and_old_data() {
         ],
         &disk,
     );
-    let (before, after, restored) = round_trip(d.path(), &disk, 4096, true, &[]);
+    let (before, after, restored) = round_trip_checked(d.path(), &disk, 4096, true, &[]);
     assert!(before.lines().count() > 100);
     same_manifest(&before, &after);
     // The backup GPT at the disk's end came back: sgdisk finds no problem.
@@ -776,11 +733,11 @@ fn damaged_metadata_never_panics() {
     use strata::blockdev::window::MemDev;
     let d = tempdir();
     let images = [
-        unpack("ntfs-rs/testfs1.zst", d.path()),
-        unpack("rust-fatfs/fat12.img.zst", d.path()),
-        unpack("rust-fatfs/fat16.img.zst", d.path()),
-        unpack("obhq-exfat/exfat.img.zst", d.path()),
-        unpack("ext4-view/test_disk_ext2.bin.zst", d.path()),
+        third_party("ntfs-rs/testfs1.zst", d.path()),
+        third_party("rust-fatfs/fat12.img.zst", d.path()),
+        third_party("rust-fatfs/fat16.img.zst", d.path()),
+        third_party("obhq-exfat/exfat.img.zst", d.path()),
+        third_party("ext4-view/test_disk_ext2.bin.zst", d.path()),
         sample_disk(d.path()),
     ];
     for img in images {
@@ -865,7 +822,7 @@ fn mbr_with_4096_byte_sectors_is_recognised_in_a_raw_file() {
         &disk,
     );
     // --sector-size 512 (the default for raw files): the filesystems tell it is 4096.
-    let (before, after, _) = round_trip(d.path(), &disk, 4096, false, &[]);
+    let (before, after, _) = round_trip_checked(d.path(), &disk, 4096, false, &[]);
     same_manifest(&before, &after);
     assert!(before.lines().count() > 60);
     let info = info_json(&d.path().join("used.strata"));
@@ -1118,7 +1075,7 @@ fn ntfs_alternate_data_streams_survive_charlie() {
     // A Windows-made bare NTFS volume whose /Nine.txt has three streams, one of them in an
     // extension record (through $ATTRIBUTE_LIST).
     let d = tempdir();
-    let vol = unpack("go-ntfs-charlie/charlie.dd.zst", d.path());
+    let vol = third_party("go-ntfs-charlie/charlie.dd.zst", d.path());
     let image = d.path().join("charlie.strata");
     ok(run(&[&"create", &vol, &image, &"-q"]));
     std::fs::remove_file(&vol).unwrap();
@@ -1130,17 +1087,10 @@ fn ntfs_alternate_data_streams_survive_charlie() {
     sh("ntfs-3g", &["-o", "ro", &lo.0, mnt.to_str().unwrap()]);
     let check = std::panic::catch_unwind(|| {
         let f = mnt.join("Nine.txt");
-        let hex = |b: &[u8]| -> String {
-            use sha2::{Digest, Sha256};
-            Sha256::digest(b)
-                .iter()
-                .map(|x| format!("{x:02x}"))
-                .collect()
-        };
         let data = std::fs::read(&f).unwrap();
         assert_eq!(data.len(), 5000);
         assert_eq!(
-            hex(&data),
+            hex_sha(&data),
             "cd841188f2034920150512139f5decc6b13e6af52b49522395aebe292bf2c6df"
         );
         // ntfs-3g shows streams as user.* xattrs; expected/charlie.listing.txt gives them.
@@ -1151,7 +1101,7 @@ fn ntfs_alternate_data_streams_survive_charlie() {
         ] {
             let v = xattr(&f, name);
             assert_eq!(v.len(), size, "{name}");
-            assert!(hex(&v).starts_with(sha), "{name}");
+            assert!(hex_sha(&v).starts_with(sha), "{name}");
         }
     });
     let _ = std::process::Command::new("umount").arg(&mnt).status();

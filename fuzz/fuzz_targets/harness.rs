@@ -7,8 +7,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use strata::blockdev::window::MemDev;
 use strata::blockdev::BlockDev;
+use strata::cache::Cache;
 use strata::chain::{Chain, ResolveOptions};
-use strata::vfs::{FileSystem, NodeKind, Vfs};
+use strata::vfs::{Case, FileSystem, NodeKind, Vfs};
 
 /// Most bytes a target reads from one input: keeps an input that maps a huge disk from
 /// turning into a timeout that says nothing.
@@ -33,6 +34,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("used_fat", used_fat),
     ("used_exfat", used_exfat),
     ("vfs_walk", vfs_walk),
+    ("vfs_cat", vfs_cat),
 ];
 
 /// A whole image file: header, trailer, index checks, then every chunk loaded (as `verify`
@@ -124,10 +126,149 @@ pub fn used_exfat(data: &[u8]) {
     let _ = strata::fs::exfat::used(&dev);
 }
 
+/// The cache a fuzzed disk's filesystems keep decoded units in (no chain under them).
+fn cache() -> Arc<Cache> {
+    Arc::new(Cache::new(16 << 20, 64 << 10))
+}
+
 /// The whole browsing stack over a fuzzed disk: partition table, every filesystem opened,
 /// every directory walked, every file and stream read.
 pub fn vfs_walk(data: &[u8]) {
     walk(Arc::new(MemDev(data.to_vec())));
+}
+
+/// Most bytes [`vfs_cat`] reads from one input (each read twice): a huge sparse file
+/// must not turn an input into a timeout.
+pub const CAT_BUDGET: u64 = 8 << 20;
+
+/// `cat` of every file and stream of every filesystem on a fuzzed disk, through `Vfs`
+/// paths as the CLI resolves them. Each is read twice, front to back in 64 KiB reads and
+/// then in odd-sized reads, and the two must agree: bytes that depend on how they are
+/// asked for are wrong bytes. A read may fail, but may come up short only at the size the
+/// metadata gives, and must give nothing past it.
+pub fn vfs_cat(data: &[u8]) {
+    let Ok(vfs) = Vfs::open(Arc::new(MemDev(data.to_vec())), 512, &cache()) else {
+        return;
+    };
+    let mut budget = CAT_BUDGET;
+    for (i, m) in vfs.mounts().iter().enumerate() {
+        let Ok(fs) = vfs.fs(i) else { continue };
+        let top = if vfs.is_bare() {
+            String::new()
+        } else {
+            format!("/{}", m.name)
+        };
+        let mut todo = vec![(top, fs.root())];
+        let mut seen = std::collections::HashSet::new();
+        let mut entries = 10_000usize;
+        while let Some((dir_path, dir)) = todo.pop() {
+            if !seen.insert(dir) {
+                continue;
+            }
+            let Ok(list) = fs.read_dir(dir) else { continue };
+            for e in list {
+                if entries == 0 || budget == 0 {
+                    return;
+                }
+                entries -= 1;
+                let path = format!("{dir_path}/{}", e.name);
+                // By path, as `strata cat PATH` finds it; a name the walk listed but the
+                // path does not reach (escaped or ambiguous names) is read by its node.
+                let node = match vfs.resolve(&path) {
+                    Ok(strata::vfs::Target::Node { node, .. }) => node,
+                    _ => e.node,
+                };
+                let Ok(meta) = fs.metadata(node) else {
+                    continue;
+                };
+                match meta.kind {
+                    NodeKind::Dir => todo.push((path, node)),
+                    NodeKind::File => {
+                        let mut streams = vec![(String::new(), meta.size)];
+                        streams.extend(meta.streams.iter().map(|s| (s.name.clone(), s.size)));
+                        for (s, size) in streams {
+                            cat_twice(&**fs, node, &s, size, &path, &mut budget);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+/// Reads `stream` of `node` twice (see [`vfs_cat`]) within `budget`, checking that both
+/// reads agree with each other and with `size`.
+fn cat_twice(
+    fs: &dyn FileSystem,
+    node: strata::vfs::NodeId,
+    stream: &str,
+    size: u64,
+    path: &str,
+    budget: &mut u64,
+) {
+    let want = size.min(*budget / 2);
+    let Some(first) = read_in(fs, node, stream, want, 64 << 10) else {
+        return;
+    };
+    *budget = budget.saturating_sub(2 * first.len() as u64);
+    if want == size {
+        // Read to the end: exactly the size, then nothing.
+        assert_eq!(
+            first.len() as u64,
+            size,
+            "{path}:{stream}: read {} bytes of a {size}-byte stream without an error",
+            first.len()
+        );
+        let mut b = [0u8; 16];
+        if let Ok(n) = fs.read_at(node, stream, size, &mut b) {
+            assert_eq!(n, 0, "{path}:{stream}: {n} bytes past the end ({size})");
+        }
+    }
+    // Odd-sized reads from an odd offset, then the head on its own.
+    let skip = (first.len() as u64).min(1);
+    if let Some(second) = read_range(fs, node, stream, skip, first.len() as u64, 4093) {
+        assert!(
+            second == first[skip as usize..],
+            "{path}:{stream}: the bytes differ between two reads"
+        );
+    }
+}
+
+/// The first `len` bytes of a stream, read in `chunk`-byte reads (None: a read failed).
+fn read_in(
+    fs: &dyn FileSystem,
+    node: strata::vfs::NodeId,
+    stream: &str,
+    len: u64,
+    chunk: usize,
+) -> Option<Vec<u8>> {
+    read_range(fs, node, stream, 0, len, chunk)
+}
+
+/// Bytes `from..to` of a stream, read in `chunk`-byte reads; fewer when it ends early
+/// (None: a read failed).
+fn read_range(
+    fs: &dyn FileSystem,
+    node: strata::vfs::NodeId,
+    stream: &str,
+    from: u64,
+    to: u64,
+    chunk: usize,
+) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity((to - from) as usize);
+    let mut buf = vec![0u8; chunk];
+    let mut pos = from;
+    while pos < to {
+        let n = (to - pos).min(chunk as u64) as usize;
+        let got = fs.read_at(node, stream, pos, &mut buf[..n]).ok()?;
+        if got == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..got]);
+        pos += got as u64;
+    }
+    Some(out)
 }
 
 /// A fresh scratch directory (on tmpfs when there is one); callers remove it.
@@ -165,7 +306,9 @@ pub fn read_ranges(dev: &dyn BlockDev, runs: impl Iterator<Item = (u64, u64)>) {
 /// cycle ends the walk of that branch instead of looping. Returns how many files were read
 /// to their end.
 pub fn walk(dev: Arc<dyn BlockDev>) -> usize {
-    let Ok(vfs) = Vfs::open(dev) else { return 0 };
+    let Ok(vfs) = Vfs::open(dev, 512, &cache()) else {
+        return 0;
+    };
     let mut files = 0;
     for (i, _) in vfs.mounts().iter().enumerate() {
         if let Ok(fs) = vfs.fs(i) {
@@ -192,7 +335,8 @@ fn walk_fs(fs: &dyn FileSystem) -> usize {
                 return files;
             }
             entries -= 1;
-            let _ = fs.lookup(dir, &e.name);
+            let _ = fs.lookup(dir, &e.name, Case::Exact);
+            let _ = fs.lookup(dir, &e.name, Case::Insensitive);
             let Ok(m) = fs.metadata(e.node) else { continue };
             match m.kind {
                 NodeKind::Dir => todo.push(e.node),

@@ -27,17 +27,28 @@ pub mod status {
     pub const IO_DEVICE_ERROR: i32 = 0xC000_0185_u32 as i32;
 }
 
-/// The NTSTATUS a Windows program sees for a strata error.
+/// The NTSTATUS a Windows program sees for a strata error: the one place a kind becomes
+/// an NTSTATUS.
 pub fn status_of(e: &Error) -> i32 {
     match e {
         Error::NotFound(_) => status::OBJECT_NAME_NOT_FOUND,
-        Error::Corrupt { .. } | Error::Incomplete { .. } | Error::BrokenChain { .. } => {
-            status::FILE_CORRUPT_ERROR
-        }
-        Error::Unsupported { .. } => status::NOT_SUPPORTED,
-        // Contents strata will not decode (EFS, WOF), reading a directory: refused.
+        Error::NotADirectory(_) => status::NOT_A_DIRECTORY,
+        Error::IsADirectory(_) => status::FILE_IS_A_DIRECTORY,
+        // Damaged image data and damaged filesystem metadata alike: what NTFS itself
+        // answers for a damaged structure.
+        Error::Corrupt { .. }
+        | Error::Incomplete { .. }
+        | Error::BrokenChain { .. }
+        | Error::Damaged(_)
+        | Error::DamagedMetadata { .. } => status::FILE_CORRUPT_ERROR,
+        // Contents strata does not decode (EFS, WIMBoot), a newer image format.
+        Error::Unsupported { .. } | Error::UnsupportedFeature(_) => status::NOT_SUPPORTED,
+        // A request that does not apply (the target of something that is not a link, a
+        // partition with no filesystem strata reads): refused.
         Error::Invalid(_) => status::ACCESS_DENIED,
         Error::Interrupted => status::CANCELLED,
+        // Several names differ from the one asked only in case: it names none of them.
+        Error::Ambiguous(_) => status::OBJECT_NAME_COLLISION,
         _ => status::IO_DEVICE_ERROR,
     }
 }
@@ -410,7 +421,31 @@ mod tests {
             status::FILE_CORRUPT_ERROR
         );
         assert_eq!(
-            status_of(&Error::Invalid("EFS".into())),
+            status_of(&Error::Damaged("p2: chunk".into())),
+            status::FILE_CORRUPT_ERROR
+        );
+        assert_eq!(
+            status_of(&Error::damaged_metadata("NTFS", Some(4096), "record 5")),
+            status::FILE_CORRUPT_ERROR
+        );
+        assert_eq!(
+            status_of(&Error::UnsupportedFeature("EFS".into())),
+            status::NOT_SUPPORTED
+        );
+        assert_eq!(
+            status_of(&Error::NotADirectory("x".into())),
+            status::NOT_A_DIRECTORY
+        );
+        assert_eq!(
+            status_of(&Error::IsADirectory("x".into())),
+            status::FILE_IS_A_DIRECTORY
+        );
+        assert_eq!(
+            status_of(&Error::Ambiguous("a, A".into())),
+            status::OBJECT_NAME_COLLISION
+        );
+        assert_eq!(
+            status_of(&Error::Invalid("no link".into())),
             status::ACCESS_DENIED
         );
         assert_eq!(

@@ -283,7 +283,7 @@ unsafe extern "system" fn get_file_information(
         let index = match open.place {
             Place::Node { mount, node } => node ^ ((mount as u64) << 56),
             Place::Top => 0,
-            Place::Raw => 1,
+            Place::Raw(i) => 1 + i as u64,
         };
         out.dwFileAttributes = names::attributes(m);
         out.ftCreationTime = filetime(c);

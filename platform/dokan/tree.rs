@@ -6,7 +6,8 @@
 use super::names::{same_name, WinPath};
 use crate::blockdev::BlockDev;
 use crate::error::{Error, Result};
-use crate::vfs::{FileSystem, Metadata, NodeId, NodeKind, Vfs};
+use crate::point::View;
+use crate::vfs::{Case, FileSystem, Metadata, NodeId, NodeKind, Vfs};
 use std::sync::Arc;
 
 /// What the volume shows.
@@ -16,8 +17,9 @@ pub enum Tree {
     All(Vfs),
     /// One partition's filesystem as the root (`--partition N`).
     Partition(Vfs, usize),
-    /// One file, `name`, holding the device's bytes (`--raw`).
-    Raw(Arc<dyn BlockDev>, String),
+    /// Files holding a device's bytes (`--raw`): the disk and its partitions, or one
+    /// partition.
+    Raw(Vec<(String, Arc<dyn BlockDev>)>),
 }
 
 /// Where a path leads.
@@ -27,8 +29,8 @@ pub enum Place {
     Top,
     /// A node of mount `mount`'s filesystem.
     Node { mount: usize, node: NodeId },
-    /// The raw device file.
-    Raw,
+    /// Raw device file `i`.
+    Raw(usize),
 }
 
 /// One entry of a listing.
@@ -39,34 +41,47 @@ pub struct Entry {
 }
 
 /// The entry of `dir` named `name`, exactly or else ignoring case (Windows programs change
-/// the case of names freely; ext names are stored with case). The first match in
-/// directory order wins when several names differ only in case.
+/// the case of names freely). ext names are stored with case and its lookup is exact: its
+/// listing is searched then. Several entries that differ only in case and none exact:
+/// [`Error::Ambiguous`], never a silent pick.
 pub fn lookup_nocase(fs: &dyn FileSystem, dir: NodeId, name: &str) -> Result<NodeId> {
-    match fs.lookup(dir, name) {
-        Err(Error::NotFound(m)) => fs
-            .read_dir(dir)?
-            .into_iter()
-            .find(|e| same_name(&e.name, name))
-            .map(|e| e.node)
-            .ok_or(Error::NotFound(m)),
+    match fs.lookup(dir, name, Case::Insensitive) {
+        Err(Error::NotFound(m)) => {
+            let found: Vec<_> = fs
+                .read_dir(dir)?
+                .into_iter()
+                .filter(|e| same_name(&e.name, name))
+                .collect();
+            let mut nodes: Vec<NodeId> = found.iter().map(|e| e.node).collect();
+            nodes.sort_unstable();
+            nodes.dedup();
+            match nodes[..] {
+                [] => Err(Error::NotFound(m)),
+                [one] => Ok(one),
+                _ => {
+                    let names: Vec<&str> = found.iter().map(|e| e.name.as_str()).collect();
+                    Err(Error::Ambiguous(format!(
+                        "{name} is ambiguous: {} differ only in case",
+                        names.join(", ")
+                    )))
+                }
+            }
+        }
         r => r,
     }
 }
 
 impl Tree {
-    /// The tree of `vfs` for `partition` (a partition number, as `strata ls` shows it), or
-    /// of every partition.
-    pub fn new(vfs: Vfs, partition: Option<u32>) -> Result<Tree> {
-        let Some(n) = partition else {
-            return Ok(Tree::All(vfs));
-        };
-        let i = vfs
-            .mounts()
-            .iter()
-            .position(|m| m.number == n || (vfs.is_bare() && n == 1))
-            .ok_or_else(|| Error::Invalid(format!("there is no partition {n}")))?;
-        vfs.fs(i)?;
-        Ok(Tree::Partition(vfs, i))
+    /// The tree of what a mount shows, as [`View`] decided it for every front-end.
+    pub fn new(view: View) -> Tree {
+        match view {
+            View::Files { vfs, single: None } => Tree::All(vfs),
+            View::Files {
+                vfs,
+                single: Some(i),
+            } => Tree::Partition(vfs, i),
+            View::Raw(files) => Tree::Raw(files),
+        }
     }
 
     fn fs(&self, mount: usize) -> Result<&Arc<dyn FileSystem>> {
@@ -107,7 +122,11 @@ impl Tree {
     fn child(&self, dir: Place, name: &str) -> Result<Place> {
         let not_found = || Error::NotFound(format!("{name}: no such file or directory"));
         match (self, dir) {
-            (Tree::Raw(_, file), Place::Top) if same_name(file, name) => Ok(Place::Raw),
+            (Tree::Raw(files), Place::Top) => files
+                .iter()
+                .position(|(file, _)| same_name(file, name))
+                .map(Place::Raw)
+                .ok_or_else(not_found),
             (Tree::All(v), Place::Top) => {
                 let mount = v
                     .mounts()
@@ -134,12 +153,13 @@ impl Tree {
     }
 
     /// Metadata of a place. The top directory takes the times of the first filesystem's
-    /// root; the raw file has the device's size.
+    /// root; the raw file has the device's size and the image's creation time (as has the
+    /// top of a raw mount).
     pub fn metadata(&self, place: Place) -> Result<Metadata> {
         match place {
             Place::Node { mount, node } => self.fs(mount)?.metadata(node),
-            Place::Raw => match self {
-                Tree::Raw(dev, _) => Ok(Metadata::new(NodeKind::File, dev.len())),
+            Place::Raw(i) => match self {
+                Tree::Raw(files) if i < files.len() => Ok(raw_meta(&*files[i].1)),
                 _ => Err(Error::NotFound("no raw file".into())),
             },
             Place::Top => {
@@ -151,6 +171,12 @@ impl Tree {
                         (m.mtime, m.atime, m.crtime) = (root.mtime, root.atime, root.crtime);
                     }
                 }
+                if let Tree::Raw(files) = self {
+                    if let Some((_, dev)) = files.first() {
+                        (m.mtime, m.atime, m.crtime) =
+                            (dev.created(), dev.created(), dev.created());
+                    }
+                }
                 Ok(m)
             }
         }
@@ -160,11 +186,15 @@ impl Tree {
     /// read is left out (the listing of the rest still works).
     pub fn list(&self, dir: Place) -> Result<Vec<Entry>> {
         match (self, dir) {
-            (Tree::Raw(dev, name), Place::Top) => Ok(vec![Entry {
-                name: name.clone(),
-                place: Place::Raw,
-                meta: Metadata::new(NodeKind::File, dev.len()),
-            }]),
+            (Tree::Raw(files), Place::Top) => Ok(files
+                .iter()
+                .enumerate()
+                .map(|(i, (name, dev))| Entry {
+                    name: name.clone(),
+                    place: Place::Raw(i),
+                    meta: raw_meta(&**dev),
+                })
+                .collect()),
             (Tree::All(v), Place::Top) => Ok(v
                 .mounts()
                 .iter()
@@ -196,7 +226,7 @@ impl Tree {
                     })
                     .collect())
             }
-            _ => Err(Error::Invalid("not a directory".into())),
+            _ => Err(Error::NotADirectory("not a directory".into())),
         }
     }
 
@@ -215,8 +245,9 @@ impl Tree {
                 }
                 fs.read_at(node, stream, offset, buf)
             }
-            Place::Raw => match self {
-                Tree::Raw(dev, _) if stream.is_empty() => {
+            Place::Raw(i) => match self {
+                Tree::Raw(files) if stream.is_empty() && i < files.len() => {
+                    let dev = &files[i].1;
                     let len = dev.len();
                     if offset >= len {
                         return Ok(0);
@@ -227,7 +258,7 @@ impl Tree {
                 }
                 _ => Err(Error::NotFound(format!("no stream {stream}"))),
             },
-            Place::Top => Err(Error::Invalid("a directory has no contents".into())),
+            Place::Top => Err(Error::IsADirectory("a directory has no contents".into())),
         }
     }
 
@@ -250,9 +281,16 @@ impl Tree {
         match self {
             Tree::All(v) => v.mounts().iter().map(|m| m.size).sum(),
             Tree::Partition(v, i) => v.mounts()[*i].size,
-            Tree::Raw(dev, _) => dev.len(),
+            Tree::Raw(files) => files.first().map_or(0, |(_, dev)| dev.len()),
         }
     }
+}
+
+/// A raw file: the device's size, dated when the image was made (the disk as it was then).
+fn raw_meta(dev: &dyn BlockDev) -> Metadata {
+    let mut m = Metadata::new(NodeKind::File, dev.len());
+    (m.mtime, m.atime, m.crtime) = (dev.created(), dev.created(), dev.created());
+    m
 }
 
 #[cfg(test)]
@@ -273,6 +311,79 @@ mod tests {
             buf.copy_from_slice(&self.0[at..at + buf.len()]);
             Ok(())
         }
+    }
+
+    /// A directory (node 1) of an exact-matching filesystem (as ext is) holding `names`,
+    /// each its own node, except `same` and `SAME`, one node under two names.
+    struct Names(Vec<(&'static str, NodeId)>);
+
+    impl FileSystem for Names {
+        fn kind(&self) -> crate::fs::FsKind {
+            crate::fs::FsKind::Ext4
+        }
+        fn root(&self) -> NodeId {
+            1
+        }
+        fn lookup(&self, _: NodeId, name: &str, _: Case) -> Result<NodeId> {
+            self.0
+                .iter()
+                .find(|e| e.0 == name)
+                .map(|e| e.1)
+                .ok_or_else(|| Error::NotFound(name.into()))
+        }
+        fn read_dir(&self, _: NodeId) -> Result<Vec<crate::vfs::DirEntry>> {
+            Ok(self
+                .0
+                .iter()
+                .map(|e| crate::vfs::DirEntry {
+                    name: e.0.into(),
+                    node: e.1,
+                    kind: NodeKind::File,
+                })
+                .collect())
+        }
+        fn metadata(&self, _: NodeId) -> Result<Metadata> {
+            Ok(Metadata::new(NodeKind::File, 0))
+        }
+        fn read_at(&self, _: NodeId, _: &str, _: u64, _: &mut [u8]) -> Result<usize> {
+            Ok(0)
+        }
+        fn read_link(&self, _: NodeId) -> Result<String> {
+            Err(Error::Invalid("no link".into()))
+        }
+    }
+
+    #[test]
+    fn names_differing_only_in_case_are_never_picked_silently() {
+        let fs = Names(vec![
+            ("nan.3.gz", 2),
+            ("NAN.3.gz", 3),
+            ("Only", 4),
+            ("same", 5),
+            ("SAME", 5),
+        ]);
+        assert_eq!(lookup_nocase(&fs, 1, "nan.3.gz").unwrap(), 2);
+        assert_eq!(lookup_nocase(&fs, 1, "NAN.3.gz").unwrap(), 3);
+        assert_eq!(lookup_nocase(&fs, 1, "ONLY").unwrap(), 4);
+        assert_eq!(lookup_nocase(&fs, 1, "Same").unwrap(), 5);
+        let e = lookup_nocase(&fs, 1, "Nan.3.GZ").unwrap_err();
+        assert!(
+            matches!(&e, Error::Ambiguous(m) if m.contains("nan.3.gz") && m.contains("NAN.3.gz")),
+            "{e}"
+        );
+        assert_eq!(
+            super::super::names::status_of(&e),
+            super::super::names::status::OBJECT_NAME_COLLISION
+        );
+        assert!(matches!(
+            lookup_nocase(&fs, 1, "none"),
+            Err(Error::NotFound(_))
+        ));
+    }
+
+    /// The cache the sample's filesystems keep decoded units in (no chain under them).
+    fn cache() -> Arc<crate::cache::Cache> {
+        Arc::new(crate::cache::Cache::new(16 << 20, 64 << 10))
     }
 
     fn sample() -> Arc<dyn BlockDev> {
@@ -306,9 +417,42 @@ mod tests {
             .collect()
     }
 
+    /// What the volume answers for a directory's contents and a file's listing, on FAT,
+    /// NTFS and ext: FILE_IS_A_DIRECTORY and NOT_A_DIRECTORY (both were ACCESS_DENIED).
+    #[test]
+    fn wrong_kinds_of_node_have_their_own_status() {
+        use super::super::names::{status, status_of};
+        let tree =
+            Tree::new(View::files(Vfs::open(sample(), 512, &cache()).unwrap(), None).unwrap());
+        let status_of_read = |p: Place| {
+            status_of(
+                &tree
+                    .read(p, "", 0, &mut [0u8; 16])
+                    .expect_err("a directory"),
+            )
+        };
+        assert_eq!(status_of_read(Place::Top), status::FILE_IS_A_DIRECTORY);
+        for (dir, file) in [
+            ("\\p1\\Dokumente", "\\p1\\Dokumente\\final\\Résumé.txt"),
+            ("\\p2\\文書", "\\p2\\文書\\résumé.json"),
+            ("\\p3\\music", "\\p3\\music\\2019\\résumé.txt"),
+        ] {
+            assert_eq!(
+                status_of_read(place(&tree, dir)),
+                status::FILE_IS_A_DIRECTORY,
+                "{dir}"
+            );
+            let Err(e) = tree.list(place(&tree, file)) else {
+                panic!("{file}: listed")
+            };
+            assert_eq!(status_of(&e), status::NOT_A_DIRECTORY, "{file}: {e}");
+        }
+    }
+
     #[test]
     fn partitions_names_and_contents_case_insensitively() {
-        let tree = Tree::new(Vfs::open(sample()).unwrap(), None).unwrap();
+        let tree =
+            Tree::new(View::files(Vfs::open(sample(), 512, &cache()).unwrap(), None).unwrap());
         assert_eq!(tree.root().unwrap(), Place::Top);
         let top: Vec<String> = tree
             .list(Place::Top)
@@ -381,28 +525,43 @@ mod tests {
         ));
     }
 
+    /// What the tree of `dev` shows for `--partition`, `--raw` (as `strata mount` decides
+    /// it for FUSE and Dokan alike), or why it refuses.
+    fn tree(dev: &Arc<dyn BlockDev>, partition: Option<u32>, raw: bool) -> Result<Tree> {
+        let view = if raw {
+            View::raw(dev.clone(), 512, partition)?
+        } else {
+            View::files(Vfs::open(dev.clone(), 512, &cache())?, partition)?
+        };
+        Ok(Tree::new(view))
+    }
+
+    fn top_names(tree: &Tree) -> Vec<String> {
+        tree.list(Place::Top)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect()
+    }
+
     #[test]
     fn one_partition_or_the_raw_disk_as_the_root() {
         let dev = sample();
-        let tree = Tree::new(Vfs::open(dev.clone()).unwrap(), Some(2)).unwrap();
+        let tree = tree(&dev, Some(2), false).unwrap();
         let readme = place(&tree, "\\readme.TXT");
         assert_eq!(
             sha(&contents(&tree, readme, "")),
             "b0240e09dd30b5a24bfbc33ec397574dc1d6bb9dd8d18500b0f10315a2f21259"
         );
         assert_eq!(tree.capacity(), 25_165_824);
-        assert!(Tree::new(Vfs::open(dev.clone()).unwrap(), Some(7)).is_err());
+        let e = tree_err(&dev, Some(7), false);
+        assert!(e.contains("no partition 7"), "{e}");
 
-        let raw = Tree::Raw(dev.clone(), "disk.img".into());
-        let names: Vec<String> = raw
-            .list(Place::Top)
-            .unwrap()
-            .into_iter()
-            .map(|e| e.name)
-            .collect();
-        assert_eq!(names, ["disk.img"]);
+        // --raw: the disk and each partition as files, the same bytes as the device's.
+        let raw = self::tree(&dev, None, true).unwrap();
+        assert_eq!(top_names(&raw), ["disk.img", "p1.img", "p2.img", "p3.img"]);
         let p = place(&raw, "\\DISK.IMG");
-        assert_eq!(p, Place::Raw);
+        assert_eq!(p, Place::Raw(0));
         let mut head = vec![0u8; 1000];
         assert_eq!(raw.read(p, "", 511, &mut head).unwrap(), 1000);
         let mut want = vec![0u8; 1000];
@@ -412,5 +571,55 @@ mod tests {
         assert_eq!(raw.read(p, "", dev.len() - 10, &mut tail).unwrap(), 10);
         assert_eq!(raw.read(p, "", dev.len(), &mut tail).unwrap(), 0);
         assert_eq!(raw.label(), "strata");
+        let table = crate::partition::probe(&*dev, 512).unwrap();
+        let p2 = &table.partitions[1];
+        let img = place(&raw, "\\p2.IMG");
+        assert_eq!(raw.metadata(img).unwrap().size, p2.len);
+        assert_eq!(raw.read(img, "", 0, &mut head).unwrap(), 1000);
+        dev.read_at(p2.start, &mut want).unwrap();
+        assert_eq!(head, want);
+
+        // --raw --partition 2: that partition alone.
+        let one = self::tree(&dev, Some(2), true).unwrap();
+        assert_eq!(top_names(&one), ["p2.img"]);
+        assert_eq!(one.capacity(), p2.len);
+        let e = tree_err(&dev, Some(7), true);
+        assert!(e.contains("no partition 7"), "{e}");
+    }
+
+    fn tree_err(dev: &Arc<dyn BlockDev>, partition: Option<u32>, raw: bool) -> String {
+        match tree(dev, partition, raw) {
+            Ok(_) => panic!("{partition:?} raw={raw}: accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    /// A bare filesystem is the root of its mount and has no partition numbers: asking
+    /// for partition 1 of it is refused, with and without --raw (it once showed the
+    /// filesystem under Dokan and was refused under FUSE).
+    #[test]
+    fn a_bare_filesystem_has_no_partition_1() {
+        let disk = sample();
+        let table = crate::partition::probe(&*disk, 512).unwrap();
+        let p2 = &table.partitions[1];
+        let mut bytes = vec![0u8; p2.len as usize];
+        disk.read_at(p2.start, &mut bytes).unwrap();
+        let bare: Arc<dyn BlockDev> = Arc::new(Mem(bytes));
+
+        let whole = tree(&bare, None, false).unwrap();
+        let readme = place(&whole, "\\README.txt");
+        assert_eq!(
+            sha(&contents(&whole, readme, "")),
+            "b0240e09dd30b5a24bfbc33ec397574dc1d6bb9dd8d18500b0f10315a2f21259"
+        );
+        for raw in [false, true] {
+            let e = tree_err(&bare, Some(1), raw);
+            assert!(
+                e.contains("no partition 1") && e.contains("without a partition table"),
+                "{e}"
+            );
+        }
+        let raw = tree(&bare, None, true).unwrap();
+        assert_eq!(top_names(&raw), ["disk.img"]);
     }
 }

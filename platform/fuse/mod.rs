@@ -12,8 +12,7 @@
 
 mod tree;
 
-use crate::blockdev::BlockDev;
-use crate::chain::ResolveOptions;
+use crate::chain::{Chain, ResolveOptions};
 use crate::error::{Error, Result};
 use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -47,53 +46,9 @@ pub struct MountOptions {
     pub resolve: ResolveOptions,
 }
 
-/// Opens what the mount shows; errors name the image or the partition.
-pub fn open_view(o: &MountOptions) -> Result<View> {
-    if o.raw {
-        let dev: Arc<dyn BlockDev> = crate::cli::open_chain(&o.image, &o.resolve, o.cache_bytes)?;
-        let mut files: Vec<(String, Arc<dyn BlockDev>)> = vec![("disk.img".into(), dev.clone())];
-        let table = crate::partition::probe(&*dev, 512)?;
-        for p in &table.partitions {
-            if o.partition.is_some_and(|n| n != p.number) {
-                continue;
-            }
-            let part = crate::vfs::PartDev::new(dev.clone(), p.start, p.len)?;
-            files.push((format!("p{}.img", p.number), Arc::new(part)));
-        }
-        if let Some(n) = o.partition {
-            if files.len() == 1 {
-                return Err(no_partition(&o.image, n));
-            }
-            files.remove(0);
-        }
-        return Ok(View::Raw(files));
-    }
-    let vfs = crate::cli::open_vfs(&o.image, &o.resolve, o.cache_bytes)?;
-    let single = match o.partition {
-        Some(n) => {
-            let i = vfs
-                .mounts()
-                .iter()
-                .position(|m| m.number == n && !vfs.is_bare())
-                .ok_or_else(|| no_partition(&o.image, n))?;
-            vfs.fs(i)?;
-            Some(i)
-        }
-        None if vfs.is_bare() => {
-            vfs.fs(0)?;
-            Some(0)
-        }
-        None => None,
-    };
-    Ok(View::Files { vfs, single })
-}
-
-fn no_partition(image: &Path, n: u32) -> Error {
-    Error::NotFound(format!(
-        "{}: no partition {n} (see `strata ls {}`)",
-        image.display(),
-        image.display()
-    ))
+/// Opens what the mount shows ([`crate::point::open_view`]) and the chain it reads.
+fn open_view(o: &MountOptions) -> Result<(View, Arc<Chain>)> {
+    crate::point::open_view(&o.image, &o.resolve, o.cache_bytes, o.partition, o.raw)
 }
 
 fn fuser_config(o: &MountOptions) -> fuser::Config {
@@ -148,10 +103,10 @@ pub fn mount(o: &MountOptions) -> Result<()> {
         }
         Err(e) => return Err(Error::io(mp, "cannot use as mount point", e)),
     }
-    let view = open_view(o)?;
+    let (view, chain) = open_view(o)?;
     if o.foreground {
         block_signals();
-        view.start_prefetch();
+        chain.enable_prefetch();
         let session = fuser::Session::new(ImageFs::new(view, log_stderr), mp, &fuser_config(o))
             .map_err(|e| Error::io(mp, "cannot mount", e))?;
         // After the session has answered the kernel's INIT, which would lower it again.
@@ -159,11 +114,11 @@ pub fn mount(o: &MountOptions) -> Result<()> {
         std::thread::spawn(move || raise_readahead(&at));
         return serve(session, mp);
     }
-    background(o, view)
+    background(o, view, chain)
 }
 
 /// Forks; the child mounts, reports through a pipe, detaches and serves.
-fn background(o: &MountOptions, view: View) -> Result<()> {
+fn background(o: &MountOptions, view: View, chain: Arc<Chain>) -> Result<()> {
     let mp = &o.mountpoint;
     let mut fds = [0i32; 2];
     // SAFETY: fds has room for two descriptors.
@@ -186,7 +141,7 @@ fn background(o: &MountOptions, view: View) -> Result<()> {
         )),
         0 => {
             drop(rd);
-            let code = child(o, view, wr);
+            let code = child(o, view, &chain, wr);
             std::process::exit(code);
         }
         _ => {
@@ -208,14 +163,14 @@ fn background(o: &MountOptions, view: View) -> Result<()> {
     }
 }
 
-fn child(o: &MountOptions, view: View, wr: OwnedFd) -> i32 {
+fn child(o: &MountOptions, view: View, chain: &Chain, wr: OwnedFd) -> i32 {
     let mp = &o.mountpoint;
     let mut report = std::fs::File::from(wr);
     // SAFETY: plain system calls on our own process.
     unsafe { libc::setsid() };
     block_signals();
     // Threads start in the child: they would not survive the fork.
-    view.start_prefetch();
+    chain.enable_prefetch();
     let session = match fuser::Session::new(ImageFs::new(view, log_syslog), mp, &fuser_config(o)) {
         Ok(s) => s,
         Err(e) => {

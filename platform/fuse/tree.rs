@@ -4,9 +4,9 @@
 //! Every request runs under `catch_unwind`: a bug in an adapter fails that request with EIO
 //! (fuser replies EIO for a reply dropped unanswered) and the mount keeps serving.
 
-use crate::blockdev::BlockDev;
 use crate::error::Error;
-use crate::vfs::{FileSystem, Metadata, NodeId, NodeKind, Vfs};
+pub use crate::point::View;
+use crate::vfs::{Case, FileSystem, Metadata, NodeId, NodeKind, Vfs};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, KernelConfig,
     OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty,
@@ -15,7 +15,7 @@ use fuser::{
 use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 /// The image never changes while mounted: the kernel may keep names and attributes long.
@@ -35,32 +35,16 @@ thread_local! {
     static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Directory listings kept (see `ImageFs::dirs`).
-const LISTINGS: usize = 16;
+/// Directory listings kept (see `ImageFs::dirs`): a walk comes back to a directory's
+/// entries after listing its subdirectories, so more than its depth.
+const LISTINGS: usize = 64;
+/// Entries kept over all listings (a few hundred bytes each).
+const LISTED_ENTRIES: usize = 1 << 19;
 /// Largest extended attribute value Linux passes (XATTR_SIZE_MAX).
 const XATTR_MAX: u64 = 65536;
 /// Prefix under which NTFS alternate data streams appear, as with ntfs-3g's
 /// `streams_interface=xattr`.
 const STREAM_PREFIX: &str = "user.";
-
-/// What the mount shows.
-pub enum View {
-    /// The files: every partition as `p1`, `p2`… at the top, or (`single`) one mount's
-    /// filesystem as the root.
-    Files { vfs: Vfs, single: Option<usize> },
-    /// The disk and its partitions as read-only files (`disk.img`, `p1.img`…).
-    Raw(Vec<(String, Arc<dyn BlockDev>)>),
-}
-
-impl View {
-    /// Starts the chain's prefetch threads (after the fork of a background mount).
-    pub fn start_prefetch(&self) {
-        match self {
-            View::Files { vfs, .. } => vfs.start_prefetch(),
-            View::Raw(files) => files.iter().for_each(|(_, d)| d.start_prefetch()),
-        }
-    }
-}
 
 /// A node of the mount.
 #[derive(Clone, Copy)]
@@ -80,6 +64,43 @@ struct Listed {
     name: Vec<u8>,
 }
 
+/// A directory's listing, with its entries sorted by name for lookups (built on the first
+/// lookup).
+struct Listing {
+    entries: Vec<Listed>,
+    by_name: OnceLock<Vec<u32>>,
+}
+
+impl Listing {
+    fn new(entries: Vec<Listed>) -> Listing {
+        Listing {
+            entries,
+            by_name: OnceLock::new(),
+        }
+    }
+
+    /// The inode of the entry named exactly `name` (not `.` or `..`); the first one listed
+    /// when a damaged directory holds a name twice.
+    fn find(&self, name: &[u8]) -> Option<u64> {
+        if name == b"." || name == b".." {
+            return None;
+        }
+        let order = self.by_name.get_or_init(|| {
+            let mut v: Vec<u32> = (0..self.entries.len() as u32).collect();
+            // Stable: equal names keep the listing's order.
+            v.sort_by(|a, b| {
+                self.entries[*a as usize]
+                    .name
+                    .cmp(&self.entries[*b as usize].name)
+            });
+            v
+        });
+        let at = order.partition_point(|i| self.entries[*i as usize].name.as_slice() < name);
+        let e = &self.entries[*order.get(at)? as usize];
+        (e.name == name).then_some(e.ino)
+    }
+}
+
 /// The mounted image.
 pub struct ImageFs {
     view: View,
@@ -87,7 +108,9 @@ pub struct ImageFs {
     gid: u32,
     /// Listings of the directories read last, by inode, so that a large directory read in
     /// several requests is listed once. (No per-open state: opendir is not used.)
-    dirs: Mutex<lru::LruCache<u64, Arc<Vec<Listed>>>>,
+    /// Lookups of names in them are answered from the listing (see `lookup_ino`).
+    /// With the number of entries they hold.
+    dirs: Mutex<(lru::LruCache<u64, Arc<Listing>>, usize)>,
     /// Errors already logged (a damaged chunk is reported once, not on every read).
     logged: Mutex<HashSet<String>>,
     log: fn(&str),
@@ -109,11 +132,22 @@ fn file_type(k: NodeKind) -> FileType {
     }
 }
 
-/// The errno a strata error stands for.
-fn errno(e: &Error) -> Errno {
+/// The errno a strata error stands for: the one place a kind becomes an errno.
+///
+/// Damaged filesystem metadata is EUCLEAN ("Structure needs cleaning"), as the kernel's
+/// ext4 answers for the same damage; damaged image data (a chunk that fails its check) is
+/// EIO; a feature strata does not decode is EOPNOTSUPP.
+pub(crate) fn errno(e: &Error) -> Errno {
     match e {
         Error::NotFound(_) => Errno::ENOENT,
+        Error::NotADirectory(_) => Errno::ENOTDIR,
+        Error::IsADirectory(_) => Errno::EISDIR,
+        Error::DamagedMetadata { .. } => Errno::from_i32(libc::EUCLEAN),
+        Error::UnsupportedFeature(_) | Error::Unsupported { .. } => Errno::EOPNOTSUPP,
+        Error::Interrupted => Errno::EINTR,
         Error::Io { source, .. } => source.raw_os_error().map_or(Errno::EIO, Errno::from_i32),
+        // Image damage (Corrupt, Incomplete, BrokenChain, Damaged), a name that matches
+        // several entries ignoring case (Ambiguous), anything else.
         _ => Errno::EIO,
     }
 }
@@ -139,9 +173,7 @@ impl ImageFs {
             view,
             uid,
             gid,
-            dirs: Mutex::new(lru::LruCache::new(
-                std::num::NonZeroUsize::new(LISTINGS).expect("non-zero"),
-            )),
+            dirs: Mutex::new((lru::LruCache::unbounded(), 0)),
             logged: Mutex::new(HashSet::new()),
             log,
             no_open: false,
@@ -151,7 +183,11 @@ impl ImageFs {
 
     /// Logs an error once per distinct message and turns it into an errno.
     fn fail(&self, e: Error) -> Errno {
-        if !matches!(e, Error::NotFound(_)) {
+        // A missing name or a wrong kind of node is an answer, not a failure to report.
+        if !matches!(
+            e,
+            Error::NotFound(_) | Error::NotADirectory(_) | Error::IsADirectory(_)
+        ) {
             let msg = e.to_string();
             let mut seen = self.logged.lock().unwrap_or_else(|p| p.into_inner());
             if seen.len() < 100_000 && seen.insert(msg.clone()) {
@@ -170,7 +206,7 @@ impl ImageFs {
 
     fn fs(&self, mount: usize) -> Res<&Arc<dyn FileSystem>> {
         let (vfs, _) = self.vfs().ok_or(Errno::ENOENT)?;
-        vfs.fs(mount).map_err(|_| Errno::EIO)
+        vfs.fs(mount).map_err(|e| self.fail(e))
     }
 
     fn node(&self, ino: INodeNo) -> Res<Node> {
@@ -186,7 +222,7 @@ impl ImageFs {
                     return match single {
                         Some(m) => Ok(Node::Fs {
                             mount: *m,
-                            node: vfs.fs(*m).map_err(|_| Errno::EIO)?.root(),
+                            node: vfs.fs(*m).map_err(|e| self.fail(e))?.root(),
                         }),
                         None => Ok(Node::Top),
                     };
@@ -217,6 +253,14 @@ impl ImageFs {
 
     fn time(t: Option<crate::vfs::Time>) -> SystemTime {
         t.map_or(SystemTime::UNIX_EPOCH, |t| t.to_system())
+    }
+
+    /// Every time of `a` set to `t`, where known.
+    fn set_times(a: &mut FileAttr, t: Option<crate::vfs::Time>) {
+        if let Some(t) = t {
+            let t = t.to_system();
+            (a.atime, a.mtime, a.ctime, a.crtime) = (t, t, t, t);
+        }
     }
 
     fn base_attr(&self, ino: u64, kind: FileType, size: u64) -> FileAttr {
@@ -269,12 +313,22 @@ impl ImageFs {
 
     fn attr(&self, ino: u64) -> Res<FileAttr> {
         match self.node(INodeNo(ino))? {
-            Node::Top => Ok(self.base_attr(ino, FileType::Directory, 0)),
+            Node::Top => {
+                let mut a = self.base_attr(ino, FileType::Directory, 0);
+                if let View::Raw(files) = &self.view {
+                    Self::set_times(&mut a, files.first().and_then(|f| f.1.created()));
+                }
+                Ok(a)
+            }
             Node::Raw(i) => {
                 let View::Raw(files) = &self.view else {
                     return Err(Errno::ENOENT);
                 };
-                Ok(self.base_attr(ino, FileType::RegularFile, files[i].1.len()))
+                let dev = &files[i].1;
+                let mut a = self.base_attr(ino, FileType::RegularFile, dev.len());
+                // The disk as it was when the image was made.
+                Self::set_times(&mut a, dev.created());
+                Ok(a)
             }
             Node::Fs { mount, node } => {
                 let m = self.fs(mount)?.metadata(node).map_err(|e| self.fail(e))?;
@@ -298,16 +352,32 @@ impl ImageFs {
                         .iter()
                         .position(|m| m.name == name && m.fs.is_ok())
                         .ok_or(Errno::ENOENT)?;
-                    self.ino(m, vfs.fs(m).map_err(|_| Errno::EIO)?.root())
+                    self.ino(m, vfs.fs(m).map_err(|e| self.fail(e))?.root())
                 }
             },
             Node::Raw(_) => Err(Errno::ENOTDIR),
             Node::Fs { mount, node } => {
+                // A walk lists a directory, then looks up each of its entries: answered
+                // from the listing, a lookup costs no filesystem work (a lookup of ext
+                // or FAT scans the directory). A name not listed as typed goes to the
+                // filesystem, which may match it otherwise (FAT and NTFS ignore case).
+                let cached = self.dirs_lock().0.get(&parent.0).cloned();
+                if let Some(ino) = cached.and_then(|l| l.find(name.as_bytes())) {
+                    return Ok(ino);
+                }
                 let fs = self.fs(mount)?;
-                let child = fs.lookup(node, name).map_err(|e| self.fail(e))?;
+                // Exact, as ntfs-3g and the kernel's ext4 look names up (FAT and exFAT
+                // ignore case whatever the mode, as the kernel's drivers do).
+                let child = fs
+                    .lookup(node, name, Case::Exact)
+                    .map_err(|e| self.fail(e))?;
                 self.ino(mount, child)
             }
         }
+    }
+
+    fn dirs_lock(&self) -> std::sync::MutexGuard<'_, (lru::LruCache<u64, Arc<Listing>>, usize)> {
+        self.dirs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn list(&self, ino: INodeNo) -> Res<Vec<Listed>> {
@@ -363,13 +433,24 @@ impl ImageFs {
     }
 
     /// The listing of directory `ino`, kept for the next requests of the same walk.
-    fn listing(&self, ino: INodeNo) -> Res<Arc<Vec<Listed>>> {
-        let lock = || self.dirs.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(l) = lock().get(&ino.0) {
+    fn listing(&self, ino: INodeNo) -> Res<Arc<Listing>> {
+        if let Some(l) = self.dirs_lock().0.get(&ino.0) {
             return Ok(l.clone());
         }
-        let l = Arc::new(self.list(ino)?);
-        lock().put(ino.0, l.clone());
+        let l = Arc::new(Listing::new(self.list(ino)?));
+        let mut g = self.dirs_lock();
+        let (dirs, entries) = &mut *g;
+        if let Some(old) = dirs.put(ino.0, l.clone()) {
+            *entries -= old.entries.len();
+        }
+        *entries += l.entries.len();
+        // The newest listing stays whatever its size: its reads are still to come.
+        while (dirs.len() > LISTINGS || *entries > LISTED_ENTRIES) && dirs.len() > 1 {
+            match dirs.pop_lru() {
+                Some((_, old)) => *entries -= old.entries.len(),
+                None => break,
+            }
+        }
         Ok(l)
     }
 
@@ -474,10 +555,13 @@ impl fuser::Filesystem for ImageFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         use fuser::InitFlags as F;
         // readdirplus (names with attributes in one request), parallel lookups in one
-        // directory, and cached symlink targets; each only if the kernel offers it.
+        // directory, and cached symlink targets; each only if the kernel offers it. Not
+        // FUSE_READDIRPLUS_AUTO: with it the kernel asks for attributes with a
+        // directory's first batch only, and a walk (find, tar, a file manager) then looks
+        // up every other entry in its own round trip: a mounted find of a Linux root took
+        // 25,000 lookups and twice the time.
         for flag in [
             F::FUSE_DO_READDIRPLUS,
-            F::FUSE_READDIRPLUS_AUTO,
             F::FUSE_PARALLEL_DIROPS,
             F::FUSE_CACHE_SYMLINKS,
         ] {
@@ -606,7 +690,7 @@ impl fuser::Filesystem for ImageFs {
                 Ok(l) => l,
                 Err(e) => return reply.error(e),
             };
-            for (i, e) in l.iter().enumerate().skip(offset as usize) {
+            for (i, e) in l.entries.iter().enumerate().skip(offset as usize) {
                 if reply.add(
                     INodeNo(e.ino),
                     i as u64 + 1,
@@ -633,17 +717,15 @@ impl fuser::Filesystem for ImageFs {
                 Ok(l) => l,
                 Err(e) => return reply.error(e),
             };
-            for (i, e) in l.iter().enumerate().skip(offset as usize) {
-                let attr = match self.attr(e.ino) {
-                    Ok(a) => a,
-                    // An entry whose metadata cannot be read is still listed; a lookup
-                    // of it will report the error.
-                    Err(_) => self.base_attr(e.ino, e.kind, 0),
-                };
-                let ttl = if e.name == b"." || e.name == b".." {
-                    Duration::ZERO
-                } else {
-                    TTL
+            for (i, e) in l.entries.iter().enumerate().skip(offset as usize) {
+                let (attr, ttl) = match self.attr(e.ino) {
+                    Ok(a) if e.name != b"." && e.name != b".." => (a, TTL),
+                    Ok(a) => (a, Duration::ZERO),
+                    // An entry whose metadata cannot be read is still listed, with
+                    // attributes that expire at once (a size of 0 kept for a day would
+                    // show the file empty): the next use looks it up, which reports the
+                    // error.
+                    Err(_) => (self.base_attr(e.ino, e.kind, 0), Duration::ZERO),
                 };
                 if reply.add(
                     INodeNo(e.ino),
@@ -740,5 +822,66 @@ impl fuser::Filesystem for ImageFs {
 
     fn rmdir(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
         reply.error(Errno::EROFS)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listing(names: &[&str]) -> Listing {
+        Listing::new(
+            names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| Listed {
+                    ino: 10 + i as u64,
+                    kind: FileType::RegularFile,
+                    name: n.as_bytes().to_vec(),
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn errors_become_errno() {
+        let cases = [
+            (Error::NotFound("x".into()), libc::ENOENT),
+            (Error::NotADirectory("x".into()), libc::ENOTDIR),
+            (Error::IsADirectory("x".into()), libc::EISDIR),
+            (
+                Error::damaged_metadata("ext", Some(4096), "inode 12: bad"),
+                libc::EUCLEAN,
+            ),
+            (Error::UnsupportedFeature("EFS".into()), libc::EOPNOTSUPP),
+            (Error::corrupt("i", "chunk", 0, "bad"), libc::EIO),
+            (Error::Damaged("p2: chunk".into()), libc::EIO),
+            (Error::Ambiguous("a, A".into()), libc::EIO),
+            (
+                Error::io("i", "read", std::io::Error::from_raw_os_error(libc::EACCES)),
+                libc::EACCES,
+            ),
+        ];
+        for (e, want) in cases {
+            assert_eq!(errno(&e).code(), want, "{e}");
+        }
+    }
+
+    #[test]
+    fn listing_finds_exact_names_only() {
+        let l = listing(&[".", "..", "b", "A", "a", "ab", "b"]);
+        assert_eq!(l.find(b"A"), Some(13));
+        assert_eq!(l.find(b"a"), Some(14));
+        assert_eq!(l.find(b"ab"), Some(15));
+        // The first of a name listed twice, as a scan of the directory would find.
+        assert_eq!(l.find(b"b"), Some(12));
+        for missing in [&b"B"[..], b"", b"aa", b"c", b"0", b".", b".."] {
+            assert_eq!(
+                l.find(missing),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(missing)
+            );
+        }
     }
 }

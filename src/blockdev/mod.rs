@@ -23,10 +23,12 @@ pub trait BlockDev: Send + Sync {
     /// when `offset + buf.len()` is past [`BlockDev::len`] or the bytes cannot be read.
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()>;
 
-    /// Starts reading ahead in the background where the device can (a chain decompresses
-    /// the chunks after a sequential read on other threads). Called by front-ends that
-    /// browse, after any fork.
-    fn start_prefetch(&self) {}
+    /// When the device's contents were captured (an image's creation time), where known:
+    /// the time front-ends give files that have none of their own, such as the disk file of
+    /// a raw mount.
+    fn created(&self) -> Option<crate::fs::browse::Time> {
+        None
+    }
 }
 
 /// True when every byte of `buf` is zero. Works on 64-byte lanes so the compiler

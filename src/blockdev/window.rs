@@ -62,8 +62,8 @@ where
         self.dev.read_at(self.start + offset, buf)
     }
 
-    fn start_prefetch(&self) {
-        self.dev.start_prefetch();
+    fn created(&self) -> Option<crate::fs::browse::Time> {
+        self.dev.created()
     }
 }
 

@@ -9,15 +9,20 @@
 pub mod resolve;
 
 use crate::blockdev::BlockDev;
+use crate::cache::Cache;
 use crate::container::header::ImageKind;
 use crate::container::index::{find_run, Extent, ExtentKind, Run};
-use crate::container::reader::{read_runs, Image, DEFAULT_CACHE_BYTES};
+use crate::container::reader::Image;
 use crate::error::{Error, Result};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 pub use resolve::ResolveOptions;
+
+/// Default ceiling of decompressed chunks a chain keeps in memory (every layer together),
+/// for backups and restores; browsing and mounts set their own (`--cache-size`).
+pub const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
 
 /// Longest chain accepted (layer numbers are 16-bit).
 pub const MAX_CHAIN_LEN: usize = 65_535;
@@ -104,6 +109,15 @@ pub fn overlay(lower: &[MapExtent], upper: &[MapExtent]) -> Vec<MapExtent> {
     out
 }
 
+/// [`Chain::merge`] over layers whose runs `runs(i)` gives.
+fn merge_runs(runs: &dyn Fn(usize) -> Vec<MapExtent>, lo: usize, hi: usize) -> Vec<MapExtent> {
+    if lo == hi {
+        return runs(lo);
+    }
+    let mid = lo + (hi - lo) / 2;
+    overlay(&merge_runs(runs, lo, mid), &merge_runs(runs, mid + 1, hi))
+}
+
 /// What a block holds at a chain point, for change detection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BlockState {
@@ -113,59 +127,21 @@ pub enum BlockState {
     Hash(u64),
 }
 
-/// Weighs a cached chunk by its bytes, so that the ceiling is a memory ceiling whatever
-/// the chunk size of each layer.
-#[derive(Clone)]
-struct ChunkBytes;
-
-impl quick_cache::Weighter<(u16, u32), Arc<Vec<u8>>> for ChunkBytes {
-    fn weight(&self, _key: &(u16, u32), val: &Arc<Vec<u8>>) -> u64 {
-        val.len().max(1) as u64
-    }
-}
-
-/// Decompressed chunks of every layer keyed by (layer, chunk), under one byte ceiling.
-/// Concurrent (sharded): a mount's worker threads read through it at once, and a chunk
-/// several threads want at the same moment is decompressed once.
-type ChunkCache = quick_cache::sync::Cache<(u16, u32), Arc<Vec<u8>>, ChunkBytes>;
-
-/// A chunk cache holding at most `bytes` of decompressed chunks of about `chunk` bytes.
-fn chunk_cache(bytes: u64, chunk: u64) -> ChunkCache {
-    // One shard: with several, each holds an equal part of the ceiling and the chunks a
-    // walk keeps coming back to (the MFT's, a directory's index) hash unevenly, so a small
-    // NTFS copy decompressed each chunk 5 times over. A chunk takes about a millisecond to
-    // decompress, so one lock held for a lookup is no contention for a mount's workers.
-    // Mostly recency: 10% of the space stays for newly read chunks, which a sequential
-    // read or a directory walk reuses right away.
-    let opts = quick_cache::OptionsBuilder::new()
-        .estimated_items_capacity((bytes / chunk.max(1)).max(1) as usize)
-        .weight_capacity(bytes.max(1))
-        .shards(1)
-        .hot_allocation(0.9)
-        .build()
-        .expect("valid cache options");
-    ChunkCache::with_options(opts, ChunkBytes, Default::default(), Default::default())
-}
-
 /// Chunk reads waiting for the prefetch threads; more hints than this are dropped.
 const PREFETCH_QUEUE: usize = 32;
 
-/// The images and their decompressed chunks: what the prefetch threads share.
+/// The images and the cache of their decompressed chunks (which the filesystems read
+/// through the chain share for their decoded units): what the prefetch threads share.
 struct Store {
     layers: Vec<Image>,
-    cache: ChunkCache,
-    /// Chunks decompressed so far (cache misses), for `cache_misses`.
-    misses: AtomicU64,
+    cache: Arc<Cache>,
 }
 
 impl Store {
-    fn chunk(&self, layer: u16, chunk: u32) -> Result<Arc<Vec<u8>>> {
-        self.cache.get_or_insert_with(&(layer, chunk), || {
-            self.misses.fetch_add(1, Ordering::Relaxed);
+    fn chunk(&self, layer: u16, chunk: u32) -> Result<Arc<[u8]>> {
+        self.cache.chunk(layer, chunk, || {
             let img = &self.layers[layer as usize];
-            img.load_chunk(chunk)
-                .map(Arc::new)
-                .map_err(|e| img.chunk_error(chunk, e))
+            img.load_chunk(chunk).map_err(|e| img.chunk_error(chunk, e))
         })
     }
 }
@@ -241,8 +217,7 @@ impl Chain {
         Ok(Chain {
             store: Arc::new(Store {
                 layers,
-                cache: chunk_cache(DEFAULT_CACHE_BYTES, chunk),
-                misses: Default::default(),
+                cache: Arc::new(Cache::new(DEFAULT_CACHE_BYTES, chunk)),
             }),
             first_hash,
             map,
@@ -253,13 +228,14 @@ impl Chain {
     }
 
     /// Opens the image at `path` and its ancestors with a ceiling of `cache_bytes` of
-    /// decompressed chunks kept in memory for the whole chain (every layer together).
+    /// decoded data kept in memory for the whole chain (every layer's chunks together,
+    /// and the units of the filesystems opened with [`Chain::cache`]).
     pub fn open_with_cache(path: &Path, opts: &ResolveOptions, cache_bytes: u64) -> Result<Chain> {
         let mut chain = Chain::open(path, opts)?;
         let chunk = chain.chunk_bytes();
         Arc::get_mut(&mut chain.store)
             .expect("not shared yet")
-            .cache = chunk_cache(cache_bytes, chunk);
+            .cache = Arc::new(Cache::new(cache_bytes, chunk));
         Ok(chain)
     }
 
@@ -304,50 +280,72 @@ impl Chain {
         let bs = u64::from(self.block_size());
         let (first, end) = (offset / bs, offset.saturating_add(len).div_ceil(bs));
         let start = self.find(first).unwrap_or_else(|next| next);
+        // Only chunks of the kind the read came from: `create` packs filesystem metadata
+        // into chunks smaller than the image's chunk size, and a walk reading directory
+        // blocks one after another must not decompress the file contents next to them.
+        let small = |e: &MapExtent| {
+            let img = &self.store.layers[e.layer as usize];
+            img.index().chunks[e.chunk as usize].raw_len < img.header().chunk_size
+        };
+        let from = offset
+            .checked_sub(1)
+            .and_then(|b| self.find(b / bs).ok())
+            .map(|i| self.map[i])
+            .filter(|e| e.kind == ExtentKind::Data)
+            .map(|e| small(&e));
         let mut last = None;
         for e in self.map[start..].iter().take_while(|e| e.disk_block < end) {
             let key = (e.layer, e.chunk);
-            if e.kind != ExtentKind::Data || last == Some(key) {
+            if e.kind != ExtentKind::Data
+                || last == Some(key)
+                || from.is_some_and(|s| s != small(e))
+            {
                 continue;
             }
             last = Some(key);
-            if self.store.cache.peek(&key).is_none() && p.queue.try_send(key).is_err() {
+            if !self.store.cache.has_chunk(key.0, key.1) && p.queue.try_send(key).is_err() {
                 break;
             }
         }
     }
 
-    /// Lowers (or raises) the cache ceiling of an open chain, dropping what is over it.
-    pub fn set_cache_bytes(&self, bytes: u64) {
-        self.store.cache.set_capacity(bytes.max(1));
+    /// The chain's cache of decoded data, for the filesystems read through it
+    /// ([`Cache::units`]), so that one ceiling bounds chunks and units together.
+    pub fn cache(&self) -> &Arc<Cache> {
+        &self.store.cache
     }
 
-    /// Bytes of decompressed chunks held now (at most the ceiling).
+    /// Lowers (or raises) the cache ceiling of an open chain, dropping what is over it.
+    pub fn set_cache_bytes(&self, bytes: u64) {
+        self.store.cache.set_capacity(bytes);
+    }
+
+    /// Bytes of decoded data held now (at most the ceiling).
     pub fn cache_bytes_held(&self) -> u64 {
-        self.store.cache.weight()
+        self.store.cache.bytes_held()
     }
 
     /// Chunks read and decompressed so far, that is reads the cache could not answer.
     pub fn cache_misses(&self) -> u64 {
-        self.store.misses.load(Ordering::Relaxed)
+        self.store.cache.chunk_loads()
     }
 
-    /// The merged map of layers `lo..=hi` alone (top wins). Folding from the top keeps the
-    /// small children's runs together and touches the big full image's table once.
+    /// The merged map of layers `lo..=hi` alone (top wins). Halves are merged and laid
+    /// one over the other, so each run is copied about log2(n) times: folding one layer at
+    /// a time copied the growing map once per layer, quadratic in a long chain.
     pub fn merge(layers: &[Image], lo: usize, hi: usize) -> Vec<MapExtent> {
-        let runs = |i: usize| -> Vec<MapExtent> {
-            layers[i]
-                .index()
-                .extents
-                .iter()
-                .map(|e| MapExtent::from_extent(e, i as u16))
-                .collect()
-        };
-        let mut acc = runs(hi);
-        for i in (lo..hi).rev() {
-            acc = overlay(&runs(i), &acc);
-        }
-        acc
+        merge_runs(
+            &|i| {
+                layers[i]
+                    .index()
+                    .extents
+                    .iter()
+                    .map(|e| MapExtent::from_extent(e, i as u16))
+                    .collect()
+            },
+            lo,
+            hi,
+        )
     }
 
     /// The images, full first; the last is the point this chain reads.
@@ -365,6 +363,12 @@ impl Chain {
         &self.map
     }
 
+    /// Logical sector size of the disk, as its image header records it (partition tables
+    /// count in sectors).
+    pub fn sector_size(&self) -> u32 {
+        self.top().header().sector_size
+    }
+
     /// Block size shared by every layer.
     pub fn block_size(&self) -> u32 {
         self.store.layers[0].header().block_size
@@ -376,14 +380,50 @@ impl Chain {
     }
 
     /// Decompressed chunk `chunk` of layer `layer`, through the chain's cache.
-    pub fn chunk(&self, layer: u16, chunk: u32) -> Result<Arc<Vec<u8>>> {
+    pub fn chunk(&self, layer: u16, chunk: u32) -> Result<Arc<[u8]>> {
         self.store.chunk(layer, chunk)
     }
 
     /// States of blocks `first..first + count` at this chain point.
     pub fn block_states(&self, first: u64, count: u64) -> Result<Vec<BlockState>> {
-        let mut out = Vec::with_capacity(count as usize);
         let end = first + count;
+        let start = match self.find(first) {
+            Ok(i) | Err(i) => i,
+        };
+        let runs = || {
+            self.map[start..]
+                .iter()
+                .take_while(move |e| e.disk_block < end)
+                .filter(|e| e.kind == ExtentKind::Data)
+        };
+        // Hash numbers of `b..b + n` inside run `e`.
+        let hashes_of = |e: &MapExtent, b: u64, n: u64| {
+            let at = self.first_hash[e.layer as usize][e.chunk as usize]
+                + u64::from(e.block_in_chunk)
+                + (b - e.disk_block);
+            (at, at + n)
+        };
+        // Each layer's hashes in one read: the range from the first to the last one
+        // needed, where that range is not much more than what is needed. A range of a full
+        // image cut into pieces by the children's runs (a long chain) then costs one read,
+        // not one per piece.
+        let mut spans: std::collections::HashMap<u16, (u64, u64, u64)> = Default::default();
+        for e in runs() {
+            let (b, stop) = (e.disk_block.max(first), e.end().min(end));
+            let (a, z) = hashes_of(e, b, stop - b);
+            let s = spans.entry(e.layer).or_insert((a, z, 0));
+            *s = (s.0.min(a), s.1.max(z), s.2 + (z - a));
+        }
+        let mut read: std::collections::HashMap<u16, (u64, Vec<u64>)> = Default::default();
+        for (&layer, &(a, z, needed)) in &spans {
+            if z - a <= needed.saturating_mul(2).max(64) {
+                read.insert(
+                    layer,
+                    (a, self.store.layers[layer as usize].block_hashes(a, z - a)?),
+                );
+            }
+        }
+        let mut out = Vec::with_capacity(count as usize);
         let mut b = first;
         while b < end {
             match self.find(b) {
@@ -391,12 +431,19 @@ impl Chain {
                     let e = self.map[i];
                     let n = e.end().min(end) - b;
                     if e.kind == ExtentKind::Data {
-                        let layer = e.layer as usize;
-                        let at = self.first_hash[layer][e.chunk as usize]
-                            + u64::from(e.block_in_chunk)
-                            + (b - e.disk_block);
-                        let hashes = self.store.layers[layer].block_hashes(at, n)?;
-                        out.extend(hashes.into_iter().map(BlockState::Hash));
+                        let (at, stop) = hashes_of(&e, b, n);
+                        match read.get(&e.layer) {
+                            Some((base, h)) => out.extend(
+                                h[(at - base) as usize..(stop - base) as usize]
+                                    .iter()
+                                    .map(|&x| BlockState::Hash(x)),
+                            ),
+                            None => {
+                                let hashes =
+                                    self.store.layers[e.layer as usize].block_hashes(at, n)?;
+                                out.extend(hashes.into_iter().map(BlockState::Hash));
+                            }
+                        }
                     } else {
                         out.extend(std::iter::repeat_n(BlockState::Zero, n as usize));
                     }
@@ -470,9 +517,57 @@ impl BlockDev for Chain {
         })
     }
 
-    fn start_prefetch(&self) {
-        self.enable_prefetch();
+    /// The point in time this chain stands for: its top image's creation.
+    fn created(&self) -> Option<crate::fs::browse::Time> {
+        let h = self.top().header();
+        Some(crate::fs::browse::Time {
+            secs: h.created_unix,
+            nanos: h.created_nanos.min(999_999_999),
+        })
     }
+}
+
+/// Fills `buf` with disk bytes from `offset` out of a sorted run list: stored runs are
+/// copied from their chunk (`chunk((chunk, run))` loads it), everything else is zeros.
+/// The caller has checked that the read lies inside the disk.
+fn read_runs<R: Run>(
+    runs: &[R],
+    block_size: u32,
+    offset: u64,
+    buf: &mut [u8],
+    chunk: impl Fn((u32, &R)) -> Result<Arc<[u8]>>,
+) -> Result<()> {
+    let bs = u64::from(block_size);
+    let mut pos = offset;
+    let mut out = &mut buf[..];
+    while !out.is_empty() {
+        let block = pos / bs;
+        let (n, src) = match find_run(runs, block) {
+            Ok(i) => {
+                let e = &runs[i];
+                let n = (e.end() * bs - pos).min(out.len() as u64) as usize;
+                match e.data() {
+                    Some((c, first)) => {
+                        let at = (u64::from(first) + block - e.start()) * bs + pos % bs;
+                        (n, Some((chunk((c, e))?, at as usize)))
+                    }
+                    None => (n, None),
+                }
+            }
+            Err(next) => {
+                let gap_end = runs.get(next).map_or(u64::MAX, |e| e.start() * bs);
+                ((gap_end - pos).min(out.len() as u64) as usize, None)
+            }
+        };
+        let (head, rest) = out.split_at_mut(n);
+        match src {
+            Some((data, at)) => head.copy_from_slice(&data[at..at + n]),
+            None => head.fill(0),
+        }
+        out = rest;
+        pos += n as u64;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -520,6 +615,53 @@ mod tests {
             })
             .collect();
         assert_eq!(owners(&got, 60), model);
+    }
+
+    #[test]
+    fn merging_many_layers_matches_a_block_by_block_model() {
+        // 37 layers of pseudo-random runs (an odd count, so the halves differ in size).
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let layers: Vec<Vec<MapExtent>> = (0..37u16)
+            .map(|l| {
+                let mut v = Vec::new();
+                let mut b = next(20);
+                while b < 400 {
+                    let n = 1 + next(if l == 0 { 200 } else { 6 }) as u32;
+                    let mut r = run(b, n, l);
+                    r.block_in_chunk = next(1000) as u32;
+                    v.push(r);
+                    b += u64::from(n) + next(if l == 0 { 3 } else { 40 });
+                }
+                v
+            })
+            .collect();
+        let got = merge_runs(&|i| layers[i].clone(), 0, layers.len() - 1);
+        for w in got.windows(2) {
+            assert!(w[0].end() <= w[1].disk_block, "{got:?}");
+        }
+        // Block by block, the newest of `layers` that maps each block.
+        let model = |layers: &[Vec<MapExtent>]| -> Vec<_> {
+            (0..450u64)
+                .map(|b| {
+                    layers
+                        .iter()
+                        .rev()
+                        .flatten()
+                        .find(|e| e.disk_block <= b && b < e.end())
+                        .map(|e| (e.layer, e.block_in_chunk + (b - e.disk_block) as u32))
+                })
+                .collect()
+        };
+        assert_eq!(owners(&got, 450), model(&layers));
+        // A sub-range of layers, as consolidation merges them.
+        let part = merge_runs(&|i| layers[i].clone(), 5, 20);
+        assert_eq!(owners(&part, 450), model(&layers[5..=20]));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use crate::container::header::{Header, ImageKind, HEADER_SIZE};
 use crate::container::reader::Image;
 use crate::container::EXTENSION;
 use crate::error::{Error, Result};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 /// Where to look for parents besides the path hint and the image's own directory.
@@ -21,6 +21,10 @@ pub struct ResolveOptions {
 /// Opens `path` and its ancestors; returns them full image first.
 pub fn resolve(path: &Path, opts: &ResolveOptions) -> Result<Vec<Image>> {
     let mut chain = vec![Image::open(path)?];
+    let mut dirs = DirCache::default();
+    // The canonical path of the child being resolved: the parent found for one link is
+    // the child of the next, so each image's path is resolved once.
+    let mut me = std::fs::canonicalize(path).ok();
     let mut seen = HashSet::new();
     seen.insert(chain[0].header().image_uuid);
     loop {
@@ -34,7 +38,8 @@ pub fn resolve(path: &Path, opts: &ResolveOptions) -> Result<Vec<Image>> {
                 detail: format!("chain is longer than {} images", super::MAX_CHAIN_LEN),
             });
         }
-        let parent = find_parent(child, opts)?;
+        let (parent, canon) = find_parent(child, me.as_ref(), opts, &mut dirs)?;
+        me = Some(canon);
         check_link(child, &parent)?;
         if !seen.insert(parent.header().image_uuid) {
             return Err(Error::BrokenChain {
@@ -113,35 +118,64 @@ pub fn peek_header(path: &Path) -> Option<Header> {
     Header::decode(&buf, true).ok()
 }
 
-fn find_parent(child: &Image, opts: &ResolveOptions) -> Result<Image> {
+/// The `*.strata` files of the directories searched so far, with the UUID in each header,
+/// listed once per resolution: listing and reading every header again for each link made
+/// opening a chain of n images in one directory cost n² file lookups (2 s at 1,000).
+#[derive(Default)]
+struct DirCache {
+    dirs: HashMap<PathBuf, Vec<(PathBuf, Option<uuid::Uuid>)>>,
+}
+
+impl DirCache {
+    /// Images in `dir` whose header names `uuid`, sorted by name.
+    fn with_uuid(&mut self, dir: &Path, uuid: uuid::Uuid) -> Vec<PathBuf> {
+        self.dirs
+            .entry(dir.to_path_buf())
+            .or_insert_with(|| {
+                images_in(dir)
+                    .into_iter()
+                    .map(|p| {
+                        let id = peek_header(&p).map(|h| h.image_uuid);
+                        (p, id)
+                    })
+                    .collect()
+            })
+            .iter()
+            .filter(|(_, id)| *id == Some(uuid))
+            .map(|(p, _)| p.clone())
+            .collect()
+    }
+}
+
+/// The parent of `child` (whose canonical path is `me`), and its own canonical path.
+fn find_parent(
+    child: &Image,
+    me: Option<&PathBuf>,
+    opts: &ResolveOptions,
+    cache: &mut DirCache,
+) -> Result<(Image, PathBuf)> {
     let h = child.header();
     let (want, digest) = (h.parent_uuid, h.parent_index_digest);
     let child_dir = dir_of(child.path());
-    let mut candidates = Vec::new();
-    if !h.parent_hint.is_empty() {
-        candidates.push(child_dir.join(&h.parent_hint));
-    }
     let mut dirs = vec![child_dir.clone()];
     dirs.extend(opts.parent_dirs.iter().cloned());
-    for d in &dirs {
-        candidates.extend(images_in(d));
-    }
-    let me = std::fs::canonicalize(child.path()).ok();
     let mut tried = HashSet::new();
     let mut impostor: Option<(PathBuf, String)> = None;
-    for cand in candidates {
-        let Ok(canon) = std::fs::canonicalize(&cand) else {
-            continue;
-        };
-        if Some(&canon) == me.as_ref() || !tried.insert(canon) {
-            continue;
-        }
-        match peek_header(&cand) {
-            Some(ph) if ph.image_uuid == want => {}
-            _ => continue,
+    // The hint alone first (the usual case, one file opened); the directories only when it
+    // does not lead to the parent.
+    let hint = (!h.parent_hint.is_empty()).then(|| child_dir.join(&h.parent_hint));
+    // Only a file whose header carries the wanted UUID counts (a wrong one is reported as
+    // such); any other is passed over. The directory scan knows the UUIDs beforehand; the
+    // hint is opened straight away (one open per link of a long chain, not two) and its
+    // header looked at afterwards.
+    let mut try_one = |cand: PathBuf| -> Option<(Image, PathBuf)> {
+        let canon = std::fs::canonicalize(&cand).ok()?;
+        if Some(&canon) == me || !tried.insert(canon.clone()) {
+            return None;
         }
         match Image::open(&cand) {
-            Ok(img) if img.answers_to(want, &digest) => return Ok(img),
+            Ok(img) if img.header().image_uuid != want => {}
+            Ok(img) if img.answers_to(want, &digest) => return Some((img, canon)),
             Ok(img) => {
                 impostor.get_or_insert((
                     cand,
@@ -153,8 +187,20 @@ fn find_parent(child: &Image, opts: &ResolveOptions) -> Result<Image> {
                     ),
                 ));
             }
+            Err(_) if peek_header(&cand).is_none_or(|ph| ph.image_uuid != want) => {}
             Err(e) => {
                 impostor.get_or_insert((cand, format!("it cannot be used: {e}")));
+            }
+        }
+        None
+    };
+    if let Some(found) = hint.and_then(&mut try_one) {
+        return Ok(found);
+    }
+    for d in &dirs {
+        for cand in cache.with_uuid(d, want) {
+            if let Some(found) = try_one(cand) {
+                return Ok(found);
             }
         }
     }

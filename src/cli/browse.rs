@@ -1,26 +1,19 @@
 //! `strata ls`, `cat` and `cp`: files inside an image, through [`crate::vfs::Vfs`].
 
 use super::xattr;
-use crate::blockdev::BlockDev;
 use crate::chain::ResolveOptions;
 use crate::error::{Error, Result};
+use crate::point::open_vfs;
 use crate::progress::{check_interrupt, Progress};
 use crate::vfs::path::escape_name;
-use crate::vfs::{FileSystem, Metadata, NodeId, NodeKind, Target, Time, Vfs};
+use crate::vfs::{Case, FileSystem, Metadata, NodeId, NodeKind, Target, Time, Vfs};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 /// Files larger than this get a progress bar while they are copied.
 const PROGRESS_MIN_BYTES: u64 = 64 << 20;
 /// Read size for `cat` and `cp`.
 const BUF_BYTES: usize = 1 << 20;
-
-/// The point in time an image file stands for (the image and its ancestors), as one
-/// device. Every browsing command opens its image here and nowhere else.
-pub fn open_point(path: &Path, resolve: &ResolveOptions) -> Result<Arc<dyn BlockDev>> {
-    Ok(Arc::new(crate::chain::Chain::open(path, resolve)?))
-}
 
 /// Default ceiling of decompressed data browsing and mounts keep in memory
 /// (`--cache-size`).
@@ -45,7 +38,7 @@ impl CacheArgs {
 /// block.
 const MIN_CACHE_BYTES: u64 = 8 << 20;
 
-/// Parses a size: bytes, or a number with K, M, G or T (powers of 1024; `MiB`, `MB`, `m`
+/// Parses a size (clap names the argument and its value in the message): bytes, or a number with K, M, G or T (powers of 1024; `MiB`, `MB`, `m`
 /// alike). Hand-written: a dozen lines, where a crate would add a dependency for one flag.
 pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
     let t = s.trim();
@@ -53,7 +46,7 @@ pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
     let (num, unit) = t.split_at(digits);
     let n: u64 = num
         .parse()
-        .map_err(|_| format!("{s:?} is not a size (e.g. 256M)"))?;
+        .map_err(|_| "not a size (e.g. 256M)".to_string())?;
     let shift = match unit
         .trim()
         .to_ascii_lowercase()
@@ -65,55 +58,15 @@ pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
         "m" => 20,
         "g" => 30,
         "t" => 40,
-        _ => return Err(format!("{s:?}: unknown unit (use K, M, G or T)")),
+        _ => return Err("unknown unit (use K, M, G or T)".into()),
     };
     let bytes = n
         .checked_mul(1 << shift)
-        .ok_or_else(|| format!("{s:?} is too large"))?;
+        .ok_or_else(|| "too large".to_string())?;
     if bytes < MIN_CACHE_BYTES {
-        return Err(format!("{s:?} is below the minimum of 8M"));
+        return Err("below the minimum of 8M".into());
     }
     Ok(bytes)
-}
-
-/// glibc gives each thread its own malloc arena, and a chunk freed by another thread
-/// stays in its arena: with a mount's workers and the prefetch threads, a mount peaked at
-/// 197 MiB for a 128 MiB cache, 131 MiB with two arenas. Set before any thread starts.
-fn limit_malloc_arenas() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes an allocator setting.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-    }
-}
-
-/// Opens the chain of `image` for browsing or mounting, which read it on several threads
-/// (hence [`limit_malloc_arenas`]), with a ceiling of `cache_bytes` of decompressed chunks.
-pub fn open_chain(
-    image: &Path,
-    resolve: &ResolveOptions,
-    cache_bytes: u64,
-) -> Result<Arc<crate::chain::Chain>> {
-    limit_malloc_arenas();
-    let chain = crate::chain::Chain::open_with_cache(image, resolve, cache_bytes)?;
-    Ok(Arc::new(chain))
-}
-
-/// Opens the files of an image, keeping at most `cache_bytes` of decompressed data in
-/// memory: the chain's chunks, and the NTFS volumes' decompressed LZNT1 units (each volume
-/// may hold up to [`crate::vfs::ntfs::UNIT_CACHE_BYTES`], taken from the chain's share; the
-/// chain keeps at least a quarter of the ceiling).
-pub fn open_vfs(image: &Path, resolve: &ResolveOptions, cache_bytes: u64) -> Result<Vfs> {
-    let chain = open_chain(image, resolve, cache_bytes)?;
-    let vfs = Vfs::open(chain.clone())?;
-    let ntfs = vfs
-        .mounts()
-        .iter()
-        .filter(|m| m.kind == Some(crate::fs::FsKind::Ntfs) && m.fs.is_ok())
-        .count() as u64;
-    let units = ntfs * crate::vfs::ntfs::UNIT_CACHE_BYTES as u64;
-    chain.set_cache_bytes(cache_bytes.saturating_sub(units).max(cache_bytes / 4));
-    Ok(vfs)
 }
 
 /// Options of `strata ls`.
@@ -127,6 +80,31 @@ pub struct LsOptions {
     pub cache_bytes: u64,
 }
 
+/// A partition directory at the top of a listing.
+struct MountInfo {
+    number: u32,
+    /// Filesystem name (empty when none was recognised).
+    fs: String,
+    label: String,
+    /// Why its files cannot be listed.
+    error: Option<String>,
+    /// The error is a failure ([`unreadable`]), not a partition with nothing to browse.
+    failed: bool,
+}
+
+/// True when the partition of `m` holds a filesystem strata should read but cannot (damage,
+/// or a filesystem that fails to open); false for one that reads, and for one holding
+/// nothing strata browses (swap, an encrypted volume, no filesystem).
+fn unreadable(m: &crate::vfs::Mount) -> bool {
+    use crate::fs::FsKind;
+    m.fs.is_err()
+        && (m.damaged
+            || !matches!(
+                m.kind,
+                None | Some(FsKind::Swap | FsKind::Luks | FsKind::BitLocker)
+            ))
+}
+
 /// One listed entry.
 struct Entry {
     /// Full path from the top, `/`-separated.
@@ -134,8 +112,8 @@ struct Entry {
     name: String,
     meta: Metadata,
     target: Option<String>,
-    /// For a partition directory: number, filesystem, label.
-    mount: Option<(u32, String, String)>,
+    /// For a partition directory: what it holds.
+    mount: Option<MountInfo>,
     /// Extended attributes: (name with namespace, value).
     xattrs: Vec<(String, Vec<u8>)>,
 }
@@ -204,10 +182,13 @@ impl Entry {
                 .collect();
             obj.insert("xattrs".into(), x.into());
         }
-        if let Some((n, fs, label)) = &self.mount {
-            obj.insert("partition".into(), (*n).into());
-            obj.insert("filesystem".into(), fs.clone().into());
-            obj.insert("label".into(), label.clone().into());
+        if let Some(mi) = &self.mount {
+            obj.insert("partition".into(), mi.number.into());
+            obj.insert("filesystem".into(), mi.fs.clone().into());
+            obj.insert("label".into(), mi.label.clone().into());
+            if let Some(why) = &mi.error {
+                obj.insert("error".into(), why.clone().into());
+            }
         }
         o
     }
@@ -228,15 +209,21 @@ impl Entry {
         if let Some(t) = &self.target {
             line.push_str(&format!(" -> {t}"));
         }
-        if let Some((_, fs, label)) = &self.mount {
-            line.push_str(&format!(
-                "  [{fs}{}]",
-                if label.is_empty() {
-                    String::new()
-                } else {
-                    format!(" \"{label}\"")
+        if let Some(mi) = &self.mount {
+            let mut what = mi.fs.clone();
+            if !mi.label.is_empty() {
+                what.push_str(&format!(" \"{}\"", mi.label));
+            }
+            if let Some(why) = &mi.error {
+                if !what.is_empty() {
+                    what.push_str(": ");
                 }
-            ));
+                if mi.failed {
+                    what.push_str("cannot be read: ");
+                }
+                what.push_str(why);
+            }
+            line.push_str(&format!("  [{what}]"));
         }
         for s in &m.streams {
             line.push_str(&format!("\n{:>36} {}:{}", s.size, shown, s.name));
@@ -282,6 +269,8 @@ struct Lister<'a> {
     opts: &'a LsOptions,
     out: std::io::BufWriter<std::io::StdoutLock<'static>>,
     failed: bool,
+    /// Some of the failures were damage in the image.
+    damaged: bool,
     /// Directories being listed, root first (see [`enter`]).
     ancestors: Vec<NodeId>,
 }
@@ -302,12 +291,16 @@ fn clip(s: &str, n: usize) -> &str {
 /// Checks that walking into directory `node` at `path` ends: refused when `node` is one of
 /// the `ancestors` (a directory loop in damaged metadata) or the path grows past
 /// [`MAX_PATH`] (a loop the filesystem gives fresh node ids to).
-fn enter(ancestors: &[NodeId], path: &str, node: NodeId) -> Result<()> {
+fn enter(fs: &dyn FileSystem, ancestors: &[NodeId], path: &str, node: NodeId) -> Result<()> {
     if ancestors.contains(&node) || path.len() > MAX_PATH {
-        return Err(Error::Invalid(format!(
-            "{}: directory loops back to one of its parents (damaged filesystem); not entered",
-            clip(path, 200)
-        )));
+        return Err(Error::damaged_metadata(
+            fs.kind().name(),
+            None,
+            format_args!(
+                "{}: directory loops back to one of its parents; not entered",
+                clip(path, 200)
+            ),
+        ));
     }
     Ok(())
 }
@@ -325,12 +318,23 @@ impl Lister<'_> {
     fn warn(&mut self, path: &str, e: &Error) {
         let path = clip(path, 300);
         eprintln!("strata: {path}: {e}");
+        self.note(e);
+    }
+
+    /// Reports `e`, which names its own subject.
+    fn fail(&mut self, e: &Error) {
+        eprintln!("strata: {e}");
+        self.note(e);
+    }
+
+    fn note(&mut self, e: &Error) {
         self.failed = true;
+        self.damaged |= e.is_integrity_failure();
     }
 
     /// Lists the children of directory `node` at `path`.
     fn dir(&mut self, fs: &dyn FileSystem, path: &str, node: NodeId) -> Result<()> {
-        if let Err(e) = enter(&self.ancestors, path, node) {
+        if let Err(e) = enter(fs, &self.ancestors, path, node) {
             self.warn(path, &e);
             return Ok(());
         }
@@ -361,10 +365,46 @@ impl Lister<'_> {
     }
 }
 
-/// `path` as shown in listings: absolute, without `.`, `..` (applied, stopping at the top)
-/// or repeated slashes; the top is `/`.
-fn normalize(path: &str) -> String {
-    format!("/{}", crate::vfs::path::components(path).join("/"))
+/// `path` (resolved to `target`) spelt as the filesystem stores its names, where lookups
+/// ignore case (NTFS, FAT): `ls` and `cp` show and create the names on disk, not the typed
+/// ones. Absolute, without `.`, `..` (applied, stopping at the top) or repeated slashes;
+/// the top is `/`.
+fn stored_path(vfs: &Vfs, path: &str, target: &Target) -> Result<String> {
+    let Target::Node { mount, .. } = *target else {
+        return Ok("/".into());
+    };
+    let parts = crate::vfs::path::components(path);
+    let rest = if vfs.is_bare() {
+        &parts[..]
+    } else {
+        &parts[1..]
+    };
+    let fs = vfs.fs(mount)?;
+    let mut out = if vfs.is_bare() {
+        String::new()
+    } else {
+        format!("/{}", vfs.mounts()[mount].name)
+    };
+    let mut node = fs.root();
+    for typed in rest {
+        let child = fs.lookup(node, typed, Case::Insensitive)?;
+        let listing = fs.read_dir(node)?;
+        // The typed name itself when stored so, else the one name (of possibly several
+        // hard links) that matches it apart from case.
+        let name = listing
+            .iter()
+            .find(|e| e.node == child && e.name == *typed)
+            .or_else(|| {
+                listing
+                    .iter()
+                    .find(|e| e.node == child && e.name.to_lowercase() == typed.to_lowercase())
+            })
+            .map_or(*typed, |e| e.name.as_str());
+        out.push('/');
+        out.push_str(name);
+        node = child;
+    }
+    Ok(if out.is_empty() { "/".into() } else { out })
 }
 
 /// Splits `PATH:stream` when `PATH` alone does not exist.
@@ -386,30 +426,29 @@ fn resolve_stream(vfs: &Vfs, path: &str) -> Result<(Target, String)> {
     }
 }
 
-/// `strata ls`. Returns false when some entries could not be read (they are reported on
-/// stderr and the rest is listed).
-pub fn ls(image: &Path, path: &str, opts: &LsOptions) -> Result<bool> {
+/// `strata ls`. Returns the exit code: 0, or when some entries could not be read (they are
+/// reported on stderr and the rest is listed) 1, or [`super::EXIT_INTEGRITY`] when damage in
+/// the image was the cause.
+pub fn ls(image: &Path, path: &str, opts: &LsOptions) -> Result<u8> {
     let vfs = open_vfs(image, &opts.resolve, opts.cache_bytes)?;
-    vfs.start_prefetch();
     let mut l = Lister {
         opts,
         out: std::io::BufWriter::new(std::io::stdout().lock()),
         failed: false,
+        damaged: false,
         ancestors: Vec::new(),
     };
-    let norm = normalize(path);
-    match vfs.resolve(path)? {
+    let target = vfs.resolve(path)?;
+    let norm = stored_path(&vfs, path, &target)?;
+    match target {
         Target::Top => {
             for (i, m) in vfs.mounts().iter().enumerate() {
-                let Ok(fs) = vfs.fs(i) else {
-                    if let (Some(k), Err(why)) = (m.kind, &m.fs) {
-                        eprintln!("strata: {} ({}): {why}", m.name, k.name());
-                    }
-                    continue;
-                };
+                let fs = vfs.fs(i);
                 let mut meta = fs
-                    .metadata(fs.root())
-                    .unwrap_or_else(|_| Metadata::new(NodeKind::Dir, 0));
+                    .as_ref()
+                    .ok()
+                    .and_then(|fs| fs.metadata(fs.root()).ok())
+                    .unwrap_or_else(|| Metadata::new(NodeKind::Dir, 0));
                 meta.size = 0;
                 let e = Entry {
                     path: format!("/{}", m.name),
@@ -417,15 +456,23 @@ pub fn ls(image: &Path, path: &str, opts: &LsOptions) -> Result<bool> {
                     meta,
                     target: None,
                     xattrs: Vec::new(),
-                    mount: Some((
-                        m.number,
-                        m.kind.map_or("", |k| k.name()).to_string(),
-                        m.label.clone(),
-                    )),
+                    mount: Some(MountInfo {
+                        number: m.number,
+                        fs: m.kind.map_or("", |k| k.name()).to_string(),
+                        label: m.label.clone(),
+                        error: m.fs.as_ref().err().cloned(),
+                        failed: unreadable(m),
+                    }),
                 };
                 l.emit(&e)?;
-                if opts.recursive {
-                    l.dir(&**fs, &e.path, fs.root())?;
+                match fs {
+                    Ok(fs) if opts.recursive => l.dir(&**fs, &e.path, fs.root())?,
+                    Ok(_) => {}
+                    // Damage, or a filesystem that failed to open, is an error; a partition
+                    // holding nothing strata browses (swap, encrypted, no filesystem) is
+                    // only listed.
+                    Err(err) if unreadable(m) => l.fail(&err),
+                    Err(_) => {}
                 }
             }
         }
@@ -447,16 +494,19 @@ pub fn ls(image: &Path, path: &str, opts: &LsOptions) -> Result<bool> {
     l.out
         .flush()
         .map_err(|e| Error::io("stdout", "cannot write", e))?;
-    Ok(!l.failed)
+    Ok(if l.damaged {
+        super::EXIT_INTEGRITY
+    } else {
+        u8::from(l.failed)
+    })
 }
 
 /// `strata cat`: a file (or `PATH:stream`) to stdout.
 pub fn cat(image: &Path, path: &str, resolve: &ResolveOptions, cache_bytes: u64) -> Result<()> {
     let vfs = open_vfs(image, resolve, cache_bytes)?;
-    vfs.start_prefetch();
     let (target, stream) = resolve_stream(&vfs, path)?;
     let Target::Node { mount, node } = target else {
-        return Err(Error::Invalid(format!("{path}: is a directory")));
+        return Err(Error::IsADirectory(format!("{path}: is a directory")));
     };
     let fs = vfs.fs(mount)?;
     let meta = fs.metadata(node)?;
@@ -469,9 +519,15 @@ pub fn cat(image: &Path, path: &str, resolve: &ResolveOptions, cache_bytes: u64)
                 fs.read_link(node)?
             )))
         }
+        NodeKind::Dir => {
+            return Err(Error::IsADirectory(format!(
+                "{path}: not a regular file (a directory)"
+            )))
+        }
         k => {
             return Err(Error::Invalid(format!(
-                "{path}: not a regular file ({k:?})"
+                "{path}: not a regular file (a {})",
+                k.noun()
             )))
         }
     }
@@ -480,7 +536,16 @@ pub fn cat(image: &Path, path: &str, resolve: &ResolveOptions, cache_bytes: u64)
     let mut pos = 0u64;
     loop {
         check_interrupt()?;
-        let n = fs.read_at(node, &stream, pos, &mut buf)?;
+        let n = fs
+            .read_at(node, &stream, pos, &mut buf)
+            .map_err(|e| match e {
+                // The filesystem knows the stream's name, not the file's.
+                Error::NotFound(m) if !stream.is_empty() => {
+                    let file = &path[..path.len() - stream.len() - 1];
+                    Error::NotFound(format!("{file}: {m}"))
+                }
+                e => e,
+            })?;
         if n == 0 {
             break;
         }
@@ -514,6 +579,8 @@ pub struct CpSummary {
     pub skipped: Vec<(String, String)>,
     /// Entries that could not be copied, with the error.
     pub failed: Vec<(String, String)>,
+    /// Some of the failures were damage in the image (exit code 3).
+    pub damaged: bool,
     /// Names that had to be escaped: (path in the image, name written).
     pub escaped: Vec<(String, String)>,
     /// Streams and extended attributes of copied entries that the destination did not
@@ -534,6 +601,12 @@ fn exists(p: &Path) -> Option<std::fs::Metadata> {
 }
 
 impl Copier<'_> {
+    /// Notes that `src` could not be copied.
+    fn fail(&mut self, src: String, e: &Error) {
+        self.sum.damaged |= e.is_integrity_failure();
+        self.sum.failed.push((src, e.to_string()));
+    }
+
     /// Makes room for a new non-directory at `dest`: refused when something is there,
     /// unless `--force` (then a file or link is removed; a directory never is).
     fn make_room(&self, dest: &Path) -> Result<()> {
@@ -547,6 +620,12 @@ impl Copier<'_> {
         if m.is_dir() {
             return Err(Error::Invalid(format!(
                 "{}: is a directory, not replaced",
+                dest.display()
+            )));
+        }
+        if let Some(kind) = crate::atomic_file::special_kind(&m.file_type()) {
+            return Err(Error::Invalid(format!(
+                "{}: is {kind}, never replaced (not even with --force)",
                 dest.display()
             )));
         }
@@ -570,7 +649,7 @@ impl Copier<'_> {
             k => {
                 self.sum
                     .skipped
-                    .push((src.to_string(), format!("{k:?} nodes are not copied")));
+                    .push((src.to_string(), format!("a {} is not copied", k.noun())));
                 Ok(())
             }
         }
@@ -585,13 +664,13 @@ impl Copier<'_> {
         dest: &Path,
     ) -> Result<()> {
         if !self.opts.recursive {
-            return Err(Error::Invalid(format!(
+            return Err(Error::IsADirectory(format!(
                 "{src}: is a directory (use -r to copy it)"
             )));
         }
         // The destination path is the longer one: checking it stops a loop before the
         // system refuses the path.
-        enter(&self.ancestors, &dest.to_string_lossy(), node)?;
+        enter(fs, &self.ancestors, &dest.to_string_lossy(), node)?;
         match exists(dest) {
             Some(m) if m.is_dir() => {}
             Some(_) => {
@@ -618,7 +697,7 @@ impl Copier<'_> {
                 if matches!(e, Error::Interrupted) {
                     return Err(e);
                 }
-                self.sum.failed.push((child_src, e.to_string()));
+                self.fail(child_src, &e);
             }
         }
         self.ancestors.pop();
@@ -819,7 +898,6 @@ fn make_symlink(target: &str, dest: &Path) -> Result<()> {
 /// own name; otherwise `dest` is the new name of the one source.
 pub fn cp(image: &Path, sources: &[String], dest: &Path, opts: &CpOptions) -> Result<CpSummary> {
     let vfs = open_vfs(image, &opts.resolve, opts.cache_bytes)?;
-    vfs.start_prefetch();
     let into_dir = exists(dest).is_some_and(|m| m.is_dir()) || sources.len() > 1;
     if sources.len() > 1 && !exists(dest).is_some_and(|m| m.is_dir()) {
         return Err(Error::Invalid(format!(
@@ -833,7 +911,8 @@ pub fn cp(image: &Path, sources: &[String], dest: &Path, opts: &CpOptions) -> Re
         ancestors: Vec::new(),
     };
     for src in sources {
-        let norm = normalize(src);
+        let target = vfs.resolve(src)?;
+        let norm = stored_path(&vfs, src, &target)?;
         let base = norm.rsplit('/').next().unwrap_or("");
         let target_path = |name: &str| -> PathBuf {
             if into_dir {
@@ -842,10 +921,10 @@ pub fn cp(image: &Path, sources: &[String], dest: &Path, opts: &CpOptions) -> Re
                 dest.to_path_buf()
             }
         };
-        match vfs.resolve(src)? {
+        match target {
             Target::Top => {
                 if !opts.recursive {
-                    return Err(Error::Invalid(format!(
+                    return Err(Error::IsADirectory(format!(
                         "{src}: is a directory (use -r to copy it)"
                     )));
                 }
@@ -858,13 +937,21 @@ pub fn cp(image: &Path, sources: &[String], dest: &Path, opts: &CpOptions) -> Re
                     std::fs::create_dir(&top).map_err(|e| Error::io(&top, "cannot create", e))?;
                 }
                 for (i, m) in vfs.mounts().iter().enumerate() {
-                    if let Ok(fs) = vfs.fs(i) {
-                        c.copy(
+                    match vfs.fs(i) {
+                        Ok(fs) => c.copy(
                             &**fs,
                             &format!("/{}", m.name),
                             fs.root(),
                             &top.join(&m.name),
-                        )?;
+                        )?,
+                        // Damage, or a filesystem that failed to open, fails the copy; a
+                        // partition holding nothing strata browses is left out.
+                        Err(e) if unreadable(m) => {
+                            c.sum.damaged |= e.is_integrity_failure();
+                            let why = m.fs.as_ref().err().cloned().unwrap_or_default();
+                            c.sum.failed.push((format!("/{}", m.name), why));
+                        }
+                        Err(_) => {}
                     }
                 }
             }
@@ -885,23 +972,6 @@ pub fn cp(image: &Path, sources: &[String], dest: &Path, opts: &CpOptions) -> Re
         }
     }
     Ok(c.sum)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn paths_are_normalised_for_display() {
-        for (p, want) in [
-            ("", "/"),
-            ("/", "/"),
-            ("p2", "/p2"),
-            ("/p2//a/./b/", "/p2/a/b"),
-            ("/p2/a/../../..", "/"),
-            ("p3/src/../Music", "/p3/Music"),
-        ] {
-            assert_eq!(super::normalize(p), want, "{p}");
-        }
-    }
 }
 
 #[cfg(test)]

@@ -8,14 +8,13 @@ mod mount;
 mod xattr;
 
 use crate::chain::ResolveOptions;
-pub use browse::{open_chain, open_point, open_vfs};
 
-use crate::container::reader::DEFAULT_CACHE_BYTES;
 use crate::error::{Error, Result};
 use crate::ops::{consolidate, create, info, restore, verify};
+use crate::units::count;
 use clap::{Parser, Subcommand};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// Exit code for an image that failed an integrity check.
@@ -51,7 +50,7 @@ enum Command {
         #[command(flatten)]
         chain: ChainArgs,
         /// Worker threads (default: all cores).
-        #[arg(long, short = 't')]
+        #[arg(long, short = 't', value_parser = parse_threads)]
         threads: Option<usize>,
         /// No progress bar.
         #[arg(long, short = 'q')]
@@ -72,7 +71,7 @@ enum Command {
         #[arg(long, short = 'f')]
         force: bool,
         /// Worker threads (default: all cores).
-        #[arg(long, short = 't')]
+        #[arg(long, short = 't', value_parser = parse_threads)]
         threads: Option<usize>,
         /// No progress bar.
         #[arg(long, short = 'q')]
@@ -99,7 +98,7 @@ enum Command {
         #[arg(long, short = 'l', default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=22))]
         level: i32,
         /// Compression threads (default: all cores).
-        #[arg(long, short = 't')]
+        #[arg(long, short = 't', value_parser = parse_threads)]
         threads: Option<usize>,
         /// No progress bar.
         #[arg(long, short = 'q')]
@@ -146,9 +145,13 @@ enum Command {
     Cp {
         /// The image file (any point of a chain).
         image: PathBuf,
-        /// Paths inside the image, then the destination.
-        #[arg(required = true, num_args = 2..)]
+        /// Paths inside the image, e.g. /p2/Users/anna/Documents.
+        #[arg(required = true, num_args = 1.., value_name = "PATH")]
         paths: Vec<std::ffi::OsString>,
+        /// Where to copy to: an existing directory (each PATH goes inside it) or, for one
+        /// PATH, a new name.
+        #[arg(required = true, value_name = "DEST")]
+        dest: PathBuf,
         /// Copy directories and everything below them.
         #[arg(long, short = 'r')]
         recursive: bool,
@@ -180,7 +183,7 @@ enum Command {
 struct ChainArgs {
     /// Also look for parent images in DIR (repeatable); the parent's recorded path and the
     /// image's own directory are always searched.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", value_parser = parse_existing_dir)]
     parent_dir: Vec<PathBuf>,
 }
 
@@ -209,7 +212,7 @@ struct CreateArgs {
     #[arg(long, short = 'l', default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=22))]
     level: i32,
     /// Compression threads (default: all cores). The image is identical whatever the count.
-    #[arg(long, short = 't')]
+    #[arg(long, short = 't', value_parser = parse_threads)]
     threads: Option<usize>,
     /// Replace DEST if it exists.
     #[arg(long, short = 'f')]
@@ -230,10 +233,12 @@ struct CreateArgs {
     #[arg(long)]
     json: bool,
     /// Logical sector size of a raw disk file (block devices report their own).
-    #[arg(long, value_name = "BYTES")]
+    #[arg(long, value_name = "BYTES", value_parser = parse_sector_size)]
     sector_size: Option<u32>,
-    /// Uncompressed bytes per chunk (a power-of-two multiple of 4096).
-    #[arg(long, value_name = "BYTES", default_value_t = crate::container::DEFAULT_CHUNK_SIZE)]
+    /// Uncompressed bytes per chunk: a power of two from 4096 to 64 MiB. Filesystem
+    /// metadata (directories, inode tables, $MFT) goes into chunks of at most 256 KiB.
+    #[arg(long, value_name = "BYTES", default_value_t = crate::container::DEFAULT_CHUNK_SIZE,
+          value_parser = parse_chunk_size)]
     chunk_size: u32,
     /// Set the image UUID instead of a random one (for reproducible images; with
     /// SOURCE_DATE_EPOCH the output is byte-identical between runs).
@@ -243,6 +248,65 @@ struct CreateArgs {
     /// unreadable (they restore as zeros, `info` lists them) instead of failing.
     #[arg(long)]
     skip_bad_sectors: bool,
+}
+
+/// `--threads`: at least one (clap names the option and the value in its message).
+fn parse_threads(s: &str) -> std::result::Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("at least 1 thread is needed".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err("not a number of threads".into()),
+    }
+}
+
+/// A power of two from `min` to `max`.
+fn parse_power_of_two(s: &str, min: u32, max: u32) -> std::result::Result<u32, String> {
+    let n: u32 = s.parse().map_err(|_| "not a number of bytes".to_string())?;
+    if n < min || n > max || !n.is_power_of_two() {
+        return Err(format!("must be a power of two from {min} to {max}"));
+    }
+    Ok(n)
+}
+
+/// `--chunk-size`.
+fn parse_chunk_size(s: &str) -> std::result::Result<u32, String> {
+    parse_power_of_two(s, 4096, crate::container::MAX_CHUNK_SIZE)
+}
+
+/// `--sector-size`.
+fn parse_sector_size(s: &str) -> std::result::Result<u32, String> {
+    parse_power_of_two(s, 512, 65536)
+}
+
+/// `--parent-dir`: a directory that exists (a typo would otherwise be searched in vain).
+fn parse_existing_dir(s: &str) -> std::result::Result<PathBuf, String> {
+    let p = PathBuf::from(s);
+    match std::fs::metadata(&p) {
+        Ok(m) if m.is_dir() => Ok(p),
+        Ok(_) => Err("not a directory".into()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err("no such directory".into()),
+        Err(e) => Err(format!("cannot be read: {e}")),
+    }
+}
+
+/// Refuses, with the right order, `strata ls /p2 IMAGE`: the image that does not exist is
+/// a path inside an image, and one of the paths is a file on disk.
+fn image_first(cmd: &str, image: &Path, paths: &[&str]) -> Result<()> {
+    if std::fs::symlink_metadata(image).is_ok() {
+        return Ok(());
+    }
+    if let Some(p) = paths.iter().find(|p| Path::new(p).is_file()) {
+        let usage = if cmd == "cp" {
+            "IMAGE PATH... DEST"
+        } else {
+            "IMAGE PATH"
+        };
+        return Err(Error::Invalid(format!(
+            "{}: no such image; {p} is a file: the image comes first (strata {cmd} {usage})",
+            image.display()
+        )));
+    }
+    Ok(())
 }
 
 fn threads(n: Option<usize>) -> usize {
@@ -258,8 +322,20 @@ pub fn main() -> ExitCode {
     if !(cfg!(target_os = "linux") && matches!(cli.command, Command::Mount(_))) {
         crate::progress::install_interrupt_handler();
     }
-    crate::error::quiet_contained_panics();
-    match run(cli) {
+    let is_mount = matches!(cli.command, Command::Mount(_));
+    crate::error::record_panics(is_mount);
+    let file = cli.command.file();
+    let result = match crate::error::catch_panic(|| run(cli)) {
+        Ok(r) => r,
+        Err(why) => {
+            eprintln!(
+                "strata: error: {}",
+                crate::error::internal_error(&file, &why)
+            );
+            return ExitCode::from(EXIT_INTEGRITY);
+        }
+    };
+    match result {
         Ok(code) => code,
         Err(e) => {
             let is_pipe = matches!(&e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::BrokenPipe);
@@ -272,6 +348,26 @@ pub fn main() -> ExitCode {
             } else {
                 ExitCode::FAILURE
             }
+        }
+    }
+}
+
+impl Command {
+    /// The file a command reads (the image; the source for `create`), named when the
+    /// command fails with an internal error.
+    fn file(&self) -> PathBuf {
+        match self {
+            Command::Create(a) => a.source.clone(),
+            Command::Info { image, .. }
+            | Command::Verify { image, .. }
+            | Command::Restore { image, .. }
+            | Command::Consolidate { image, .. }
+            | Command::Ls { image, .. }
+            | Command::Cat { image, .. }
+            | Command::Cp { image, .. } => image.clone(),
+            Command::Mount(a) => a.image.clone(),
+            Command::Unmount(a) => a.mountpoint.clone(),
+            Command::Demo { .. } => PathBuf::from("demo"),
         }
     }
 }
@@ -290,16 +386,6 @@ fn json<T: serde::Serialize>(v: &T) -> Result<()> {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Create(a) => {
-            if a.chunk_size < 4096
-                || !a.chunk_size.is_power_of_two()
-                || a.chunk_size > crate::container::MAX_CHUNK_SIZE
-            {
-                return Err(Error::Invalid(format!(
-                    "--chunk-size {} must be a power of two from 4096 to {}",
-                    a.chunk_size,
-                    crate::container::MAX_CHUNK_SIZE
-                )));
-            }
             let opts = create::CreateOptions {
                 level: a.level,
                 threads: threads(a.threads),
@@ -437,6 +523,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             chain,
             cache,
         } => {
+            image_first("ls", &image, &[&path])?;
             let opts = browse::LsOptions {
                 long,
                 recursive,
@@ -444,8 +531,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 resolve: chain.resolve(),
                 cache_bytes: cache.bytes(),
             };
-            if !browse::ls(&image, &path, &opts)? {
-                return Ok(ExitCode::FAILURE);
+            let code = browse::ls(&image, &path, &opts)?;
+            if code != 0 {
+                return Ok(ExitCode::from(code));
             }
         }
         Command::Cat {
@@ -453,25 +541,33 @@ fn run(cli: Cli) -> Result<ExitCode> {
             path,
             chain,
             cache,
-        } => browse::cat(&image, &path, &chain.resolve(), cache.bytes())?,
+        } => {
+            image_first("cat", &image, &[&path])?;
+            browse::cat(&image, &path, &chain.resolve(), cache.bytes())?
+        }
         Command::Cp {
             image,
-            mut paths,
+            paths,
+            dest,
             recursive,
             force,
             quiet,
             chain,
             cache,
         } => {
-            let dest = PathBuf::from(paths.pop().expect("clap requires two paths"));
             let sources = paths
                 .into_iter()
                 .map(|p| {
                     p.into_string().map_err(|p| {
-                        Error::Invalid(format!("{p:?}: paths inside images are Unicode"))
+                        Error::Invalid(format!(
+                            "{}: paths inside images are Unicode",
+                            p.to_string_lossy()
+                        ))
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
+            let all: Vec<&str> = sources.iter().map(String::as_str).collect();
+            image_first("cp", &image, &all)?;
             let opts = browse::CpOptions {
                 recursive,
                 force,
@@ -494,20 +590,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             if !quiet {
                 out(&format!(
-                    "copied {} files, {} directories, {} links, {}",
-                    s.files,
-                    s.dirs,
-                    s.links,
+                    "copied {}, {}, {}, {}",
+                    count(s.files, "file", "files"),
+                    count(s.dirs, "directory", "directories"),
+                    count(s.links, "link", "links"),
                     info::human_bytes(s.bytes)
                 ))?;
+            }
+            if s.damaged {
+                return Ok(ExitCode::from(EXIT_INTEGRITY));
             }
             if !s.failed.is_empty() {
                 return Ok(ExitCode::FAILURE);
             }
         }
     }
-    // Keeps the constant referenced for later readers of the cache size.
-    let _ = DEFAULT_CACHE_BYTES;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -521,15 +618,15 @@ fn create_text(s: &create::CreateSummary) -> String {
         None => String::new(),
     };
     format!(
-        "created {:?} image {} (uuid {}){parent}\n  disk {}, read {}, stored {} of data in {} \
-         chunks\n  image {} (ratio {:.2}:1) in {:.1} s",
-        s.kind,
+        "created {} image {} (uuid {}){parent}\n  disk {}, read {}, stored {} of data in {}\
+         \n  image {}, ratio {:.2}:1 (data stored / image size), in {:.1} s",
+        s.kind.name(),
         s.image.display(),
         s.uuid,
         info::human_bytes(s.disk_bytes),
         info::human_bytes(s.bytes_read),
         info::human_bytes(s.data_bytes),
-        s.chunks,
+        count(s.chunks, "chunk", "chunks"),
         info::human_bytes(s.image_bytes),
         s.ratio,
         s.seconds
@@ -539,9 +636,9 @@ fn create_text(s: &create::CreateSummary) -> String {
 fn consolidate_text(s: &consolidate::ConsolidateSummary) -> String {
     let names: Vec<String> = s.merged.iter().map(|p| p.display().to_string()).collect();
     let mut t = format!(
-        "wrote {} ({:?} image, {}) from {}",
+        "wrote {} ({} image, {}) from {}",
         s.image.display(),
-        s.kind,
+        s.kind.name(),
         info::human_bytes(s.image_bytes),
         names.join(" + ")
     );
@@ -568,8 +665,12 @@ fn verify_text(r: &verify::VerifyReport) -> String {
     }
     if !r.damaged_files.is_empty() {
         t.push_str(&format!(
-            "LOST {} file(s) or directories with data in damaged chunks:\n",
-            r.damaged_files.len()
+            "LOST {} with data in damaged chunks:\n",
+            count(
+                r.damaged_files.len() as u64,
+                "file or directory",
+                "files or directories"
+            )
         ));
         for f in &r.damaged_files {
             t.push_str(&format!("    {}: {}\n", f.path, f.error));
@@ -589,18 +690,18 @@ fn verify_text(r: &verify::VerifyReport) -> String {
     let speed = r.image_bytes as f64 / r.seconds.max(1e-9) / (1 << 20) as f64;
     if r.ok() {
         t.push_str(&format!(
-            "OK {}: {} chunks, {} of data verified in {:.1} s ({speed:.0} MiB/s of image)",
+            "OK {}: {}, {} of data verified in {:.1} s, {speed:.0} MiB/s of image",
             r.image.display(),
-            r.chunks,
+            count(r.chunks, "chunk", "chunks"),
             info::human_bytes(r.data_bytes),
             r.seconds
         ));
     } else {
         t.push_str(&format!(
-            "FAILED {}: {} problem(s) in {} chunks checked",
+            "FAILED {}: {} in {} checked",
             r.image.display(),
-            r.problems.len(),
-            r.chunks
+            count(r.problems.len() as u64, "problem", "problems"),
+            count(r.chunks, "chunk", "chunks")
         ));
     }
     t

@@ -76,16 +76,15 @@ pub fn mount(a: MountArgs) -> Result<()> {
     let mount_point =
         names::mount_point(&a.mountpoint.to_string_lossy()).map_err(Error::Invalid)?;
     check_installed()?;
-    let resolve = a.chain.resolve();
-    let tree = if a.raw {
-        let chain = super::open_chain(&a.image, &resolve, a.cache.bytes())?;
-        chain.enable_prefetch();
-        raw_tree(chain, a.partition)?
-    } else {
-        let vfs = super::open_vfs(&a.image, &resolve, a.cache.bytes())?;
-        vfs.start_prefetch();
-        Tree::new(vfs, a.partition)?
-    };
+    let (view, chain) = crate::point::open_view(
+        &a.image,
+        &a.chain.resolve(),
+        a.cache.bytes(),
+        a.partition,
+        a.raw,
+    )?;
+    chain.enable_prefetch();
+    let tree = Tree::new(view);
     let announce = format!(
         "strata: {} mounted read-only at {}",
         a.image.display(),
@@ -99,26 +98,6 @@ pub fn mount(a: MountArgs) -> Result<()> {
             announce,
         },
     )
-}
-
-/// The `--raw` tree on Windows: the disk as `disk.img`, or partition N as `pN.img`.
-#[cfg(windows)]
-fn raw_tree(
-    dev: std::sync::Arc<dyn crate::blockdev::BlockDev>,
-    partition: Option<u32>,
-) -> Result<crate::platform::dokan::tree::Tree> {
-    use crate::platform::dokan::tree::Tree;
-    let Some(n) = partition else {
-        return Ok(Tree::Raw(dev, "disk.img".into()));
-    };
-    let table = crate::partition::probe(&*dev, 512)?;
-    let p = table
-        .partitions
-        .iter()
-        .find(|p| p.number == n)
-        .ok_or_else(|| Error::Invalid(format!("there is no partition {n}")))?;
-    let part = crate::vfs::PartDev::new(dev.clone(), p.start, p.len)?;
-    Ok(Tree::Raw(std::sync::Arc::new(part), format!("p{n}.img")))
 }
 
 /// `strata unmount`.

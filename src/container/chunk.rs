@@ -3,6 +3,7 @@
 
 use super::index::{ChunkEntry, Method};
 use crate::le::{LeFields, LeWriter};
+use std::sync::Arc;
 use xxhash_rust::xxh3::xxh3_64;
 
 /// Chunk record magic.
@@ -13,10 +14,15 @@ pub const CHUNK_RECORD_HEADER: usize = 24;
 /// A chunk ready to be appended: payload plus everything the index records about it.
 #[derive(Debug, Clone)]
 pub struct SealedChunk {
+    /// How the payload is stored (zstd or raw).
     pub method: Method,
+    /// The bytes stored in the record.
     pub payload: Vec<u8>,
+    /// Length of the data once decompressed.
     pub raw_len: u32,
+    /// xxh3-64 of `payload`.
     pub payload_checksum: u64,
+    /// xxh3-64 of the uncompressed data.
     pub content_hash: u64,
     /// xxh3-64 of each block of the uncompressed data, in order.
     pub block_hashes: Vec<u64>,
@@ -47,13 +53,16 @@ impl SealedChunk {
             method,
             payload_checksum: xxh3_64(&payload),
             payload,
-            raw_len: raw.len() as u32,
+            raw_len: u32::try_from(raw.len()).map_err(std::io::Error::other)?,
             content_hash,
             block_hashes,
         })
     }
 
     /// The 24-byte record header that precedes the payload in the file.
+    // The payload is never longer than `raw_len` (`seal` keeps the raw bytes when zstd
+    // does not shrink them), which `seal` checked to fit 32 bits.
+    #[allow(clippy::cast_possible_truncation)]
     pub fn record_header(&self) -> [u8; CHUNK_RECORD_HEADER] {
         let mut buf = [0u8; CHUNK_RECORD_HEADER];
         let mut w = LeWriter(&mut buf);
@@ -72,13 +81,28 @@ pub enum ChunkFault {
     /// The record header disagrees with the index.
     Header(String),
     /// The stored bytes do not match their checksum.
-    PayloadChecksum { stored: u64, computed: u64 },
+    PayloadChecksum {
+        /// The checksum the record holds.
+        stored: u64,
+        /// The checksum of the bytes read.
+        computed: u64,
+    },
     /// zstd refused the payload.
     Decompress(String),
     /// Decompressed to the wrong length.
-    Length { expected: u32, got: usize },
+    Length {
+        /// The length the index records.
+        expected: u32,
+        /// The length decompressed.
+        got: usize,
+    },
     /// The decompressed bytes do not match the content hash.
-    ContentHash { stored: u64, computed: u64 },
+    ContentHash {
+        /// The hash the index records.
+        stored: u64,
+        /// The hash of the bytes decompressed.
+        computed: u64,
+    },
 }
 
 impl std::fmt::Display for ChunkFault {
@@ -103,7 +127,7 @@ impl std::fmt::Display for ChunkFault {
 
 /// Checks a chunk record (`record` = header + payload, as read from `entry.offset`) against
 /// its index entry and returns the uncompressed bytes.
-pub fn open_record(entry: &ChunkEntry, record: &[u8]) -> Result<Vec<u8>, ChunkFault> {
+pub fn open_record(entry: &ChunkEntry, record: &[u8]) -> Result<Arc<[u8]>, ChunkFault> {
     let f = LeFields(record);
     if record.len() != CHUNK_RECORD_HEADER + entry.stored_len as usize {
         return Err(ChunkFault::Header(format!(
@@ -131,12 +155,22 @@ pub fn open_record(entry: &ChunkEntry, record: &[u8]) -> Result<Vec<u8>, ChunkFa
             computed,
         });
     }
-    let raw = match entry.method {
-        Method::Raw => payload.to_vec(),
+    // Decoded straight into the shared buffer the chain's cache keeps, without a copy.
+    let raw: Arc<[u8]> = match entry.method {
+        Method::Raw => Arc::from(payload),
         Method::Zstd => {
-            // Capacity is bounded by the index (raw_len <= chunk size), never by the payload.
-            zstd::bulk::decompress(payload, entry.raw_len as usize)
-                .map_err(|e| ChunkFault::Decompress(e.to_string()))?
+            // Sized by the index (raw_len <= chunk size), never by the payload.
+            let mut raw: Arc<[u8]> = std::iter::repeat_n(0, entry.raw_len as usize).collect();
+            let out = Arc::get_mut(&mut raw).expect("not shared yet");
+            let n = zstd::bulk::decompress_to_buffer(payload, out)
+                .map_err(|e| ChunkFault::Decompress(e.to_string()))?;
+            if n != raw.len() {
+                return Err(ChunkFault::Length {
+                    expected: entry.raw_len,
+                    got: n,
+                });
+            }
+            raw
         }
     };
     if raw.len() != entry.raw_len as usize {
@@ -156,6 +190,8 @@ pub fn open_record(entry: &ChunkEntry, record: &[u8]) -> Result<Vec<u8>, ChunkFa
 }
 
 #[cfg(test)]
+// Test chunks and inputs are small; their lengths and bytes are cut down on purpose.
+#[allow(clippy::cast_possible_truncation)]
 mod tests {
     use super::*;
 
@@ -182,7 +218,7 @@ mod tests {
         let text: Vec<u8> = b"strata ".iter().cycle().take(8192).copied().collect();
         let c = SealedChunk::seal(&text, 4096, None, &mut z).unwrap();
         assert_eq!(c.method, Method::Zstd);
-        assert_eq!(open_record(&entry_for(&c), &record(&c)).unwrap(), text);
+        assert_eq!(*open_record(&entry_for(&c), &record(&c)).unwrap(), *text);
 
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
         let noise: Vec<u8> = (0..8192)
@@ -196,7 +232,7 @@ mod tests {
         let c = SealedChunk::seal(&noise, 4096, None, &mut z).unwrap();
         assert_eq!(c.method, Method::Raw);
         assert_eq!(c.block_hashes.len(), 2);
-        assert_eq!(open_record(&entry_for(&c), &record(&c)).unwrap(), noise);
+        assert_eq!(*open_record(&entry_for(&c), &record(&c)).unwrap(), *noise);
     }
 
     #[test]

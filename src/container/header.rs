@@ -35,6 +35,15 @@ pub enum ImageKind {
 }
 
 impl ImageKind {
+    /// The word for it in messages: "full", "differential" or "incremental".
+    pub fn name(self) -> &'static str {
+        match self {
+            ImageKind::Full => "full",
+            ImageKind::Differential => "differential",
+            ImageKind::Incremental => "incremental",
+        }
+    }
+
     fn code(self) -> u8 {
         match self {
             ImageKind::Full => 0,
@@ -65,26 +74,41 @@ pub enum Content {
 /// The decoded header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
+    /// Minor format version (readers accept any within the major version).
     pub minor_version: u16,
+    /// Features a reader must know to read the image.
     pub incompat_features: u64,
+    /// Features a reader may ignore.
     pub compat_features: u64,
+    /// This image's identity.
     pub image_uuid: Uuid,
     /// Nil for a full image.
     pub parent_uuid: Uuid,
     /// blake3 of the parent's index; zero for a full image.
     pub parent_index_digest: [u8; 32],
+    /// Creation time: seconds since 1970-01-01 UTC.
     pub created_unix: i64,
+    /// Creation time: nanoseconds within the second.
     pub created_nanos: u32,
+    /// Sector size of the source disk in bytes.
     pub sector_size: u32,
+    /// Size of the source disk in bytes.
     pub disk_size: u64,
+    /// Size of the blocks the index and the block hashes count in bytes.
     pub block_size: u32,
+    /// Uncompressed size of a full chunk in bytes.
     pub chunk_size: u32,
+    /// Full or incremental.
     pub kind: ImageKind,
+    /// Every block, or only the ones the filesystems use.
     pub content: Content,
     /// Compression method of the image (1 = zstd); chunks may still be stored raw.
     pub compression: u8,
+    /// zstd level the image was written with.
     pub compression_level: i8,
+    /// The source device or file, as given to `create`.
     pub source: String,
+    /// Where the parent image was (a path hint for finding it again).
     pub parent_hint: String,
 }
 
@@ -96,13 +120,20 @@ pub enum HeaderError {
     /// A newer major version or unknown incompatible feature.
     Unsupported(String),
     /// Magic and version are fine but a field is impossible or the checksum fails.
-    Corrupt { offset: u64, detail: String },
+    Corrupt {
+        /// Byte offset of the field in the header.
+        offset: u64,
+        /// What is wrong.
+        detail: String,
+    },
 }
 
 impl Header {
     /// Encodes the header into its 4096-byte region, checksum included.
     ///
     /// Panics if the strings exceed [`MAX_STRINGS`]; [`Header::fit_strings`] trims them first.
+    // HEADER_SIZE is 4096 and the string lengths are checked below: no cast truncates.
+    #[allow(clippy::cast_possible_truncation)]
     pub fn encode(&self) -> Vec<u8> {
         let mut buf = vec![0u8; HEADER_SIZE];
         let mut w = LeWriter(&mut buf);
@@ -130,7 +161,7 @@ impl Header {
             },
         );
         w.u8(130, self.compression);
-        w.u8(131, self.compression_level as u8);
+        w.u8(131, self.compression_level.cast_unsigned());
         let (s, p) = (self.source.as_bytes(), self.parent_hint.as_bytes());
         assert!(s.len() + p.len() <= MAX_STRINGS, "header strings too long");
         w.u16(132, s.len() as u16);
@@ -258,7 +289,10 @@ impl Header {
         let parent_hint = text(STRINGS_OFFSET + slen, plen)?;
         let parent_uuid = Uuid::from_bytes(f.bytes(48));
         if (kind == ImageKind::Full) != parent_uuid.is_nil() {
-            return corrupt(48, format!("a {kind:?} image with parent {parent_uuid}"));
+            return corrupt(
+                48,
+                format!("a {} image with parent {parent_uuid}", kind.name()),
+            );
         }
         Ok(Header {
             minor_version: f.u16(10),
@@ -276,7 +310,7 @@ impl Header {
             kind,
             content,
             compression,
-            compression_level: f.u8(131) as i8,
+            compression_level: f.u8(131).cast_signed(),
             source,
             parent_hint,
         })

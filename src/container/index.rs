@@ -55,8 +55,11 @@ impl Method {
 pub struct ChunkEntry {
     /// File offset of the chunk record (its 24-byte header).
     pub offset: u64,
+    /// Bytes of the payload as stored.
     pub stored_len: u32,
+    /// Bytes of the data once decompressed.
     pub raw_len: u32,
+    /// How the payload is stored.
     pub method: Method,
     /// xxh3-64 of the stored payload bytes.
     pub payload_checksum: u64,
@@ -79,8 +82,11 @@ pub enum ExtentKind {
 /// A run of disk blocks and where its data lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Extent {
+    /// First disk block of the run.
     pub disk_block: u64,
+    /// Blocks in the run.
     pub count: u32,
+    /// Where the run's data lives (a chunk, zeros, the parent, unreadable).
     pub kind: ExtentKind,
     /// Chunk index (data extents only).
     pub chunk: u32,
@@ -131,20 +137,26 @@ pub fn find_run<R: Run>(runs: &[R], block: u64) -> Result<usize, usize> {
 /// replaces, so that children which name one of them still find their parent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Alias {
+    /// The identity the image had.
     pub uuid: Uuid,
+    /// blake3 of that image's index.
     pub index_digest: [u8; 32],
 }
 
 /// The decoded index.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Index {
+    /// The image's identity (as in its header).
     pub image_uuid: Uuid,
+    /// The header checksum, tying the index to its header.
     pub header_checksum: u64,
+    /// Every chunk, in file order.
     pub chunks: Vec<ChunkEntry>,
     /// Sorted by `disk_block`, non-overlapping.
     pub extents: Vec<Extent>,
     /// File offset of the block-hash table (one xxh3-64 per stored block, in chunk order).
     pub block_hashes_offset: u64,
+    /// Entries in the block-hash table.
     pub block_hash_count: u64,
     /// blake3 of the block-hash table bytes.
     pub block_hashes_digest: [u8; 32],
@@ -155,7 +167,9 @@ pub struct Index {
 /// The decoded trailer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Trailer {
+    /// File offset of the index.
     pub index_offset: u64,
+    /// Bytes of the index.
     pub index_length: u64,
     /// blake3 of the index bytes; a child image names its parent by this digest.
     pub index_digest: [u8; 32],
@@ -283,7 +297,8 @@ impl Index {
         let block_hashes_offset = f.u64(48);
         let block_hash_count = f.u64(56);
         let bs = u64::from(block_size);
-        let mut chunks = Vec::with_capacity(chunk_count as usize);
+        // Capacities are hints: a count past the address space reserves nothing up front.
+        let mut chunks = Vec::with_capacity(usize::try_from(chunk_count).unwrap_or(0));
         let mut off = INDEX_HEADER_SIZE;
         let mut next_free = HEADER_SIZE as u64;
         let mut total_blocks: u64 = 0;
@@ -330,7 +345,7 @@ impl Index {
         {
             return Err((at(48), "block-hash table does not end at the index".into()));
         }
-        let mut extents = Vec::with_capacity(extent_count as usize);
+        let mut extents = Vec::with_capacity(usize::try_from(extent_count).unwrap_or(0));
         let mut prev_end = 0u64;
         for i in 0..extent_count {
             let kind = match f.u32(off + 12) {
@@ -365,7 +380,7 @@ impl Index {
             extents.push(e);
             off += EXTENT_ENTRY_SIZE;
         }
-        let mut aliases = Vec::with_capacity(alias_count as usize);
+        let mut aliases = Vec::with_capacity(usize::try_from(alias_count).unwrap_or(0));
         for _ in 0..alias_count {
             aliases.push(Alias {
                 uuid: Uuid::from_bytes(f.bytes(off)),

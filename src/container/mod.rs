@@ -6,6 +6,15 @@
 //! [`writer::ImageWriter`] appends chunks in disk order; [`reader::Image`] opens, checks
 //! and reads an image.
 
+// On-disk parsers: every item documented, and no silent truncating or sign-changing `as`
+// on values read from disk (a checked conversion with an error instead).
+#![warn(
+    missing_docs,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
+
 pub mod chunk;
 pub mod header;
 pub mod index;

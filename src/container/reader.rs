@@ -1,21 +1,17 @@
 //! Opens an image, checks its header, trailer and index, and reads it.
 
 use super::chunk::{open_record, ChunkFault, CHUNK_RECORD_HEADER};
-use super::header::{Header, HeaderError, ImageKind, HEADER_SIZE};
-use super::index::{find_run, ExtentKind, Index, Run, Trailer, BLOCK_HASH_SIZE, TRAILER_SIZE};
+use super::header::{Header, HeaderError, HEADER_SIZE};
+use super::index::{ExtentKind, Index, Trailer, BLOCK_HASH_SIZE, TRAILER_SIZE};
 use crate::blockdev::file::read_exact_at;
-use crate::blockdev::BlockDev;
 use crate::error::{Error, Result};
-use lru::LruCache;
 use std::fs::File;
-use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-/// Default ceiling for decompressed chunks kept in memory by one image.
-pub const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
-
-/// An open, checked image.
+/// An open, checked image: its header, index and trailer, and its chunks read on demand.
+/// Disk bytes are read through a [`crate::chain::Chain`] (a full image is a chain of one),
+/// whose cache holds the decompressed chunks.
 pub struct Image {
     path: PathBuf,
     file: File,
@@ -23,9 +19,10 @@ pub struct Image {
     header: Header,
     trailer: Trailer,
     index: Index,
-    /// Recently used decompressed chunks; sequential and nearby reads hit it.
-    cache: Mutex<LruCache<u32, Arc<Vec<u8>>>>,
 }
+
+/// Bytes read at once from the end of an image when it is opened.
+const TAIL_READ: usize = 64 << 10;
 
 /// A problem `verify` reports about the header while still checking the rest.
 pub type HeaderProblem = String;
@@ -78,8 +75,20 @@ impl Image {
         let file =
             File::open(path).map_err(|e| crate::blockdev::file::open_error(path, "image", e))?;
         let file_len = meta.len();
-        let mut head = vec![0u8; (HEADER_SIZE as u64).min(file_len) as usize];
-        read_exact_at(&file, &mut head, 0).map_err(|e| Error::io(path, "cannot read", e))?;
+        // The end of the file in one read: the trailer, and the whole index of a small
+        // image (and its header too when the file is that small). The images of a long
+        // chain are mostly small, and each is opened whenever the chain is.
+        let tail_at = file_len.saturating_sub(TAIL_READ as u64);
+        let mut tail_buf = vec![0u8; crate::le::clamp_len(file_len - tail_at, TAIL_READ)];
+        read_exact_at(&file, &mut tail_buf, tail_at)
+            .map_err(|e| Error::io(path, "cannot read", e))?;
+        let mut head = vec![0u8; crate::le::clamp_len(file_len, HEADER_SIZE)];
+        if tail_at == 0 {
+            let n = head.len();
+            head.copy_from_slice(&tail_buf[..n]);
+        } else {
+            read_exact_at(&file, &mut head, 0).map_err(|e| Error::io(path, "cannot read", e))?;
+        }
         let header = match Header::decode(&head, strict) {
             Ok(h) => h,
             Err(HeaderError::NotAnImage(reason)) => {
@@ -116,8 +125,7 @@ impl Image {
             });
         }
         let mut tail = [0u8; TRAILER_SIZE];
-        read_exact_at(&file, &mut tail, file_len - TRAILER_SIZE as u64)
-            .map_err(|e| Error::io(path, "cannot read", e))?;
+        tail.copy_from_slice(&tail_buf[tail_buf.len() - TRAILER_SIZE..]);
         let trailer = Trailer::decode(&tail).map_err(|reason| {
             if tail[..8] == super::index::TRAILER_MAGIC {
                 Error::corrupt(path, "trailer", file_len - TRAILER_SIZE as u64, reason)
@@ -145,9 +153,16 @@ impl Image {
             ));
         }
         // Bounded by the file size checked just above.
-        let mut ibuf = vec![0u8; trailer.index_length as usize];
-        read_exact_at(&file, &mut ibuf, trailer.index_offset)
-            .map_err(|e| Error::io(path, "cannot read", e))?;
+        let index_len = crate::le::usize_of(trailer.index_length)?;
+        let ibuf = if trailer.index_offset >= tail_at {
+            let at = crate::le::usize_of(trailer.index_offset - tail_at)?;
+            tail_buf[at..at + index_len].to_vec()
+        } else {
+            let mut ibuf = vec![0u8; index_len];
+            read_exact_at(&file, &mut ibuf, trailer.index_offset)
+                .map_err(|e| Error::io(path, "cannot read", e))?;
+            ibuf
+        };
         let digest = *blake3::hash(&ibuf).as_bytes();
         if digest != trailer.index_digest {
             return Err(Error::corrupt(
@@ -191,7 +206,6 @@ impl Image {
             }
             header_problem.get_or_insert(problem);
         }
-        let slots = (DEFAULT_CACHE_BYTES / u64::from(header.chunk_size)).max(2) as usize;
         Ok((
             Image {
                 path: path.into(),
@@ -200,7 +214,6 @@ impl Image {
                 header,
                 trailer,
                 index,
-                cache: Mutex::new(LruCache::new(NonZeroUsize::new(slots).expect("non-zero"))),
             },
             header_problem,
         ))
@@ -239,21 +252,11 @@ impl Image {
     }
 
     /// Reads and checks chunk `i` from the file, uncached. The error says what is wrong.
-    pub fn load_chunk(&self, i: u32) -> Result<Vec<u8>, ChunkLoadError> {
+    pub fn load_chunk(&self, i: u32) -> Result<Arc<[u8]>, ChunkLoadError> {
         let entry = &self.index.chunks[i as usize];
         let mut record = vec![0u8; CHUNK_RECORD_HEADER + entry.stored_len as usize];
         read_exact_at(&self.file, &mut record, entry.offset).map_err(ChunkLoadError::Io)?;
         open_record(entry, &record).map_err(ChunkLoadError::Fault)
-    }
-
-    /// Chunk `i`, checked and decompressed, through the cache.
-    pub fn chunk(&self, i: u32) -> Result<Arc<Vec<u8>>> {
-        if let Some(c) = self.cache.lock().expect("cache lock").get(&i) {
-            return Ok(c.clone());
-        }
-        let data = Arc::new(self.load_chunk(i).map_err(|e| self.chunk_error(i, e))?);
-        self.cache.lock().expect("cache lock").put(i, data.clone());
-        Ok(data)
     }
 
     /// Turns a chunk failure into an error naming the chunk, its file offset and disk range.
@@ -310,7 +313,7 @@ impl Image {
                 self.path.display()
             )));
         }
-        let mut buf = vec![0u8; (count * BLOCK_HASH_SIZE) as usize];
+        let mut buf = vec![0u8; crate::le::usize_of(count * BLOCK_HASH_SIZE)?];
         read_exact_at(
             &self.file,
             &mut buf,
@@ -330,7 +333,7 @@ impl Image {
         let mut buf = vec![0u8; 1 << 20];
         let mut done = 0u64;
         while done < total {
-            let n = (total - done).min(buf.len() as u64) as usize;
+            let n = crate::le::clamp_len(total - done, buf.len());
             read_exact_at(
                 &self.file,
                 &mut buf[..n],
@@ -359,83 +362,6 @@ pub enum ChunkLoadError {
     Io(std::io::Error),
     /// The chunk is damaged.
     Fault(ChunkFault),
-}
-
-impl BlockDev for Image {
-    fn len(&self) -> u64 {
-        self.header.disk_size
-    }
-
-    /// Reads disk bytes. Unmapped blocks of a full image are zeros. A damaged chunk fails
-    /// only the reads that touch it.
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        if self.header.kind != ImageKind::Full {
-            return Err(Error::Invalid(format!(
-                "{}: is a {:?} image; reading it needs its parent chain",
-                self.path.display(),
-                self.header.kind
-            )));
-        }
-        let end = offset.checked_add(buf.len() as u64);
-        if end.is_none_or(|e| e > self.header.disk_size) {
-            return Err(Error::Invalid(format!(
-                "{}: read of {} bytes at {offset} is past the end of the disk ({} bytes)",
-                self.path.display(),
-                buf.len(),
-                self.header.disk_size
-            )));
-        }
-        read_runs(
-            &self.index.extents,
-            self.header.block_size,
-            offset,
-            buf,
-            |chunk| self.chunk(chunk.0),
-        )
-    }
-}
-
-/// Fills `buf` with disk bytes from `offset` out of a sorted run list: stored runs are
-/// copied from their chunk (`chunk((chunk, run))` loads it), everything else is zeros.
-/// The caller has checked that the read lies inside the disk.
-pub fn read_runs<R: Run>(
-    runs: &[R],
-    block_size: u32,
-    offset: u64,
-    buf: &mut [u8],
-    chunk: impl Fn((u32, &R)) -> Result<Arc<Vec<u8>>>,
-) -> Result<()> {
-    let bs = u64::from(block_size);
-    let mut pos = offset;
-    let mut out = &mut buf[..];
-    while !out.is_empty() {
-        let block = pos / bs;
-        let (n, src) = match find_run(runs, block) {
-            Ok(i) => {
-                let e = &runs[i];
-                let n = (e.end() * bs - pos).min(out.len() as u64) as usize;
-                match e.data() {
-                    Some((c, first)) => {
-                        let at = (u64::from(first) + block - e.start()) * bs + pos % bs;
-                        (n, Some((chunk((c, e))?, at as usize)))
-                    }
-                    None => (n, None),
-                }
-            }
-            Err(next) => {
-                let gap_end = runs.get(next).map_or(u64::MAX, |e| e.start() * bs);
-                ((gap_end - pos).min(out.len() as u64) as usize, None)
-            }
-        };
-        let (head, rest) = out.split_at_mut(n);
-        match src {
-            Some((data, at)) => head.copy_from_slice(&data[at..at + n]),
-            None => head.fill(0),
-        }
-        out = rest;
-        pos += n as u64;
-    }
-    Ok(())
 }
 
 fn hex(b: &[u8]) -> String {

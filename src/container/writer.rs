@@ -32,7 +32,9 @@ pub struct ImageWriter {
 /// Totals of a finished image.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct WriteSummary {
+    /// Chunks written.
     pub chunks: u64,
+    /// Extents written to the index.
     pub extents: u64,
     /// Uncompressed bytes held in chunks.
     pub data_bytes: u64,
@@ -109,7 +111,8 @@ impl ImageWriter {
         );
         self.chunks.push(ChunkEntry {
             offset,
-            stored_len: chunk.payload.len() as u32,
+            stored_len: u32::try_from(chunk.payload.len())
+                .map_err(|_| Error::Invalid("a chunk of 4 GiB or more".into()))?,
             raw_len: chunk.raw_len,
             method: chunk.method,
             payload_checksum: chunk.payload_checksum,
@@ -131,7 +134,8 @@ impl ImageWriter {
                     count: 1,
                     kind: ExtentKind::Data,
                     chunk: index,
-                    block_in_chunk: i as u32,
+                    block_in_chunk: u32::try_from(i)
+                        .map_err(|_| Error::Invalid("a chunk of 2^32 blocks or more".into()))?,
                 },
             );
         }

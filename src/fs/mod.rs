@@ -4,9 +4,19 @@
 //! superblock only) and `used(dev, ...) -> Result<Ranges>`: the byte ranges, relative to the
 //! start of the filesystem, that hold metadata or data. Everything else is free space and
 //! need not be imaged. Parsers check every on-disk value before using it as an offset or a
-//! size; damaged metadata gives a [`Corrupt`] error, never a panic and never a silently
-//! smaller set of ranges.
+//! size; damaged metadata gives a [`DamagedMetadata`](crate::Error::DamagedMetadata) error
+//! naming the byte offset, never a panic and never a silently smaller set of ranges.
 
+// On-disk parsers: every item documented, and no silent truncating or sign-changing `as`
+// on values read from disk (a checked conversion with an error instead).
+#![warn(
+    missing_docs,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
+
+pub mod browse;
 pub mod exfat;
 pub mod ext;
 pub mod fat;
@@ -22,14 +32,23 @@ use serde::Serialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FsKind {
+    /// NTFS.
     Ntfs,
+    /// ext2.
     Ext2,
+    /// ext3 (ext2 with a journal).
     Ext3,
+    /// ext4.
     Ext4,
+    /// FAT12.
     Fat12,
+    /// FAT16.
     Fat16,
+    /// FAT32.
     Fat32,
+    /// exFAT.
     Exfat,
+    /// A Linux swap area.
     Swap,
     /// LUKS-encrypted volume.
     Luks,
@@ -59,7 +78,9 @@ impl FsKind {
 /// What a probe learns from the first sectors.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Probe {
+    /// The filesystem found.
     pub kind: FsKind,
+    /// Its volume label (empty when it has none).
     pub label: String,
     /// Bytes the filesystem spans from its start (may be less than its partition).
     pub size: u64,
@@ -83,7 +104,7 @@ pub struct Usage {
 
 /// Recognises the filesystem on `dev` (a partition or a bare volume).
 pub fn probe(dev: &dyn BlockDev) -> Result<Option<Probe>> {
-    let mut head = vec![0u8; 4096.min(dev.len() as usize)];
+    let mut head = vec![0u8; crate::le::clamp_len(dev.len(), 4096)];
     dev.read_at(0, &mut head)?;
     if head.starts_with(b"LUKS\xba\xbe") {
         let label = if head.get(6..8) == Some(&[0, 2]) {
@@ -152,10 +173,22 @@ pub fn used(dev: &dyn BlockDev, p: &Probe, opts: &FsOptions) -> Result<Usage> {
     }
 }
 
+/// Byte ranges (relative to the filesystem's start) holding the metadata a directory walk
+/// reads (ext: group metadata, inode tables, directories; NTFS: `$MFT` and index blocks),
+/// for `create` to pack apart from file contents. Empty for filesystems where this is not known.
+pub fn metadata(dev: browse::PartDev, p: &Probe) -> Result<Ranges> {
+    match p.kind {
+        FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 => ext::metadata(dev),
+        FsKind::Ntfs => ntfs::metadata(&dev),
+        _ => Ok(Ranges::new()),
+    }
+}
+
 /// A filesystem structure failed a check: the error every parser here returns for bad
-/// metadata, naming the filesystem, the byte offset and what was wrong.
-pub fn corrupt(fs: &str, offset: u64, detail: impl std::fmt::Display) -> crate::Error {
-    crate::Error::Invalid(format!("{fs}: corrupt metadata at byte {offset}: {detail}"))
+/// metadata, naming the filesystem, the byte offset (from the start of the volume) and
+/// what was wrong.
+pub fn corrupt(fs: &'static str, offset: u64, detail: impl std::fmt::Display) -> crate::Error {
+    crate::Error::damaged_metadata(fs, Some(offset), detail)
 }
 
 /// A NUL-terminated (or full) byte string, lossily decoded and trimmed.

@@ -136,10 +136,20 @@ pub fn consolidate(opts: &ConsolidateOptions) -> Result<ConsolidateSummary> {
         for e in merged.iter().filter(|e| e.kind == ExtentKind::Data) {
             check_interrupt()?;
             let chunk = chain.chunk(e.layer, e.chunk)?;
+            // Blocks from a chunk smaller than its image's chunk size are filesystem
+            // metadata (see `create`): they stay in chunks of their own.
+            let layer = &chain.layers()[e.layer as usize];
+            let meta = layer.index().chunks[e.chunk as usize].raw_len < layer.header().chunk_size;
             for i in 0..e.count {
                 let at = (e.block_in_chunk + i) as usize * bs;
                 let data = &chunk[at..at + bs];
-                if !packer.push(e.disk_block + u64::from(i), data, xxh3_64(data)) {
+                let (block, hash) = (e.disk_block + u64::from(i), xxh3_64(data));
+                let pushed = if meta {
+                    packer.push_meta(block, data, hash)
+                } else {
+                    packer.push(block, data, hash)
+                };
+                if !pushed {
                     return Ok(());
                 }
             }

@@ -94,7 +94,8 @@ pub struct CreateSummary {
     pub data_bytes: u64,
     /// Size of the image file.
     pub image_bytes: u64,
-    /// `bytes_read / image_bytes`.
+    /// Compression ratio, `data_bytes / image_bytes`: the data stored (uncompressed)
+    /// over the image file's size, as `info` shows it.
     pub ratio: f64,
     pub chunks: u64,
     pub seconds: f64,
@@ -129,6 +130,13 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary> {
         return Err(Error::Invalid(format!(
             "compression level {} is out of range (1-22)",
             opts.level
+        )));
+    }
+    let max = crate::container::MAX_CHUNK_SIZE;
+    if opts.chunk_size < 4096 || opts.chunk_size > max || !opts.chunk_size.is_power_of_two() {
+        return Err(Error::Invalid(format!(
+            "chunk size {} is not a power of two from 4096 to {max}",
+            opts.chunk_size
         )));
     }
     let mut src = FileDev::open(&opts.source)?;
@@ -184,7 +192,10 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary> {
                 src.sector_size()
             )));
         }
-        for l in chain.layers() {
+        // DEST usually does not exist yet: then no layer can be it (one lookup, not one
+        // per layer of a long chain).
+        let dest_exists = std::fs::symlink_metadata(&opts.dest).is_ok();
+        for l in chain.layers().iter().filter(|_| dest_exists) {
             if super::same_file(l.path(), &opts.dest) {
                 return Err(Error::Invalid(format!(
                     "{}: is part of the parent chain and cannot be replaced by its own child",
@@ -266,6 +277,7 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary> {
                 block_size,
                 chunk_size,
                 skip_bad: opts.skip_bad_sectors,
+                meta: plan.meta.as_slice(),
             },
             parent.as_ref(),
             packer,
@@ -304,7 +316,7 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary> {
         bytes_read,
         data_bytes: summary.data_bytes,
         image_bytes: summary.file_bytes,
-        ratio: super::ratio(bytes_read, summary.file_bytes),
+        ratio: super::ratio(summary.data_bytes, summary.file_bytes),
         chunks: summary.chunks,
         seconds: started.elapsed().as_secs_f64(),
         kind,
@@ -344,12 +356,14 @@ fn add_run(runs: &mut Vec<(u64, u64)>, start: u64, end: u64) {
 }
 
 /// How the source is read.
-struct Reading {
+struct Reading<'a> {
     block_size: u32,
     /// Uncompressed bytes per chunk: also the size of one read.
     chunk_size: u32,
     /// Record unreadable sectors instead of failing (`--skip-bad-sectors`).
     skip_bad: bool,
+    /// Sorted, disjoint byte ranges of filesystem metadata: packed apart from the rest.
+    meta: &'a [(u64, u64)],
 }
 
 /// After `first_error` reading `buf` at `pos`: reads the piece again sector by sector to find
@@ -397,7 +411,7 @@ fn bad_sectors(
 fn read_source(
     src: &FileDev,
     ranges: &[(u64, u64)],
-    how: &Reading,
+    how: &Reading<'_>,
     parent: Option<&Chain>,
     packer: &mut Packer,
     progress: &Progress,
@@ -406,7 +420,18 @@ fn read_source(
         block_size,
         chunk_size,
         skip_bad,
+        meta,
     } = *how;
+    // Blocks come in ascending order: the metadata range that may hold the next one.
+    let mut meta_at = 0usize;
+    let mut is_meta = |b: u64| {
+        let pos = b * u64::from(block_size);
+        while meta.get(meta_at).is_some_and(|&(_, end)| end <= pos) {
+            meta_at += 1;
+        }
+        meta.get(meta_at)
+            .is_some_and(|&(start, _)| start < pos + u64::from(block_size))
+    };
     let bs = u64::from(block_size);
     let len = src.len();
     let total_blocks = len.div_ceil(bs);
@@ -472,7 +497,12 @@ fn read_source(
                     out.unchanged_blocks += 1;
                     continue;
                 }
-                if !packer.push(b, data, hash) {
+                let pushed = if is_meta(b) {
+                    packer.push_meta(b, data, hash)
+                } else {
+                    packer.push(b, data, hash)
+                };
+                if !pushed {
                     return Ok(out); // the writer stopped; it reports why
                 }
             }

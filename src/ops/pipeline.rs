@@ -23,42 +23,77 @@ struct Sealed {
     blocks: Vec<u64>,
 }
 
-/// Collects blocks into chunks and hands full chunks to the workers.
-pub struct Packer {
-    tx: Sender<Job>,
-    seq: u64,
-    chunk_size: usize,
-    block_size: usize,
+/// Blocks waiting to fill one chunk.
+struct Pending {
+    /// Uncompressed bytes at which the chunk is full.
+    size: usize,
     raw: Vec<u8>,
     blocks: Vec<u64>,
     hashes: Vec<u64>,
 }
+
+impl Pending {
+    fn new(size: usize) -> Pending {
+        Pending {
+            size,
+            raw: Vec::with_capacity(size),
+            blocks: Vec::new(),
+            hashes: Vec::new(),
+        }
+    }
+}
+
+/// Collects blocks into chunks and hands full chunks to the workers. Filesystem metadata
+/// (directories, inode tables) fills chunks of its own, smaller ones, so that a directory
+/// walk decompresses metadata only and little of it per step.
+pub struct Packer {
+    tx: Sender<Job>,
+    seq: u64,
+    block_size: usize,
+    data: Pending,
+    meta: Pending,
+}
+
+/// Largest chunk of metadata blocks. Smaller chunks cost a walk less per directory it
+/// visits out of order, and compress a little worse (see docs/PERFORMANCE.md).
+pub const META_CHUNK_SIZE: usize = 256 << 10;
 
 impl Packer {
     /// Adds one block (`block_size` bytes) for disk block `block`, with its xxh3-64 hash.
     /// Returns false when the writer has stopped (it reports why); the producer should
     /// then return.
     pub fn push(&mut self, block: u64, data: &[u8], hash: u64) -> bool {
+        self.push_to(false, block, data, hash)
+    }
+
+    /// As [`Packer::push`], for a block of filesystem metadata.
+    pub fn push_meta(&mut self, block: u64, data: &[u8], hash: u64) -> bool {
+        self.push_to(true, block, data, hash)
+    }
+
+    fn push_to(&mut self, meta: bool, block: u64, data: &[u8], hash: u64) -> bool {
         debug_assert_eq!(data.len(), self.block_size);
-        self.raw.extend_from_slice(data);
-        self.blocks.push(block);
-        self.hashes.push(hash);
-        if self.raw.len() >= self.chunk_size {
-            return self.flush();
+        let p = if meta { &mut self.meta } else { &mut self.data };
+        p.raw.extend_from_slice(data);
+        p.blocks.push(block);
+        p.hashes.push(hash);
+        if p.raw.len() >= p.size {
+            return self.flush(meta);
         }
         true
     }
 
-    fn flush(&mut self) -> bool {
-        if self.raw.is_empty() {
+    fn flush(&mut self, meta: bool) -> bool {
+        let p = if meta { &mut self.meta } else { &mut self.data };
+        if p.raw.is_empty() {
             return true;
         }
-        let per = self.chunk_size / self.block_size;
+        let per = p.size / self.block_size;
         let job = Job {
             seq: self.seq,
-            raw: std::mem::replace(&mut self.raw, Vec::with_capacity(self.chunk_size)),
-            blocks: std::mem::replace(&mut self.blocks, Vec::with_capacity(per)),
-            hashes: std::mem::replace(&mut self.hashes, Vec::with_capacity(per)),
+            raw: std::mem::replace(&mut p.raw, Vec::with_capacity(p.size)),
+            blocks: std::mem::replace(&mut p.blocks, Vec::with_capacity(per)),
+            hashes: std::mem::replace(&mut p.hashes, Vec::with_capacity(per)),
         };
         self.seq += 1;
         self.tx.send(job).is_ok()
@@ -80,18 +115,17 @@ where
     let chunk_size = writer.header().chunk_size as usize;
     std::thread::scope(|s| {
         let producer = s.spawn(move || {
+            let meta_size = META_CHUNK_SIZE.min(chunk_size) / block_size * block_size;
             let mut packer = Packer {
                 tx: job_tx,
                 seq: 0,
-                chunk_size,
                 block_size,
-                raw: Vec::with_capacity(chunk_size),
-                blocks: Vec::new(),
-                hashes: Vec::new(),
+                data: Pending::new(chunk_size),
+                meta: Pending::new(meta_size.max(block_size)),
             };
             let out = produce(&mut packer);
-            if out.is_ok() {
-                packer.flush();
+            if out.is_ok() && packer.flush(false) {
+                packer.flush(true);
             }
             out
         });

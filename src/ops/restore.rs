@@ -54,6 +54,18 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreSummary> {
     let image = &chain;
     let disk = chain.top().header().disk_size;
     let is_device = is_block_device(&opts.target);
+    if !is_device {
+        let found = std::fs::metadata(&opts.target);
+        if let Some(kind) = found
+            .ok()
+            .and_then(|m| crate::atomic_file::special_kind(&m.file_type()))
+        {
+            return Err(Error::Invalid(format!(
+                "{}: is {kind}; restore writes to a regular file or a block device only",
+                opts.target.display()
+            )));
+        }
+    }
     let progress = Progress::new(disk, "restoring", opts.progress);
     let result = if is_device {
         let dev = open_device(&opts.target, disk)?;

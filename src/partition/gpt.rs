@@ -127,13 +127,16 @@ fn read_copy(dev: &dyn BlockDev, ss: u32, lba: u64) -> Result<Option<Header>> {
             format!("{count} entries of {entry_size} bytes at LBA {entries_lba} do not fit"),
         ));
     }
-    let mut entries = vec![0u8; bytes as usize];
+    let mut entries = vec![0u8; crate::le::usize_of(bytes)?];
     dev.read_at(entries_lba * ss64, &mut entries)?;
     if crc32(&entries) != f.u32(88) {
         return Err(bad(lba, "partition entry array CRC32 mismatch".into()));
     }
     let mut partitions = Vec::new();
-    for (i, e) in entries.chunks_exact(entry_size as usize).enumerate() {
+    for (i, e) in entries
+        .chunks_exact(crate::le::usize_of(entry_size)?)
+        .enumerate()
+    {
         let type_guid: [u8; 16] = e[..16].try_into().expect("16 bytes");
         if type_guid == [0; 16] {
             continue;
@@ -156,7 +159,8 @@ fn read_copy(dev: &dyn BlockDev, ss: u32, lba: u64) -> Result<Option<Header>> {
             .collect();
         let type_id = guid_string(&type_guid);
         partitions.push(Partition {
-            number: i as u32 + 1,
+            number: u32::try_from(i + 1)
+                .map_err(|_| bad(lba, format!("{count} partition entries")))?,
             start: first * ss64,
             len: (last - first + 1) * ss64,
             type_name: type_name(&type_id).to_string(),

@@ -16,9 +16,13 @@ const MAX_LOGICAL: usize = 1024;
 /// One 16-byte partition entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Entry {
+    /// Boot indicator (0x80: active).
     pub boot: u8,
+    /// Partition type byte.
     pub kind: u8,
+    /// First sector, relative to the table's base (the disk, or the extended partition).
     pub start_lba: u32,
+    /// Length in sectors.
     pub sectors: u32,
 }
 
@@ -35,7 +39,9 @@ impl Entry {
 /// A parsed MBR (or EBR) sector.
 #[derive(Debug, Clone)]
 pub struct Mbr {
+    /// The disk signature (bytes 440..444).
     pub disk_id: u32,
+    /// The four primary entries.
     pub entries: [Entry; 4],
 }
 
@@ -104,7 +110,9 @@ pub fn read(dev: &dyn BlockDev, ss: u32, mbr: &Mbr) -> Result<PartitionTable> {
             extended = Some((start, len));
             continue;
         }
-        partitions.push(partition(i as u32 + 1, start, len, e.kind, ss64));
+        // At most four primary entries.
+        let number = u32::try_from(i + 1).unwrap_or(u32::MAX);
+        partitions.push(partition(number, start, len, e.kind, ss64));
     }
     if let Some((ext_start, ext_len)) = extended {
         let mut ebr = ext_start;

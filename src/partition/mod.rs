@@ -7,6 +7,15 @@
 //! (a disk, an image), keep going with one good GPT copy, and know where every table
 //! structure lies (EBRs in particular) so that none of it is left out of an image.
 
+// On-disk parsers: every item documented, and no silent truncating or sign-changing `as`
+// on values read from disk (a checked conversion with an error instead).
+#![warn(
+    missing_docs,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
+
 pub mod gpt;
 pub mod mbr;
 
@@ -54,6 +63,7 @@ impl Partition {
 /// What [`probe`] found.
 #[derive(Debug, Clone, Serialize)]
 pub struct PartitionTable {
+    /// GPT, MBR or none.
     pub scheme: Scheme,
     /// The sector size the table was read with.
     pub sector_size: u32,

@@ -10,6 +10,7 @@
 
 use super::{FileSystem, NodeId, NodeKind, Vfs};
 use crate::blockdev::BlockDev;
+use crate::chain::Chain;
 use crate::error::{Error, Result};
 use crate::progress::check_interrupt;
 use std::collections::HashSet;
@@ -60,10 +61,11 @@ pub struct Unreadable {
     pub error: String,
 }
 
-/// Opens the filesystems of `dev` and lists what damage made unreadable (see [`walk`]).
-pub fn damaged_files(dev: Arc<dyn BlockDev>) -> Result<Vec<Unreadable>> {
-    let watch = Watched::new(dev);
-    match Vfs::open(watch.clone()) {
+/// Opens the filesystems of `chain` and lists what damage made unreadable (see [`walk`]).
+pub fn damaged_files(chain: Arc<Chain>) -> Result<Vec<Unreadable>> {
+    let (sector_size, cache) = (chain.sector_size(), chain.cache().clone());
+    let watch = Watched::new(chain);
+    match Vfs::open(watch.clone(), sector_size, &cache) {
         Ok(vfs) => walk(&vfs, &watch),
         // The partition table itself lies in a damaged chunk: every file is lost to browsing.
         Err(e) if watch.take_fault() => Ok(vec![Unreadable {

@@ -2,7 +2,10 @@
 //! directory and build test disks.
 #![allow(dead_code)]
 
+pub mod tsk;
+
 use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -15,6 +18,48 @@ pub fn strata() -> Command {
 /// Runs strata with `args`; returns the output.
 pub fn run(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
     let mut c = strata();
+    for a in args {
+        c.arg(a);
+    }
+    c.output().expect("strata runs")
+}
+
+/// Address space strata gets in the bad-input tests ([`strata_limited`]): a size read
+/// from damaged data and allocated unchecked fails the test instead of passing unseen.
+/// 1 GiB holds a normal run several times over (measured peaks of `VmPeak` in
+/// docs/RELIABILITY.md): the 64 MiB chunk cache, glibc's per-thread malloc arenas (64 MiB
+/// of address space each, two in browsing commands), 8 MiB thread stacks and zstd's
+/// windows.
+pub const ADDRESS_SPACE_LIMIT: u64 = 1 << 30;
+
+/// The binary under test, limited to [`ADDRESS_SPACE_LIMIT`] of address space
+/// (`RLIMIT_AS`, as `ulimit -v` sets it): for every run that feeds it damaged input.
+pub fn strata_limited() -> Command {
+    #[allow(unused_mut)]
+    let mut c = strata();
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: setrlimit is async-signal-safe and touches only the child.
+        unsafe {
+            c.pre_exec(|| {
+                let lim = libc::rlimit {
+                    rlim_cur: ADDRESS_SPACE_LIMIT as libc::rlim_t,
+                    rlim_max: ADDRESS_SPACE_LIMIT as libc::rlim_t,
+                };
+                if libc::setrlimit(libc::RLIMIT_AS, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    c
+}
+
+/// Runs strata with `args` under [`ADDRESS_SPACE_LIMIT`]; returns the output.
+pub fn run_limited(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
+    let mut c = strata_limited();
     for a in args {
         c.arg(a);
     }
@@ -112,22 +157,51 @@ pub fn sample_disk(dir: &Path) -> PathBuf {
 }
 
 /// Tests that need root (loop devices, mounts) call this first. Outside CI they are
-/// skipped for non-root users with a message; in CI (`CI=true`) a missing privilege
-/// is a failure, never a skip.
+/// skipped for non-root users, visibly (see [`skip`]); in CI (`CI` set, as `.ci/run` does)
+/// a missing privilege is a failure, never a skip.
 pub fn require_root(test: &str) -> bool {
     // SAFETY: geteuid has no preconditions.
     #[cfg(unix)]
     let root = unsafe { libc::geteuid() } == 0;
     #[cfg(not(unix))]
     let root = false;
-    if !root {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{test}: needs root, and CI must not skip it"
-        );
-        eprintln!("{test}: skipped (needs root)");
+    root || skip(test, "needs root")
+}
+
+/// Tests that mount images call this first: root, /dev/fuse and fusermount3 (fuse3), or
+/// a skip as [`require_root`].
+pub fn require_fuse(test: &str) -> bool {
+    if !require_root(test) {
+        return false;
     }
-    root
+    let fusermount = Command::new("fusermount3").arg("-V").output().is_ok();
+    std::path::Path::new("/dev/fuse").exists() && fusermount
+        || skip(test, "needs /dev/fuse and fusermount3")
+}
+
+/// Skips `test` (returns false), or fails it when `CI` is set. libtest shows a test that
+/// returns early as passed and hides what it printed, so the skip is written to the
+/// process's stderr directly (not through `eprintln!`, which libtest captures) and, when
+/// `STRATA_SKIPPED` names a file, appended to it: `tests/run-all.sh` lists that file at
+/// the end of the run.
+pub fn skip(test: &str, reason: &str) -> bool {
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test}: {reason}, and CI must not skip it"
+    );
+    let line = format!("SKIPPED {test}: {reason}\n");
+    let _ = std::io::stderr().write_all(line.as_bytes());
+    if let Some(log) = std::env::var_os("STRATA_SKIPPED") {
+        // One short O_APPEND write a line, so parallel test processes do not mix lines.
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+        {
+            let _ = f.write_all(line.as_bytes());
+        }
+    }
+    false
 }
 
 /// Runs a shell tool that must succeed; returns stdout.
@@ -251,4 +325,458 @@ pub fn small_ntfs(dir: &Path) -> PathBuf {
         .unwrap();
     sh("mkntfs", &["-q", "-F", "-f", vol.to_str().unwrap()]);
     vol
+}
+
+/// The `fixtures/` directory of the repository.
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+/// The committed manifest of the sample disk (`fixtures/sample/sample-disk.manifest.txt`).
+pub fn sample_manifest() -> String {
+    std::fs::read_to_string(fixtures().join("sample/sample-disk.manifest.txt")).unwrap()
+}
+
+/// Files of every partition of `disk` as the real tools read them (`fixtures/manifest.sh`,
+/// written to `out`), with the sector size given or, for `None`, the one manifest.sh finds.
+pub fn manifest(disk: &Path, sector_size: Option<u32>, out: &Path) -> String {
+    let ss = sector_size.map(|s| s.to_string());
+    let mut args = Vec::new();
+    if let Some(ss) = &ss {
+        args.extend(["--sector-size", ss.as_str()]);
+    }
+    args.extend([disk.to_str().unwrap(), out.to_str().unwrap()]);
+    sh(fixtures().join("manifest.sh").to_str().unwrap(), &args);
+    std::fs::read_to_string(out).unwrap()
+}
+
+/// `strata info --json` of `image`.
+pub fn info_json(image: &Path) -> serde_json::Value {
+    serde_json::from_str(&ok(run(&[&"info", &image, &"--json"]))).unwrap()
+}
+
+/// Images `disk` in `dir` (with `extra` arguments), verifies the image, restores it and
+/// checks the restored disk is identical. Returns the image path.
+pub fn round_trip(dir: &Path, disk: &Path, extra: &[&str]) -> PathBuf {
+    let image = dir.join("disk.strata");
+    let restored = dir.join("restored.img");
+    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"create", &disk, &image, &"--quiet"];
+    for e in extra {
+        args.push(e);
+    }
+    ok(run(&args));
+    ok(run(&[&"verify", &image, &"--quiet"]));
+    ok(run(&[&"restore", &image, &restored, &"--quiet"]));
+    assert_eq!(sha256(disk), sha256(&restored), "restored disk differs");
+    std::fs::remove_file(&restored).unwrap();
+    image
+}
+
+/// Asserts `args` fail with exit code `code` and a one-line error containing `needles` and
+/// no Rust debug text.
+pub fn fails(args: &[&dyn AsRef<std::ffi::OsStr>], code: i32, needles: &[&str]) -> String {
+    // Under the address-space limit: a refusal must not need an outsized allocation.
+    let (c, out, err) = outcome(&run_limited(args));
+    assert_eq!(c, code, "stdout: {out}\nstderr: {err}");
+    assert_eq!(err.trim().lines().count(), 1, "not one line: {err}");
+    for n in needles {
+        assert!(err.contains(n), "{err:?} lacks {n:?}");
+    }
+    no_debug_text(&err);
+    err
+}
+
+/// Fails on Rust `{:?}` output reaching a user.
+pub fn no_debug_text(s: &str) {
+    for d in [
+        "Custom {",
+        "kind: ",
+        "Os {",
+        "(Dir)",
+        "(File)",
+        "Some(",
+        "Full image",
+        "\"\\",
+    ] {
+        assert!(!s.contains(d), "Rust debug text {d:?} in {s:?}");
+    }
+}
+
+pub const TESTDATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/third-party");
+
+pub fn hex_sha(data: &[u8]) -> String {
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// An entry as strata shows it.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub kind: String,
+    pub size: u64,
+    pub mtime: i64,
+    pub target: Option<String>,
+    pub json: serde_json::Value,
+}
+
+/// `strata ls IMAGE ROOT -R --json`, keyed by path below ROOT.
+pub fn ls_tree(img: &Path, root: &str) -> (BTreeMap<String, Listed>, bool) {
+    let o = run(&[&"ls", &img, &root, &"-R", &"--json"]);
+    let (code, out, err) = outcome(&o);
+    assert!(code == 0 || code == 1, "ls failed: {err}");
+    let mut map = BTreeMap::new();
+    for line in out.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("one JSON object a line");
+        let path = v["path"].as_str().unwrap();
+        let rel = path
+            .strip_prefix(root.trim_end_matches('/'))
+            .unwrap()
+            .to_string();
+        map.insert(
+            rel,
+            Listed {
+                kind: v["type"].as_str().unwrap().to_string(),
+                size: v["size"].as_u64().unwrap(),
+                mtime: v["mtime"].as_i64().unwrap_or(0),
+                target: v["target"].as_str().map(str::to_string),
+                json: v.clone(),
+            },
+        );
+    }
+    (map, code == 0)
+}
+
+/// The `user.*` extended attributes of `p` (not following a link).
+#[cfg(unix)]
+pub fn user_xattrs(p: &Path) -> BTreeMap<String, Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+    let mut names = vec![0u8; 1 << 16];
+    // SAFETY: `c` is NUL-terminated and `names` is writable for its length.
+    let n = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+    assert!(
+        n >= 0,
+        "{}: {}",
+        p.display(),
+        std::io::Error::last_os_error()
+    );
+    let mut out = BTreeMap::new();
+    for name in names[..n as usize]
+        .split(|&b| b == 0)
+        .filter(|n| !n.is_empty())
+    {
+        if !name.starts_with(b"user.") {
+            continue;
+        }
+        let cname = std::ffi::CString::new(name).unwrap();
+        let mut v = vec![0u8; 1 << 16];
+        // SAFETY: as above; `v` is writable for its length.
+        let len =
+            unsafe { libc::lgetxattr(c.as_ptr(), cname.as_ptr(), v.as_mut_ptr().cast(), v.len()) };
+        assert!(
+            len >= 0,
+            "{}: {}",
+            p.display(),
+            std::io::Error::last_os_error()
+        );
+        v.truncate(len as usize);
+        out.insert(String::from_utf8(name.to_vec()).unwrap(), v);
+    }
+    out
+}
+
+/// Image file of a raw disk, made with `strata create`.
+pub fn image_of(raw: &Path, dir: &Path) -> PathBuf {
+    let img = dir.join(format!(
+        "{}.strata",
+        raw.file_name().unwrap().to_string_lossy()
+    ));
+    ok(run(&[&"create", &"--quiet", &raw, &img]));
+    img
+}
+
+/// A third-party image decompressed into `dir`.
+pub fn third_party(rel: &str, dir: &Path) -> PathBuf {
+    let src = Path::new(TESTDATA).join(rel);
+    let name = Path::new(rel).file_name().unwrap().to_string_lossy();
+    let out = dir.join(name.trim_end_matches(".zst"));
+    let file = std::fs::File::open(&src).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (the third-party images belong in fixtures/third-party)",
+            src.display()
+        )
+    });
+    let mut r = zstd::stream::read::Decoder::new(file).unwrap();
+    let mut w = std::fs::File::create(&out).unwrap();
+    std::io::copy(&mut r, &mut w).unwrap();
+    out
+}
+
+/// `strata ls -R --json` and `strata cp -r` of each partition in `parts` give exactly the
+/// lines of `manifest` (`fixtures/manifest.sh` format): names, types, sizes, mtimes,
+/// sha256 of contents, link targets and streams (`x` lines, as ntfs-3g shows them).
+#[cfg(unix)]
+pub fn compare_with_manifest(img: &Path, manifest: &str, parts: &[&str]) {
+    let out = img.with_extension("out");
+    std::fs::create_dir(&out).unwrap();
+    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"cp", &"-r", &"--quiet", &img];
+    let roots: Vec<String> = parts.iter().map(|p| format!("/{p}")).collect();
+    for r in &roots {
+        args.push(r);
+    }
+    args.push(&out);
+    let (code, _, cp_err) = outcome(&run(&args));
+    assert_eq!(code, 0, "{cp_err}");
+
+    for part in parts {
+        let (seen, clean) = ls_tree(img, &format!("/{part}"));
+        assert!(clean, "{part}: ls reported errors");
+        let mut got = BTreeSet::new();
+        for (path, s) in &seen {
+            let copied = out.join(part).join(path.trim_start_matches('/'));
+            let (t, size, sha) = match s.kind.as_str() {
+                "file" => {
+                    let len = std::fs::metadata(&copied).unwrap().len();
+                    assert_eq!(len, s.size, "{part}{path}: copied size");
+                    ("f", s.size, sha256(&copied))
+                }
+                "dir" => ("d", 0, "-".to_string()),
+                "symlink" => {
+                    let target = s.target.clone().expect("symlinks have a target");
+                    let on_disk = std::fs::read_link(&copied).unwrap();
+                    assert_eq!(
+                        on_disk.to_str().unwrap(),
+                        target,
+                        "{part}{path}: copied link"
+                    );
+                    ("l", target.len() as u64, hex_sha(target.as_bytes()))
+                }
+                k => panic!("{part}{path}: unexpected type {k}"),
+            };
+            assert_eq!(size, s.size, "{part}{path}: size");
+            got.insert(format!("{part}\t{path}\t{t}\t{size}\t{}\t{sha}", s.mtime));
+            // Streams and user.* attributes are on the copy as user.* attributes, or cp
+            // said why not.
+            let on_copy = if s.kind == "symlink" {
+                BTreeMap::new()
+            } else {
+                user_xattrs(&copied)
+            };
+            let mut x: BTreeMap<String, Vec<u8>> = on_copy.clone();
+            for st in s.json["streams"].as_array().into_iter().flatten() {
+                let name = st["name"].as_str().unwrap();
+                let o = run(&[&"cat", &img, &format!("/{part}{path}:{name}")]);
+                assert!(o.status.success(), "{part}{path}:{name}");
+                assert_eq!(o.stdout.len() as u64, st["size"].as_u64().unwrap());
+                let key = format!("user.{name}");
+                match on_copy.get(&key) {
+                    Some(v) => assert!(*v == o.stdout, "{part}{path}: copied stream {name}"),
+                    None => assert!(
+                        cp_err.contains(&format!("/{part}{path}: stream {name} not kept: ")),
+                        "{part}{path}: stream {name} neither copied nor reported: {cp_err}"
+                    ),
+                }
+                x.insert(key, o.stdout);
+            }
+            for (name, value) in &x {
+                got.insert(format!(
+                    "{part}\t{path}:{name}\tx\t{}\t{}\t{}",
+                    value.len(),
+                    s.mtime,
+                    hex_sha(value)
+                ));
+            }
+            // Copies keep the modification time, links included.
+            {
+                let m = std::fs::symlink_metadata(&copied)
+                    .unwrap()
+                    .modified()
+                    .unwrap();
+                let secs = m.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+                assert_eq!(secs, s.mtime, "{part}{path}: copied mtime");
+            }
+        }
+        let want: BTreeSet<String> = manifest
+            .lines()
+            .filter(|l| l.starts_with(&format!("{part}\t")))
+            .map(str::to_string)
+            .collect();
+        let missing: Vec<_> = want.difference(&got).take(20).collect();
+        let extra: Vec<_> = got.difference(&want).take(20).collect();
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "{part}: differs from the manifest\nmissing: {missing:#?}\nextra: {extra:#?}"
+        );
+    }
+}
+
+/// `vol` in a one-partition disk `DIR/disk-POINT.img`, and what the kernel, ntfs-3g and
+/// mtools show of that disk (`fixtures/manifest.sh`, kept as `DIR/manifest-POINT.txt`).
+pub fn disk_and_manifest(vol: &Path, dir: &Path, point: &str) -> (PathBuf, String) {
+    let disk = dir.join(format!("disk-{point}.img"));
+    disk_with(vol, &disk);
+    let manifest = dir.join(format!("manifest-{point}.txt"));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/manifest.sh");
+    sh(
+        script.to_str().unwrap(),
+        &[disk.to_str().unwrap(), manifest.to_str().unwrap()],
+    );
+    (disk, std::fs::read_to_string(&manifest).unwrap())
+}
+
+/// A GPT disk holding `vol` as partition 1 at 1 MiB.
+pub fn disk_with(vol: &Path, disk: &Path) {
+    let len = std::fs::metadata(vol).unwrap().len();
+    let f = std::fs::File::create(disk).unwrap();
+    f.set_len(len + (2 << 20)).unwrap();
+    drop(f);
+    let last = 2048 + len / 512 - 1;
+    sh(
+        "sgdisk",
+        &[
+            "-n",
+            &format!("1:2048:{last}"),
+            "-t",
+            "1:0700",
+            disk.to_str().unwrap(),
+        ],
+    );
+    let data = std::fs::read(vol).unwrap();
+    write_at(disk, 1 << 20, &data);
+}
+
+/// An expected entry from a fixtures/third-party listing.
+#[derive(Debug)]
+pub struct Expected {
+    kind: String,
+    size: Option<u64>,
+    sha: Option<String>,
+    target: Option<String>,
+}
+
+/// Parses `path<TAB>type<TAB>…size=N…sha256=H…-> target` listings. Lines for `dir/*`
+/// (many generated files) give the directory and how many entries it has.
+pub fn parse_listing(text: &str) -> (BTreeMap<String, Expected>, BTreeMap<String, usize>) {
+    let mut entries = BTreeMap::new();
+    let mut wild = BTreeMap::new();
+    for line in text.lines().filter(|l| l.starts_with('/')) {
+        let f: Vec<&str> = line.split('\t').collect();
+        if let Some(dir) = f[0].strip_suffix("/*") {
+            let n: usize = f[1].split_whitespace().next().unwrap().parse().unwrap();
+            wild.insert(dir.to_string(), n);
+            continue;
+        }
+        let mut e = Expected {
+            kind: f[1].to_string(),
+            size: None,
+            sha: None,
+            target: None,
+        };
+        for x in &f[2..] {
+            if let Some(s) = x.strip_prefix("size=") {
+                e.size = s.parse().ok();
+            } else if let Some(s) = x.strip_prefix("sha256=") {
+                e.sha = Some(s.to_string());
+            } else if let Some(t) = x.strip_prefix("-> ") {
+                e.target = Some(t.to_string());
+            }
+        }
+        entries.insert(f[0].to_string(), e);
+    }
+    (entries, wild)
+}
+
+/// Lists and copies `root` of the image of `raw`; checks it against `listing`. Paths in
+/// `skip` (and below them) are not compared.
+pub fn check_against_listing(raw: &Path, root: &str, listing: &str, skip: &[&str]) {
+    let dir = raw.parent().unwrap();
+    let img = image_of(raw, dir);
+    let (seen, _) = ls_tree(&img, root);
+    let out = dir.join("copy");
+    let _ = run(&[&"cp", &"-r", &"-q", &img, &root, &out]);
+    let text = std::fs::read_to_string(Path::new(TESTDATA).join(listing)).unwrap();
+    let (want, wild) = parse_listing(&text);
+    let skipped = |p: &str| {
+        skip.iter()
+            .any(|s| p == *s || p.starts_with(&format!("{s}/")))
+    };
+    for (path, e) in &want {
+        if skipped(path) {
+            continue;
+        }
+        let s = seen
+            .get(path)
+            .unwrap_or_else(|| panic!("{listing}: {path} not listed"));
+        assert_eq!(s.kind, e.kind, "{listing}: {path}: type");
+        if let Some(size) = e.size {
+            assert_eq!(s.size, size, "{listing}: {path}: size");
+        }
+        if let (Some(sha), "file") = (&e.sha, e.kind.as_str()) {
+            let copied = out.join(path.trim_start_matches('/'));
+            assert_eq!(&sha256(&copied), sha, "{listing}: {path}: contents");
+        }
+        if let Some(t) = &e.target {
+            if !t.ends_with("bytes)") {
+                assert_eq!(s.target.as_ref(), Some(t), "{listing}: {path}: target");
+            }
+        }
+    }
+    for (d, n) in wild.iter().filter(|(d, _)| !skipped(d)) {
+        let count = seen
+            .keys()
+            .filter(|p| {
+                p.strip_prefix(&format!("{d}/"))
+                    .is_some_and(|r| !r.contains('/'))
+            })
+            .count();
+        assert_eq!(count, *n, "{listing}: entries in {d}");
+    }
+    for path in seen.keys() {
+        let under_wild = wild.keys().any(|d| path.starts_with(&format!("{d}/")));
+        assert!(
+            want.contains_key(path) || under_wild || skipped(path),
+            "{listing}: {path} listed but not expected"
+        );
+    }
+}
+
+/// (path, type, size, mtime, sha256) of every entry below `root`.
+pub fn walk_tree(root: &Path) -> BTreeSet<(String, char, u64, i64, String)> {
+    let mut out = BTreeSet::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let p = e.path();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            let mtime = m
+                .modified()
+                .unwrap()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs() as i64;
+            if m.is_dir() {
+                out.insert((rel, 'd', 0, mtime, String::new()));
+                stack.push(p);
+            } else {
+                out.insert((rel, 'f', m.len(), mtime, sha256(&p)));
+            }
+        }
+    }
+    out
+}
+
+/// Is something mounted at `dir`?
+pub fn is_mounted(dir: &Path) -> bool {
+    let abs = std::fs::canonicalize(dir.parent().unwrap())
+        .unwrap()
+        .join(dir.file_name().unwrap());
+    let want = abs.to_str().unwrap().replace(' ', "\\040");
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
 }
