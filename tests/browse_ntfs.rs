@@ -1381,3 +1381,109 @@ for d in range(5):
     };
     assert_eq!(seen_under(&m.0, &paths), want);
 }
+
+/// The file records `ntfsinfo` dumps attribute `attr` (e.g. `$DATA (0x80)`) of `inode` from.
+fn records_of(vol: &Path, inode: &str, attr: &str) -> Vec<u64> {
+    let info = sh("ntfsinfo", &["-v", "-i", inode, vol.to_str().unwrap()]);
+    let prefix = format!("Dumping attribute {attr} from mft record ");
+    info.lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .map(|r| r.split_whitespace().next().unwrap().parse().unwrap())
+        .collect()
+}
+
+/// A file and a directory on a fragmented volume, whose `$DATA` and `$INDEX_ALLOCATION`
+/// outgrew their file records: ntfs-3g keeps the first piece in the base record and puts
+/// the rest in extension records named by a non-resident `$ATTRIBUTE_LIST` (Windows splits
+/// big attributes the same way). `cat` of the file gives what TSK's icat and ntfs-3g read
+/// (it gave an empty file), and every name in the directory is found by path, in `ls` and
+/// through a mount, as the same record ntfs-3g shows, with the same bytes (the directory
+/// could not be listed).
+#[test]
+fn ntfs_split_attributes() {
+    if !require_root("ntfs_split_attributes") {
+        return;
+    }
+    let dir = tempdir();
+    let vol = dir.path().join("split.ntfs");
+    let script = fixtures().join("make-ntfs-split-attributes.sh");
+    sh(script.to_str().unwrap(), &[vol.to_str().unwrap()]);
+    // The volume holds what the test is about (big.bin is record 105, dir record 120).
+    let data = records_of(&vol, "105", "$DATA (0x80)");
+    assert!(
+        data.len() >= 3 && data[0] == 105,
+        "$DATA pieces in {data:?}"
+    );
+    let index = records_of(&vol, "120", "$INDEX_ALLOCATION (0xa0)");
+    assert!(
+        index.len() >= 2 && index.contains(&120),
+        "index in {index:?}"
+    );
+    let info = sh("ntfsinfo", &["-v", "-i", "105", vol.to_str().unwrap()]);
+    let list = info
+        .split("Dumping attribute $ATTRIBUTE_LIST")
+        .nth(1)
+        .unwrap();
+    assert!(
+        list.split("Dumping")
+            .next()
+            .unwrap()
+            .contains("Resident: \t\t No"),
+        "the attribute list is resident: {list}"
+    );
+    // What ntfs-3g reads: every file's bytes and record number.
+    let want: BTreeMap<String, (String, u64)> = with_ntfs3g(&vol, |m| {
+        let mut out = BTreeMap::new();
+        for rel in ["big.bin", "filler.bin"]
+            .map(String::from)
+            .into_iter()
+            .chain(
+                std::fs::read_dir(m.join("dir"))
+                    .unwrap()
+                    .map(|e| format!("dir/{}", e.unwrap().file_name().to_string_lossy())),
+            )
+        {
+            use std::os::unix::fs::MetadataExt;
+            let p = m.join(&rel);
+            let ino = std::fs::metadata(&p).unwrap().ino();
+            out.insert(rel, (hex_sha(&std::fs::read(&p).unwrap()), ino));
+        }
+        out
+    });
+    assert_eq!(want.len(), 2002);
+    let img = image_of(&vol, dir.path());
+    for f in ["big.bin", "filler.bin"] {
+        let o = run(&[&"cat", &img, &format!("/{f}")]);
+        assert!(o.status.success(), "cat {f}: {o:?}");
+        assert_eq!(
+            hex_sha(&o.stdout),
+            want[f].0,
+            "cat {f} differs from ntfs-3g"
+        );
+        let icat = common::tsk::icat(&vol, 0, &want[f].1.to_string());
+        assert_eq!(icat, want[f].0, "icat {f} differs from ntfs-3g");
+    }
+    // Lookups by path: `cat` of some paths spread over the index nodes, then every path
+    // through a mount.
+    for rel in want.keys().step_by(97) {
+        let o = run(&[&"cat", &img, &format!("/{rel}")]);
+        assert!(o.status.success(), "cat {rel}: {o:?}");
+        assert_eq!(
+            hex_sha(&o.stdout),
+            want[rel].0,
+            "cat {rel} differs from ntfs-3g"
+        );
+    }
+    let mnt = dir.path().join("mnt");
+    if let Some(m) = Mounted::new(&img, &mnt) {
+        for (rel, (sha, ino)) in &want {
+            use std::os::unix::fs::MetadataExt;
+            let p = m.0.join(rel);
+            let meta = std::fs::metadata(&p).unwrap_or_else(|e| panic!("{rel}: {e}"));
+            // The mount numbers inodes `(filesystem + 1) << 48 | record`.
+            assert_eq!(meta.ino() & 0xFFFF_FFFF_FFFF, *ino, "{rel}: another record");
+            let got = std::fs::read(&p).unwrap_or_else(|e| panic!("{rel}: {e}"));
+            assert_eq!(&hex_sha(&got), sha, "{rel}: other bytes");
+        }
+    }
+}

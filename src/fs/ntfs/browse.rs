@@ -19,10 +19,10 @@
 //! ([`super::compress::wof`]), which is then not listed as a stream. EFS files hold ciphertext and
 //! are refused with a message rather than read wrongly.
 
+mod index;
 mod value;
 
 use super::compress::{lznt1, wof};
-use value::{Stored, Value};
 use crate::blockdev::window::{read_at_cursor, seek_cursor};
 use crate::blockdev::BlockDev;
 use crate::cache::Units;
@@ -32,14 +32,13 @@ use crate::fs::browse::{
 };
 use crate::fs::FsKind;
 use ntfs::attribute_value::NtfsAttributeValue;
-use ntfs::indexes::NtfsFileNameIndex;
-use ntfs::structured_values::{NtfsFileAttributeFlags, NtfsFileName, NtfsFileNamespace};
-use ntfs::structured_values::{NtfsIndexAllocation, NtfsIndexRoot};
+use ntfs::structured_values::{NtfsFileAttributeFlags, NtfsFileNamespace};
 use ntfs::UpcaseOrd;
 use ntfs::{Ntfs, NtfsAttributeFlags, NtfsAttributeType, NtfsFile};
 use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
 use std::io::SeekFrom;
+use value::{Stored, Value};
 
 /// Record number of the root directory.
 const ROOT: u64 = 5;
@@ -441,6 +440,13 @@ impl NtfsFs {
                  owner's key"
             )));
         }
+        // A WOF file's unnamed data is a placeholder: its contents come from another
+        // stream, whose own initialized size applies when it is read.
+        if stream.is_empty() {
+            if let Some(r) = self.wof_reparse(c, file)? {
+                return self.read_wof(c, file, node, &r, v.size, offset, buf);
+            }
+        }
         let Stored::Runs { initialized, runs } = &v.stored else {
             // A resident value is never stored compressed, whatever its flag says.
             return self.read_value(v, offset, buf);
@@ -462,13 +468,6 @@ impl NtfsFs {
             let zero_from = crate::le::clamp_len(initialized.saturating_sub(offset), n);
             buf[zero_from..n].fill(0);
             return Ok(n);
-        }
-        // A WOF file's unnamed data is a placeholder: its contents come from another
-        // stream, whose own initialized size applies when it is read.
-        if stream.is_empty() {
-            if let Some(r) = self.wof_reparse(c, file)? {
-                return self.read_wof(c, file, node, &r, v.size, offset, buf);
-            }
         }
         self.read_value(v, offset, buf)
     }
@@ -710,7 +709,7 @@ fn time(t: ntfs::NtfsTime) -> Option<Time> {
 const MAX_INDEX_DEPTH: usize = 32;
 
 /// An entry found by [`NtfsFs::index_entries`]: its name as stored, its record, and its key.
-type Match = (String, u64, NtfsFileName);
+type Match = (String, u64, index::Key);
 
 impl NtfsFs {
     /// The entries of directory `file`'s `$I30` index in index order, DOS 8.3 aliases and
@@ -733,57 +732,49 @@ impl NtfsFs {
                 file.file_record_number()
             )));
         }
-        let mut root = None;
-        let mut alloc = None;
-        let mut attrs = file.attributes();
-        while let Some(item) = attrs.next(c) {
-            let item = item.map_err(err)?;
-            let a = item.to_attribute().map_err(err)?;
-            if a.name().map_err(err)? != "$I30" {
-                continue;
-            }
-            match a.ty().map_err(err)? {
-                NtfsAttributeType::IndexRoot if root.is_none() => root = Some(item),
-                NtfsAttributeType::IndexAllocation if alloc.is_none() => alloc = Some(item),
+        let record = file.file_record_number();
+        let (mut root, mut alloc) = (None, None);
+        for a in self.attrs(c, file)? {
+            match a.ty {
+                NtfsAttributeType::IndexRoot if a.name == "$I30" => root = Some(a),
+                NtfsAttributeType::IndexAllocation if a.name == "$I30" => alloc = Some(a),
                 _ => {}
             }
         }
-        let record = file.file_record_number();
         let root = root.ok_or_else(|| damaged_in(file, "directory without an index"))?;
-        let root_attr = root.to_attribute().map_err(err)?;
-        let root: NtfsIndexRoot = root_attr.resident_structured_value().map_err(err)?;
-        let alloc_attr = match &alloc {
-            Some(item) => Some(item.to_attribute().map_err(err)?),
-            None => None,
+        let root = self.value(c, file, &root)?;
+        let Stored::Resident(root) = &root.stored else {
+            return Err(damaged_in(file, "directory index root not in its record"));
         };
-        let alloc: Option<NtfsIndexAllocation> = match &alloc_attr {
-            Some(a) => Some(a.structured_value(c).map_err(err)?),
+        let (record_size, root) = index::root(root, record)?;
+        let alloc = match alloc {
+            Some(a) => Some(self.value(c, file, &a)?),
             None => None,
         };
         let walk = IndexWalk {
             fs: self,
             alloc: alloc.as_ref(),
-            record_size: root.index_record_size(),
+            record_size,
             record,
             name,
         };
         let mut out = Vec::new();
         let mut seen = HashSet::new();
-        walk.node(c, root.entries().map_err(err)?, 0, &mut out, &mut seen)?;
+        walk.node(root, 0, &mut out, &mut seen)?;
         Ok(out)
     }
 }
 
 /// The search of one name in one directory's index B-tree.
-struct IndexWalk<'a, 'n, 'f> {
+struct IndexWalk<'a> {
     fs: &'a NtfsFs,
-    alloc: Option<&'a NtfsIndexAllocation<'n, 'f>>,
+    alloc: Option<&'a Value>,
     record_size: u32,
     record: u64,
     name: Option<&'a str>,
 }
 
-impl IndexWalk<'_, '_, '_> {
+impl IndexWalk<'_> {
     /// Collects into `out` the matching entries of one node and of the subnodes that may
     /// hold more: entries are sorted, and an entry's subnode holds the keys between it and
     /// the entry before it. `seen` holds the subnodes read so far: in a B-tree each is
@@ -791,11 +782,10 @@ impl IndexWalk<'_, '_, '_> {
     /// again and again.
     fn node(
         &self,
-        c: &mut Cursor,
-        entries: ntfs::NtfsIndexNodeEntries<'_, NtfsFileNameIndex>,
+        entries: Vec<index::Entry>,
         depth: usize,
         out: &mut Vec<Match>,
-        seen: &mut HashSet<i64>,
+        seen: &mut HashSet<u64>,
     ) -> Result<()> {
         if depth > MAX_INDEX_DEPTH {
             return Err(damaged(
@@ -804,12 +794,7 @@ impl IndexWalk<'_, '_, '_> {
             ));
         }
         for e in entries {
-            let e = e.map_err(err)?;
-            let key = match e.key() {
-                Some(k) => Some(k.map_err(err)?),
-                None => None,
-            };
-            let order = match (&key, self.name) {
+            let order = match (&e.key, self.name) {
                 (Some(k), Some(name)) => name.upcase_cmp(&self.fs.ntfs, &k.name()),
                 (Some(_), None) => Ordering::Equal,
                 (None, _) => Ordering::Less,
@@ -817,39 +802,41 @@ impl IndexWalk<'_, '_, '_> {
             if order == Ordering::Greater {
                 continue;
             }
-            if let Some(vcn) = e.subnode_vcn() {
-                let vcn = vcn.map_err(err)?;
-                if !seen.insert(vcn.value()) {
+            if let Some(vcn) = e.subnode {
+                if !seen.insert(vcn) {
                     return Err(damaged(
                         self.record,
-                        format!("directory index node {} is reached twice", vcn.value()),
+                        format!("directory index node {vcn} is reached twice"),
                     ));
                 }
                 let alloc = self
                     .alloc
                     .ok_or_else(|| damaged(self.record, "index subnode without an allocation"))?;
-                let sub = alloc
-                    .record_from_vcn(c, self.record_size, vcn)
-                    .map_err(err)?;
-                self.node(c, sub.entries().map_err(err)?, depth + 1, out, seen)?;
+                let sub = self
+                    .fs
+                    .index_record(alloc, self.record_size, vcn, self.record)?;
+                let sub = index::entries(&sub, INDX_HEADER, self.record)?;
+                self.node(sub, depth + 1, out, seen)?;
             }
-            let Some(key) = key else { break };
+            let Some(key) = e.key else { break };
             if order == Ordering::Less {
                 break;
             }
-            let record = e.file_reference().file_record_number();
-            if record < FIRST_USER_RECORD && record != ROOT {
+            if e.record < FIRST_USER_RECORD && e.record != ROOT {
                 continue;
             }
             // A DOS 8.3 alias is hidden as in listings: it must not make its own long
             // name ambiguous.
-            if key.namespace() != NtfsFileNamespace::Dos {
-                out.push((key.name().to_string_lossy(), record, key));
+            if key.namespace != index::NAMESPACE_DOS {
+                out.push((key.name().to_string_lossy(), e.record, key));
             }
         }
         Ok(())
     }
 }
+
+/// Where the index header starts in an `INDX` record.
+const INDX_HEADER: usize = 0x18;
 
 impl FileSystem for NtfsFs {
     fn kind(&self) -> FsKind {
@@ -980,8 +967,7 @@ impl FileSystem for NtfsFs {
                     "NTFS record {node}: is a directory"
                 )));
             }
-            let Some(attr) = self.find_attr(&mut c, &file, NtfsAttributeType::Data, stream)?
-            else {
+            let Some(attr) = self.find_attr(&mut c, &file, NtfsAttributeType::Data, stream)? else {
                 if stream.is_empty() {
                     // No unnamed data: the size shown is 0 too.
                     return Ok(0);

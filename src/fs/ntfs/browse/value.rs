@@ -29,7 +29,7 @@ const MAX_RUNS: usize = 1 << 21;
 /// Where one piece of an attribute is: an entry of the base record's `$ATTRIBUTE_LIST`, or
 /// the n-th attribute of the base record when it has no list.
 enum Place {
-    Listed(NtfsAttributeListEntry),
+    Listed(Box<NtfsAttributeListEntry>),
     Raw(usize),
 }
 
@@ -127,7 +127,7 @@ impl NtfsFs {
                 let name = e.name().to_string_lossy();
                 let vcn = u64::try_from(e.lowest_vcn().value())
                     .map_err(|_| damaged_in(file, "negative VCN in its attribute list"))?;
-                add(ty, name, vcn, Place::Listed(e));
+                add(ty, name, vcn, Place::Listed(Box::new(e)));
             }
         }
         Ok(out)
@@ -394,7 +394,7 @@ mod tests {
     /// A device of 64 clusters of 4 bytes, each byte holding its cluster number.
     fn dev_read(at: u64, buf: &mut [u8]) -> Result<()> {
         for (i, b) in buf.iter_mut().enumerate() {
-            *b = ((at + i as u64) / 4) as u8;
+            *b = u8::try_from((at + i as u64) / 4).unwrap();
         }
         Ok(())
     }
@@ -405,7 +405,10 @@ mod tests {
         let runs = [(0, 2, Some(40)), (2, 2, None), (4, 1, Some(28))];
         let mut buf = [0xffu8; 20];
         read_runs(&runs, 4, 0, &mut buf, dev_read).unwrap();
-        assert_eq!(buf, [10, 10, 10, 10, 11, 11, 11, 11, 0, 0, 0, 0, 0, 0, 0, 0, 7, 7, 7, 7]);
+        assert_eq!(
+            buf,
+            [10, 10, 10, 10, 11, 11, 11, 11, 0, 0, 0, 0, 0, 0, 0, 0, 7, 7, 7, 7]
+        );
         let mut buf = [0xffu8; 3];
         read_runs(&runs, 4, 7, &mut buf, dev_read).unwrap();
         assert_eq!(buf, [11, 0, 0]);
