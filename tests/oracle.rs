@@ -543,7 +543,8 @@ fn volumes_like_the_browse_tests_read_as_the_sleuth_kit_reads_them() {
     let mut names = vec!["ntfs-3g volume".to_string()];
     // A file and a directory whose $DATA and $INDEX_ALLOCATION are split over several file
     // records (ntfs_split_attributes in browse_ntfs.rs checks that they are).
-    let split = dir.path().join("split.ntfs");
+    let split_dir = tempdir();
+    let split = split_dir.path().join("split.ntfs");
     sh(
         fixtures()
             .join("make-ntfs-split-attributes.sh")
@@ -551,7 +552,7 @@ fn volumes_like_the_browse_tests_read_as_the_sleuth_kit_reads_them() {
             .unwrap(),
         &[split.to_str().unwrap()],
     );
-    diffs.extend(oracle("ntfs split attributes", &split, dir.path()));
+    diffs.extend(oracle("ntfs split attributes", &split, split_dir.path()));
     names.push("ntfs split attributes".to_string());
     for fs in ["ext2", "ext3", "ext4"] {
         let dir = tempdir();
