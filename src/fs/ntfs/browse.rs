@@ -356,6 +356,27 @@ impl NtfsFs {
     }
 }
 
+/// Puts back the last two bytes of every 512 of a file or index record from its update
+/// sequence array, checking that each held the sequence number (a sector that missed the
+/// last write holds an older one).
+fn undo_fixups(rec: &mut [u8]) -> std::result::Result<(), &'static str> {
+    let f = crate::le::LeFields(rec);
+    let (usa, count) = (usize::from(f.u16(4)), usize::from(f.u16(6)));
+    if count == 0 || usa + 2 * count > rec.len() || (count - 1) * 512 > rec.len() {
+        return Err("bad update sequence");
+    }
+    let seq = [rec[usa], rec[usa + 1]];
+    for i in 1..count {
+        let (end, src) = (i * 512, usa + 2 * i);
+        if rec[end - 2..end] != seq {
+            return Err("torn write (update sequence mismatch)");
+        }
+        let fix = [rec[src], rec[src + 1]];
+        rec[end - 2..end].copy_from_slice(&fix);
+    }
+    Ok(())
+}
+
 /// Offsets in a non-resident attribute record: the first VCN this piece maps, the bytes
 /// allocated to the value, and (compressed or sparse values only) the bytes of it stored.
 const NR_LOWEST_VCN: usize = 0x10;
@@ -405,16 +426,7 @@ impl NtfsFs {
                     Error::damaged_metadata("NTFS", Some(pos), format_args!("file record: {e}"))
                 })
             })?;
-        let f = crate::le::LeFields(&rec);
-        let (usa, count) = (usize::from(f.u16(4)), usize::from(f.u16(6)));
-        for i in 1..count {
-            let (end, src) = (i * 512, usa + 2 * i);
-            if end > rec.len() || src + 2 > rec.len() {
-                break;
-            }
-            let fix = [rec[src], rec[src + 1]];
-            rec[end - 2..end].copy_from_slice(&fix);
-        }
+        undo_fixups(&mut rec).map_err(|e| damaged_in(file, e))?;
         Ok(rec)
     }
 }

@@ -7,7 +7,7 @@
 //! here through the value put together from all pieces, and their entries parsed here too.
 
 use super::value::Value;
-use super::{damaged, NtfsFs};
+use super::{damaged, undo_fixups, NtfsFs};
 use crate::error::Result;
 use crate::le::LeFields;
 use nt_string::u16strle::U16StrLe;
@@ -154,20 +154,7 @@ impl NtfsFs {
         if &rec[..4] != b"INDX" {
             return Err(bad("no INDX signature".into()));
         }
-        let f = LeFields(&rec);
-        let (usa, count) = (usize::from(f.u16(4)), usize::from(f.u16(6)));
-        if count == 0 || usa + 2 * count > rec.len() || (count - 1) * 512 > rec.len() {
-            return Err(bad("bad update sequence".into()));
-        }
-        let seq = [rec[usa], rec[usa + 1]];
-        for i in 1..count {
-            let (end, src) = (i * 512, usa + 2 * i);
-            if rec[end - 2..end] != seq {
-                return Err(bad("torn write (update sequence mismatch)".into()));
-            }
-            let fix = [rec[src], rec[src + 1]];
-            rec[end - 2..end].copy_from_slice(&fix);
-        }
+        undo_fixups(&mut rec).map_err(|e| bad(e.into()))?;
         if LeFields(&rec).u64(0x10) != vcn {
             return Err(bad("records another VCN".into()));
         }
