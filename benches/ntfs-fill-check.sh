@@ -2,10 +2,17 @@
 # ntfs-fill-check.sh - every file of a big NTFS volume filled through ntfs-3g
 # reads back through strata with the sha256 ntfs-3g gives it.
 #
-# Usage: sudo benches/ntfs-fill-check.sh [--size SIZE] [--keep] [SRC...]
+# Usage: sudo benches/ntfs-fill-check.sh [--size SIZE] [--fragment PCT] [--keep] [SRC...]
 #
 #   --size SIZE   volume size (truncate syntax; default 3G). The trees are
 #                 copied until the volume is 85% full.
+#   --fragment PCT  first write a sparse file .fragments holding one cluster
+#                 at every other cluster of the first PCT% of the volume, and
+#                 remount: the files copied next are cut into one-cluster
+#                 pieces there, as on an old, full disk, so that big files
+#                 and directories outgrow their file records (their
+#                 attributes split over extension records named by an
+#                 $ATTRIBUTE_LIST). The count of such files is printed.
 #   --keep        keep the work directory (volume, image, listings)
 #   SRC...        trees to copy (default /usr/share /usr/lib)
 #   -h, --help    show this help
@@ -40,11 +47,13 @@ note() { echo "$PROG: $*" >&2; }
 
 SIZE=3G
 KEEP=0
+FRAGMENT=0
 SRCS=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --size) SIZE=${2:?}; shift 2 ;;
         --keep) KEEP=1; shift ;;
+        --fragment) FRAGMENT=${2:?}; shift 2 ;;
         -h|--help) sed -n '2,/^{/s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" | sed '$d'; exit 0 ;;
         -*) die "unknown option $1" ;;
         *) SRCS+=("$1"); shift ;;
@@ -84,6 +93,21 @@ mkntfs -q -Q -F "$VOL" >/dev/null 2>&1 || die "mkntfs failed"
 ntfs-3g "$VOL" "$MNT"
 
 t0=$(now)
+if [ "$FRAGMENT" != 0 ]; then
+    # ntfs-3g puts a file's next cluster after its last one, skipping what the file
+    # skips: a cluster at every other VCN leaves one-cluster holes between them.
+    python3 - "$MNT/.fragments" "$(stat -f -c %S "$MNT")" "$(stat -f -c %b "$MNT")" "$FRAGMENT" <<'EOF'
+import os, sys
+path, cs, clusters, pct = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+for i in range(clusters * pct // 200):
+    os.pwrite(fd, b'F' * cs, 2 * i * cs)
+os.close(fd)
+EOF
+    # A remount sends the allocator back to the start of the volume, into the holes.
+    umount "$MNT"
+    ntfs-3g "$VOL" "$MNT"
+fi
 # Names that differ only in case, whatever the source trees hold.
 mkdir -p "$MNT/case-pairs/pod" "$MNT/case-pairs/Pod"
 printf 'exit page\n' > "$MNT/case-pairs/_exit.2.gz"
@@ -138,6 +162,16 @@ links=$(grep -c '^l' "$WORK/ref.tsv" || true)
 bytes=$(awk -F'\t' '$1=="f"{s+=$4} END{print s+0}' "$WORK/ref.tsv")
 echo "volume:   $SIZE, $files files, $links links, $bytes bytes of file data"
 echo "ntfs-3g:  read and hashed everything in $(secs "$t0" "$t1") s"
+if [ "$FRAGMENT" != 0 ]; then
+    # Files whose attributes outgrew their record: ntfsinfo names an
+    # $ATTRIBUTE_LIST (checked for files over 1 MiB; smaller ones rarely have one).
+    split=0
+    while IFS=$'\t' read -r kind rel _ size; do
+        [ "$kind" = f ] && [ "$size" -gt 1048576 ] || continue
+        ntfsinfo -F "/$rel" "$VOL" 2>/dev/null | grep -q 'ATTRIBUTE_LIST' && split=$((split + 1))
+    done < "$WORK/ref.tsv"
+    echo "fragments: $FRAGMENT% of the volume; $split files over 1 MiB have an \$ATTRIBUTE_LIST"
+fi
 
 t0=$(now)
 "$STRATA" create --quiet "$VOL" "$IMG"
