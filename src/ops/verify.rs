@@ -99,8 +99,9 @@ fn verify_opened(
     let found = Mutex::new(Vec::new());
     let fatal = Mutex::new(None);
     std::thread::scope(|s| {
+        let mut workers = Vec::new();
         for _ in 0..threads.max(1) {
-            s.spawn(|| loop {
+            workers.push(s.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= index.chunks.len() || check_interrupt().is_err() {
                     return;
@@ -143,8 +144,9 @@ fn verify_opened(
                     ));
                 }
                 bar.inc(u64::from(entry.raw_len));
-            });
+            }));
         }
+        join_all(workers);
     });
     bar.finish();
     check_interrupt()?;
@@ -202,4 +204,17 @@ pub fn verify_chain(
         }
     }
     Ok(reports)
+}
+
+/// Joins scoped threads one by one. The scope's own wait ends when their closures
+/// return, before their thread-local destructors have run; a join waits for the threads
+/// to exit, so that nothing of theirs is left when the caller goes on (a leak checker
+/// counting allocations at that point would otherwise report their thread-locals). A
+/// panic in a thread goes on in the caller, as the scope would have it.
+pub(crate) fn join_all<T>(workers: Vec<std::thread::ScopedJoinHandle<'_, T>>) {
+    for w in workers {
+        if let Err(p) = w.join() {
+            std::panic::resume_unwind(p);
+        }
+    }
 }
