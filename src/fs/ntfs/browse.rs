@@ -401,14 +401,21 @@ impl NtfsFs {
     /// Bytes `node` takes on disk as ntfs-3g gives them in `st_blocks`: those of the
     /// `$INDEX_ALLOCATION` of a directory (none when its index fits in its file record),
     /// of the unnamed `$DATA` of anything else.
-    fn allocated(&self, c: &mut Cursor, file: &NtfsFile, kind: NodeKind) -> Result<u64> {
+    /// `attrs` are those of `file`, as [`NtfsFs::attrs`] gives them.
+    fn allocated(
+        &self,
+        c: &mut Cursor,
+        file: &NtfsFile,
+        attrs: &[value::Attr],
+        kind: NodeKind,
+    ) -> Result<u64> {
         let (ty, name) = if kind == NodeKind::Dir {
             (NtfsAttributeType::IndexAllocation, "$I30")
         } else {
             (NtfsAttributeType::Data, "")
         };
-        match self.find_attr(c, file, ty, name)? {
-            Some(a) => self.attr_bytes(c, file, &a),
+        match value::pick(attrs, ty, name) {
+            Some(i) => self.attr_bytes(c, file, &attrs[i]),
             None => Ok(0),
         }
     }
@@ -932,19 +939,20 @@ impl FileSystem for NtfsFs {
             m.ctime = time(info.mft_record_modification_time());
             m.crtime = time(info.creation_time());
             let mut links = 0u32;
-            for attr in self.attrs(&mut c, &file)? {
+            let attrs = self.attrs(&mut c, &file)?;
+            for attr in &attrs {
                 match attr.ty {
                     NtfsAttributeType::FileName => {
-                        let n = self.file_name(&mut c, &file, &attr)?;
+                        let n = self.file_name(&mut c, &file, attr)?;
                         if n.namespace() != NtfsFileNamespace::Dos {
                             links += 1;
                         }
                     }
                     NtfsAttributeType::Data => {
-                        let size = self.header(&mut c, &file, &attr)?.0;
+                        let size = self.header(&mut c, &file, attr)?.0;
                         if !attr.name.is_empty() {
                             m.streams.push(Stream {
-                                name: attr.name,
+                                name: attr.name.clone(),
                                 size,
                             });
                         } else if kind == NodeKind::File || kind == NodeKind::Reparse {
@@ -956,7 +964,7 @@ impl FileSystem for NtfsFs {
             }
             m.nlink = Some(links.max(1));
             m.ino = Some(node);
-            m.allocated = Some(self.allocated(&mut c, &file, kind)?);
+            m.allocated = Some(self.allocated(&mut c, &file, &attrs, kind)?);
             // The compressed data of a WOF file is how it is stored, not a stream of its own
             // (Windows does not list it either).
             if kind == NodeKind::File && self.wof_reparse(&mut c, &file)?.is_some() {

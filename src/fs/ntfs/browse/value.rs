@@ -133,8 +133,7 @@ impl NtfsFs {
         Ok(out)
     }
 
-    /// The attribute of type `ty` named `name`: one whose name is equal, else one whose
-    /// name differs only in case (NTFS compares attribute names ignoring case).
+    /// The attribute of type `ty` named `name` of `file` (see [`pick`]).
     pub(super) fn find_attr(
         &self,
         c: &mut Cursor,
@@ -142,16 +141,8 @@ impl NtfsFs {
         ty: NtfsAttributeType,
         name: &str,
     ) -> Result<Option<Attr>> {
-        let mut attrs: Vec<Attr> = self
-            .attrs(c, file)?
-            .into_iter()
-            .filter(|a| a.ty == ty)
-            .collect();
-        if let Some(i) = attrs.iter().position(|a| a.name == name) {
-            return Ok(Some(attrs.swap_remove(i)));
-        }
-        let lower = name.to_lowercase();
-        Ok(attrs.into_iter().find(|a| a.name.to_lowercase() == lower))
+        let mut attrs = self.attrs(c, file)?;
+        Ok(pick(&attrs, ty, name).map(|i| attrs.swap_remove(i)))
     }
 
     /// Calls `f` with piece `i` of `attr` of `file` and the file record that holds it.
@@ -348,6 +339,17 @@ impl NtfsFs {
         }
         Ok(want)
     }
+}
+
+/// Where in `attrs` the attribute of type `ty` named `name` is: one whose name is equal,
+/// else one whose name differs only in case (NTFS compares attribute names ignoring case).
+pub(super) fn pick(attrs: &[Attr], ty: NtfsAttributeType, name: &str) -> Option<usize> {
+    let of_type = || attrs.iter().enumerate().filter(|(_, a)| a.ty == ty);
+    let lower = name.to_lowercase();
+    of_type()
+        .find(|(_, a)| a.name == name)
+        .or_else(|| of_type().find(|(_, a)| a.name.to_lowercase() == lower))
+        .map(|(i, _)| i)
 }
 
 /// Fills `buf` with the bytes at `offset` of a value mapped by `runs` (clusters of `cs`
