@@ -1,5 +1,7 @@
 //! `info`, `ls` and `cat` read a disk's partition table the same way
 //! (`layout::partition_table`), including the cases a table alone does not tell.
+//! The disks are built with Linux tools (sfdisk, mkfs.fat, mtools).
+#![cfg(unix)]
 
 mod common;
 
