@@ -37,6 +37,7 @@
 pub mod atomic_file;
 pub mod blockdev;
 pub mod cache;
+pub mod catalog;
 pub mod chain;
 pub mod cli;
 pub mod container;

@@ -3,6 +3,7 @@
 //! Exit codes: 0 success, 1 error, 2 usage error, 3 an image failed an integrity check.
 
 mod browse;
+mod catalog;
 mod demo;
 mod mount;
 mod xattr;
@@ -166,6 +167,12 @@ enum Command {
         #[command(flatten)]
         cache: browse::CacheArgs,
     },
+    /// Find files by name across every point of a chain or a directory of images.
+    Find(catalog::FindArgs),
+    /// The versions of one file across the points of a chain or a directory.
+    History(catalog::HistoryArgs),
+    /// What changed between two points: added, removed, modified, renamed.
+    Diff(catalog::DiffArgs),
     /// Show the files of an image in a directory (read-only), like a disk.
     Mount(mount::MountArgs),
     /// Unmount an image mounted with `strata mount`.
@@ -180,7 +187,7 @@ enum Command {
 
 /// Where to look for parent images.
 #[derive(Debug, Clone, clap::Args)]
-struct ChainArgs {
+pub struct ChainArgs {
     /// Also look for parent images in DIR (repeatable); the parent's recorded path and the
     /// image's own directory are always searched.
     #[arg(long, value_name = "DIR", value_parser = parse_existing_dir)]
@@ -240,6 +247,10 @@ struct CreateArgs {
     #[arg(long, value_name = "BYTES", default_value_t = crate::container::DEFAULT_CHUNK_SIZE,
           value_parser = parse_chunk_size)]
     chunk_size: u32,
+    /// Do not store a catalog of the files (used by find, history and diff, which then
+    /// walk the image instead). STRATA_NO_CATALOG in the environment does the same.
+    #[arg(long)]
+    no_catalog: bool,
     /// Set the image UUID instead of a random one (for reproducible images; with
     /// SOURCE_DATE_EPOCH the output is byte-identical between runs).
     #[arg(long, value_name = "UUID")]
@@ -366,6 +377,9 @@ impl Command {
             | Command::Cat { image, .. }
             | Command::Cp { image, .. } => image.clone(),
             Command::Mount(a) => a.image.clone(),
+            Command::Find(a) => a.images.clone(),
+            Command::History(a) => a.images.clone(),
+            Command::Diff(a) => a.new.clone(),
             Command::Unmount(a) => a.mountpoint.clone(),
             Command::Demo { .. } => PathBuf::from("demo"),
         }
@@ -403,6 +417,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 chunk_size: a.chunk_size,
                 progress: !a.quiet && !a.json,
                 skip_bad_sectors: a.skip_bad_sectors,
+                catalog: !a.no_catalog && std::env::var_os("STRATA_NO_CATALOG").is_none(),
                 ..create::CreateOptions::new(a.source, a.dest)
             };
             let s = create::create(&opts)?;
@@ -513,6 +528,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Demo { dir } => demo::run(dir)?,
         Command::Mount(a) => mount::mount(a)?,
+        Command::Find(a) => catalog::find(&a)?,
+        Command::History(a) => catalog::history(&a)?,
+        Command::Diff(a) => catalog::diff(&a)?,
         Command::Unmount(a) => mount::unmount(a)?,
         Command::Ls {
             image,

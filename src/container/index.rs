@@ -162,6 +162,8 @@ pub struct Index {
     pub block_hashes_digest: [u8; 32],
     /// Identities this image also answers to (see [`Alias`]).
     pub aliases: Vec<Alias>,
+    /// File offset of the catalog section (see [`super::catalog`]); 0 when there is none.
+    pub catalog_offset: u64,
 }
 
 /// The decoded trailer.
@@ -229,6 +231,7 @@ impl Index {
         w.u64(56, self.block_hash_count);
         w.put(64, &self.block_hashes_digest);
         w.u64(96, self.aliases.len() as u64);
+        w.u64(104, self.catalog_offset);
         let mut off = INDEX_HEADER_SIZE;
         for c in &self.chunks {
             w.u64(off, c.offset);
@@ -333,6 +336,18 @@ impl Index {
             chunks.push(c);
             off += CHUNK_ENTRY_SIZE;
         }
+        // The catalog lies between the last chunk record and the block-hash table.
+        let catalog_offset = f.u64(104);
+        if catalog_offset != 0
+            && (catalog_offset < next_free
+                || catalog_offset.saturating_add(super::catalog::SECTION_HEADER_SIZE)
+                    > block_hashes_offset)
+        {
+            return Err((
+                at(104),
+                format!("catalog at {catalog_offset} overlaps its neighbours"),
+            ));
+        }
         if block_hash_count != total_blocks {
             return Err((
                 at(56),
@@ -397,6 +412,7 @@ impl Index {
             block_hash_count,
             block_hashes_digest: f.bytes(64),
             aliases,
+            catalog_offset,
         })
     }
 
@@ -461,6 +477,7 @@ mod tests {
                 uuid: Uuid::from_u128(8),
                 index_digest: [4; 32],
             }],
+            catalog_offset: 0,
         }
     }
 

@@ -15,6 +15,7 @@
     clippy::cast_sign_loss
 )]
 
+pub mod catalog;
 pub mod chunk;
 pub mod header;
 pub mod index;

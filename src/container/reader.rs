@@ -223,6 +223,11 @@ impl Image {
     pub fn path(&self) -> &Path {
         &self.path
     }
+    /// The open image file (read only).
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
     /// Size of the image file.
     pub fn file_len(&self) -> u64 {
         self.file_len

@@ -217,6 +217,7 @@ impl ImageWriter {
             block_hash_count: self.hash_count,
             block_hashes_digest: *self.hasher.finalize().as_bytes(),
             aliases: std::mem::take(&mut self.aliases),
+            catalog_offset: 0,
         };
         let encoded = index.encode();
         let trailer = Trailer {

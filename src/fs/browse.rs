@@ -14,7 +14,7 @@ use std::sync::Arc;
 pub type NodeId = u64;
 
 /// What a node is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NodeKind {
     /// A regular file.
@@ -66,7 +66,7 @@ impl NodeKind {
 }
 
 /// A point in time: seconds and nanoseconds since 1970-01-01 UTC.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct Time {
     /// Whole seconds (negative before 1970).
     pub secs: i64,
@@ -160,6 +160,20 @@ impl Metadata {
     }
 }
 
+/// Where the bytes of a file (or of one of its streams) lie on its filesystem's device,
+/// so that a content identity can be taken from the image's block hashes instead of
+/// reading the data ([`crate::catalog`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataMap {
+    /// `(offset in the file, offset on the device, length)`, in file order, not
+    /// overlapping. Bytes of the file that no run covers are zeros (holes); runs may
+    /// reach past the file's end.
+    pub runs: Vec<(u64, u64, u64)>,
+    /// Bytes at and past this offset read as zeros whatever the device holds there (NTFS
+    /// initialized size); the file size when the filesystem has no such notion.
+    pub valid: u64,
+}
+
 /// How [`FileSystem::lookup`] compares names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Case {
@@ -214,6 +228,14 @@ pub trait FileSystem: Send + Sync {
     /// Refused for directories and for contents strata cannot decode (with a message
     /// that says why).
     fn read_at(&self, node: NodeId, stream: &str, offset: u64, buf: &mut [u8]) -> Result<usize>;
+
+    /// Where the bytes of `node`'s contents (or of its named `stream`) lie on the device,
+    /// when they are stored there as they read (not compressed, encrypted or kept inside
+    /// the metadata); None otherwise, and for anything but a regular file.
+    fn data_map(&self, node: NodeId, stream: &str) -> Result<Option<DataMap>> {
+        let _ = (node, stream);
+        Ok(None)
+    }
 
     /// The target of a symbolic link, as stored (NTFS: translated to `/` separators and
     /// made relative to the volume where possible).

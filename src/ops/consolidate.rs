@@ -168,7 +168,12 @@ pub fn consolidate(opts: &ConsolidateOptions) -> Result<ConsolidateSummary> {
         }
     }
     writer.set_aliases(aliases);
-    let (file, _, summary) = writer.finish()?;
+    let (mut file, _, mut summary) = writer.finish()?;
+    // The merged image is the top image's point: its catalog describes it unchanged.
+    if let Ok(Some(raw)) = crate::container::catalog::load(chain.top()) {
+        summary.file_bytes =
+            crate::container::catalog::attach(&mut file, out.partial_path(), &raw)?;
+    }
     file.sync_all()
         .map_err(|e| Error::io(out.partial_path(), "cannot flush output to disk", e))?;
     check_written(&chain, lo, out.partial_path(), opts.threads)?;

@@ -17,6 +17,7 @@ use crate::container::{DEFAULT_BLOCK_SIZE, DEFAULT_CHUNK_SIZE};
 use crate::error::{Error, Result};
 use crate::progress::{check_interrupt, Progress};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use uuid::Uuid;
 use xxhash_rust::xxh3::xxh3_64;
@@ -48,6 +49,8 @@ pub struct CreateOptions {
     /// Image around source sectors that cannot be read: record their blocks as unreadable
     /// (they read as zeros) instead of failing.
     pub skip_bad_sectors: bool,
+    /// Store a catalog of the filesystems' entries in the image ([`crate::catalog`]).
+    pub catalog: bool,
 }
 
 impl CreateOptions {
@@ -68,6 +71,7 @@ impl CreateOptions {
             chunk_size: DEFAULT_CHUNK_SIZE,
             progress: false,
             skip_bad_sectors: false,
+            catalog: std::env::var_os("STRATA_NO_CATALOG").is_none(),
         }
     }
 }
@@ -107,6 +111,8 @@ pub struct CreateSummary {
     pub parent: Option<PathBuf>,
     /// Disk byte ranges that could not be read (`--skip-bad-sectors`); they read as zeros.
     pub unreadable: Vec<(u64, u64)>,
+    /// Bytes of the image taken by its catalog (0: none).
+    pub catalog_bytes: u64,
 }
 
 /// Creation time: `SOURCE_DATE_EPOCH` when set (reproducible images), else now.
@@ -306,13 +312,28 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary> {
         .map(|&(a, b)| (a * bs, (b * bs).min(src.len())))
         .collect();
     let bytes_read = outcome.bytes_read;
-    let (file, _trailer, summary) = writer.finish()?;
+    let (mut file, _trailer, mut summary) = writer.finish()?;
+    let disk_bytes = src.len();
+    let mut catalog_bytes = 0;
+    if opts.catalog {
+        match catalog_of(opts, out.partial_path(), Arc::new(src)) {
+            Ok(None) => {}
+            Ok(Some(raw)) => {
+                let before = summary.file_bytes;
+                summary.file_bytes =
+                    crate::container::catalog::attach(&mut file, out.partial_path(), &raw)?;
+                catalog_bytes = summary.file_bytes - before;
+            }
+            Err(Error::Interrupted) => return Err(Error::Interrupted),
+            Err(e) => eprintln!("strata: warning: the image has no catalog: {e}"),
+        }
+    }
     out.commit(file)?;
     Ok(CreateSummary {
         image: opts.dest.clone(),
         uuid,
         source: source_desc,
-        disk_bytes: src.len(),
+        disk_bytes,
         bytes_read,
         data_bytes: summary.data_bytes,
         image_bytes: summary.file_bytes,
@@ -323,7 +344,27 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary> {
         unchanged_bytes: outcome.unchanged_blocks * u64::from(block_size),
         parent: parent.as_ref().map(|c| c.top().path().to_path_buf()),
         unreadable,
+        catalog_bytes,
     })
+}
+
+/// The encoded catalog (None: no filesystem to list) of the point just written to `partial`, walked through the image
+/// with `src` read where it agrees with it ([`crate::catalog::build`]).
+fn catalog_of(opts: &CreateOptions, partial: &Path, src: Arc<FileDev>) -> Result<Option<Vec<u8>>> {
+    let mut layers = match &opts.parent {
+        None => Vec::new(),
+        Some(ParentSpec::Incremental(p)) => resolve::resolve(p, &opts.resolve)?,
+        Some(ParentSpec::Differential(p)) => {
+            let mut l = resolve::resolve(p, &opts.resolve)?;
+            l.truncate(1);
+            l
+        }
+    };
+    layers.push(crate::container::reader::Image::open_unfinished(partial)?.0);
+    let chain = Arc::new(Chain::from_layers(layers)?);
+    let catalog = crate::catalog::build::Builder::new(chain, Some(src)).build()?;
+    // A disk with no filesystem strata reads has nothing to list.
+    Ok((!catalog.volumes.is_empty()).then(|| catalog.encode()))
 }
 
 /// How to find `parent` from the directory `child` will be in: a relative path when one

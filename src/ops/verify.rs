@@ -1,4 +1,5 @@
-//! `strata verify`: re-checks the header, index digest, block-hash table and every chunk.
+//! `strata verify`: re-checks the header, index digest, block-hash table, catalog and every
+//! chunk.
 
 use crate::container::reader::Image;
 use crate::error::Result;
@@ -90,6 +91,21 @@ fn verify_opened(
         }
         Err(e) => return Err(e),
     };
+    // A damaged catalog loses no data (find, history and diff walk the image instead),
+    // but the file is damaged there all the same.
+    let catalog = match crate::container::catalog::load(&image) {
+        Ok(Some(raw)) => crate::catalog::Catalog::decode(&raw).err(),
+        Ok(None) => None,
+        Err(crate::container::catalog::CatalogError::Damaged(why)) => Some(why),
+        Err(crate::container::catalog::CatalogError::Io(e)) => return Err(e),
+    };
+    if let Some(why) = catalog {
+        problems.push(Problem {
+            what: "catalog".into(),
+            disk_ranges: Vec::new(),
+            detail: format!("{why} (no data is lost: find, history and diff walk the image)"),
+        });
+    }
     let index = image.index();
     let bs = image.header().block_size;
     let first_hash = index.first_block_hashes(bs);

@@ -24,7 +24,7 @@ use crate::blockdev::BlockDev;
 use crate::cache::Cache;
 use crate::error::{Error, Result};
 pub use crate::fs::browse::{
-    Case, DirEntry, FileSystem, Metadata, NodeId, NodeKind, PartDev, Stream, Time,
+    Case, DataMap, DirEntry, FileSystem, Metadata, NodeId, NodeKind, PartDev, Stream, Time,
 };
 use crate::fs::{exfat, ext, fat, ntfs, FsKind};
 use std::sync::Arc;
@@ -42,6 +42,8 @@ pub struct Mount {
     pub size: u64,
     /// The opened filesystem, or why it cannot be browsed.
     pub fs: std::result::Result<Arc<dyn FileSystem>, String>,
+    /// Where the partition starts on the device, in bytes.
+    pub start: u64,
     /// The filesystem cannot be read because the image data under it is damaged (an
     /// integrity failure, or damaged filesystem metadata; not a missing or unsupported
     /// filesystem).
@@ -137,6 +139,7 @@ impl Vfs {
                 kind,
                 label,
                 size: len,
+                start,
                 fs,
                 damaged,
                 unsupported,

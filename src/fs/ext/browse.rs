@@ -16,7 +16,7 @@ use super::inode::{Inodes, Run};
 use super::names::NameIndex;
 use crate::blockdev::BlockDev;
 use crate::error::{Error, Result};
-use crate::fs::browse::{DirEntry, FileSystem, Metadata, NodeId, NodeKind, PartDev};
+use crate::fs::browse::{DataMap, DirEntry, FileSystem, Metadata, NodeId, NodeKind, PartDev};
 use crate::fs::FsKind;
 use crate::le::LeFields;
 use std::cell::RefCell;
@@ -255,6 +255,31 @@ impl FileSystem for ExtFs {
         let n = crate::le::clamp_len(meta.size - offset, buf.len());
         self.inodes.read(node, &runs, offset, &mut buf[..n])?;
         Ok(n)
+    }
+
+    fn data_map(&self, node: NodeId, stream: &str) -> Result<Option<DataMap>> {
+        let inode = self.inodes.inode(node)?;
+        let meta = self.inodes.metadata(node, &inode);
+        if !stream.is_empty() || meta.kind != NodeKind::File || Inodes::is_inline(&inode) {
+            return Ok(None);
+        }
+        let bs = self.inodes.block_size();
+        let runs = self.inodes.runs(node, &inode)?;
+        Ok(Some(DataMap {
+            runs: runs
+                .iter()
+                .map(|&(lblk, n, start)| {
+                    // Saturating: a damaged run lands past the device, where the catalog
+                    // falls back to reading (which refuses it).
+                    (
+                        lblk.saturating_mul(bs),
+                        start.saturating_mul(bs),
+                        n.saturating_mul(bs),
+                    )
+                })
+                .collect(),
+            valid: meta.size,
+        }))
     }
 
     fn xattr_names(&self, node: NodeId) -> Result<Vec<String>> {

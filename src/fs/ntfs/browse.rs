@@ -28,7 +28,7 @@ use crate::blockdev::BlockDev;
 use crate::cache::Units;
 use crate::error::{contain_panics, Error, Result};
 use crate::fs::browse::{
-    Case, DirEntry, FileSystem, Metadata, NodeId, NodeKind, PartDev, Stream, Time,
+    Case, DataMap, DirEntry, FileSystem, Metadata, NodeId, NodeKind, PartDev, Stream, Time,
 };
 use crate::fs::FsKind;
 use ntfs::attribute_value::NtfsAttributeValue;
@@ -996,6 +996,39 @@ impl FileSystem for NtfsFs {
             };
             let v = self.value(&mut c, &file, &attr)?;
             self.read_data(&mut c, &file, &v, (node, stream), offset, buf)
+        })
+    }
+
+    fn data_map(&self, node: NodeId, stream: &str) -> Result<Option<DataMap>> {
+        contain_panics("NTFS", || {
+            let mut c = self.cursor();
+            let file = self.file(&mut c, node)?;
+            if file.is_directory() && stream.is_empty() {
+                return Ok(None);
+            }
+            let Some(attr) = self.find_attr(&mut c, &file, NtfsAttributeType::Data, stream)? else {
+                return Ok(None);
+            };
+            let v = self.value(&mut c, &file, &attr)?;
+            if v.flags
+                .intersects(NtfsAttributeFlags::ENCRYPTED | NtfsAttributeFlags::COMPRESSED)
+                || (stream.is_empty() && self.wof_reparse(&mut c, &file)?.is_some())
+            {
+                return Ok(None);
+            }
+            let Stored::Runs { initialized, runs } = &v.stored else {
+                return Ok(None);
+            };
+            let cs = u64::from(self.ntfs.cluster_size());
+            Ok(Some(DataMap {
+                runs: runs
+                    .iter()
+                    .filter_map(|&(vcn, n, at)| {
+                        Some((vcn.saturating_mul(cs), at?, n.saturating_mul(cs)))
+                    })
+                    .collect(),
+                valid: (*initialized).min(v.size),
+            }))
         })
     }
 

@@ -1,0 +1,487 @@
+//! A point's catalog: every entry of every filesystem strata can read in one image, with a
+//! content identity per file, so that `find`, `history` and `diff` answer from a few
+//! megabytes instead of walking every point's filesystems.
+//!
+//! - [`build`] walks a chain point and computes the identities, mostly from the image's
+//!   block hashes (no file data is read for whole blocks).
+//! - This module holds the model and its byte encoding (docs/FORMAT.md, "Catalog
+//!   section"); [`crate::container::catalog`] stores the bytes in the image.
+//! - [`query`] opens the points of a chain or a directory, with their catalogs (or a walk
+//!   when an image has none), and answers the three questions.
+
+// Decodes bytes read from disk: no silent truncating `as` on them.
+#![warn(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
+
+pub mod build;
+pub mod query;
+
+use crate::fs::browse::{NodeKind, Time};
+
+/// What one catalog holds: the filesystems of one chain point.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Catalog {
+    /// The image's block size: content identities are taken over pieces of this size, so
+    /// only identities of equal block size compare.
+    pub block_size: u32,
+    pub volumes: Vec<Volume>,
+}
+
+/// One filesystem: a partition (`p2`) or the bare volume (`""`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Volume {
+    /// `p1`, `p2`… as `strata ls` names it; empty for a bare filesystem.
+    pub name: String,
+    /// Filesystem type (`ntfs`, `ext4`…).
+    pub fs: String,
+    /// Entry 0 is the root directory; every other entry's parent comes before it.
+    pub entries: Vec<Entry>,
+}
+
+/// A content identity: 16 bytes of BLAKE3 (see [`build`]).
+pub type ContentId = [u8; 16];
+
+/// One name in a filesystem (a file with several hard links has one entry per name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Index of the directory holding it; [`ROOT_PARENT`] for the root.
+    pub parent: u32,
+    /// The name as `strata ls` shows it (empty for the root).
+    pub name: String,
+    pub kind: NodeKind,
+    pub size: u64,
+    pub allocated: Option<u64>,
+    /// Inode or MFT record number.
+    pub ino: Option<u64>,
+    pub nlink: Option<u32>,
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub mtime: Option<Time>,
+    pub ctime: Option<Time>,
+    pub atime: Option<Time>,
+    pub crtime: Option<Time>,
+    /// Content identity: regular files (main data), symbolic links (target).
+    pub id: Option<ContentId>,
+    /// Named streams (NTFS).
+    pub streams: Vec<StreamEntry>,
+    /// The entry could not be read completely (its metadata, its listing or its content
+    /// identity): damage or a feature strata does not read.
+    pub unreadable: bool,
+}
+
+/// A named stream of a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamEntry {
+    pub name: String,
+    pub size: u64,
+    pub id: Option<ContentId>,
+}
+
+/// The parent of the root entry.
+pub const ROOT_PARENT: u32 = u32::MAX;
+
+impl Volume {
+    /// The path of entry `i` as `strata ls` prints it: `/p2/dir/name` (`/dir/name` on a
+    /// bare filesystem), computed with `paths` holding the paths of the entries before it.
+    fn path_of(&self, i: usize, paths: &[String]) -> String {
+        let e = &self.entries[i];
+        match usize::try_from(e.parent).ok().and_then(|p| paths.get(p)) {
+            Some(parent) if parent.ends_with('/') => format!("{parent}{}", e.name),
+            Some(parent) => format!("{parent}/{}", e.name),
+            None if self.name.is_empty() => "/".into(),
+            None => format!("/{}", self.name),
+        }
+    }
+
+    /// Every entry's path, in entry order.
+    pub fn paths(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::with_capacity(self.entries.len());
+        for i in 0..self.entries.len() {
+            let p = self.path_of(i, &out);
+            out.push(p);
+        }
+        out
+    }
+}
+
+const KINDS: [NodeKind; 8] = [
+    NodeKind::File,
+    NodeKind::Dir,
+    NodeKind::Symlink,
+    NodeKind::Block,
+    NodeKind::Char,
+    NodeKind::Fifo,
+    NodeKind::Socket,
+    NodeKind::Reparse,
+];
+
+fn kind_code(k: NodeKind) -> u8 {
+    KINDS
+        .iter()
+        .position(|&x| x == k)
+        .and_then(|p| u8::try_from(p).ok())
+        .unwrap_or(0)
+}
+
+// Presence bits of an entry's optional fields.
+const F_ALLOCATED: u16 = 1;
+const F_INO: u16 = 1 << 1;
+const F_NLINK: u16 = 1 << 2;
+const F_MODE: u16 = 1 << 3;
+const F_UID: u16 = 1 << 4;
+const F_GID: u16 = 1 << 5;
+const F_MTIME: u16 = 1 << 6;
+const F_CTIME: u16 = 1 << 7;
+const F_ATIME: u16 = 1 << 8;
+const F_CRTIME: u16 = 1 << 9;
+const F_ID: u16 = 1 << 10;
+const F_UNREADABLE: u16 = 1 << 11;
+const F_KNOWN: u16 = (1 << 12) - 1;
+
+/// Little-endian writer of the encoding.
+struct Out(Vec<u8>);
+
+impl Out {
+    fn u8(&mut self, v: u8) {
+        self.0.push(v);
+    }
+    fn u16(&mut self, v: u16) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn u32(&mut self, v: u32) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn str(&mut self, s: &str) {
+        self.u32(u32::try_from(s.len()).unwrap_or(u32::MAX));
+        self.0.extend_from_slice(s.as_bytes());
+    }
+    fn time(&mut self, t: Time) {
+        self.u64(t.secs.cast_unsigned());
+        self.u32(t.nanos);
+    }
+}
+
+/// Little-endian reader of the encoding: every read is bounds-checked.
+struct In<'a> {
+    buf: &'a [u8],
+    at: usize,
+}
+
+impl<'a> In<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        let end = self.at.checked_add(n).filter(|&e| e <= self.buf.len());
+        let Some(end) = end else {
+            return Err(format!("ends inside a field at byte {}", self.at));
+        };
+        let s = &self.buf[self.at..end];
+        self.at = end;
+        Ok(s)
+    }
+    fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, String> {
+        Ok(u16::from_le_bytes(self.take(2)?.try_into().expect("2")))
+    }
+    fn u32(&mut self) -> Result<u32, String> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4")))
+    }
+    fn u64(&mut self) -> Result<u64, String> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8")))
+    }
+    fn str(&mut self) -> Result<String, String> {
+        let n = usize::try_from(self.u32()?).map_err(|e| e.to_string())?;
+        let at = self.at;
+        String::from_utf8(self.take(n)?.to_vec())
+            .map_err(|_| format!("name at byte {at} is not UTF-8"))
+    }
+    fn time(&mut self) -> Result<Time, String> {
+        let secs = self.u64()?.cast_signed();
+        let nanos = self.u32()?;
+        if nanos >= 1_000_000_000 {
+            return Err(format!("impossible nanoseconds {nanos}"));
+        }
+        Ok(Time { secs, nanos })
+    }
+    fn id(&mut self) -> Result<ContentId, String> {
+        Ok(self.take(16)?.try_into().expect("16"))
+    }
+    /// A count of items of at least `min` bytes each, checked against what is left so
+    /// that a damaged count cannot reserve memory.
+    fn count(&mut self, n: u64, min: usize) -> Result<usize, String> {
+        let left = (self.buf.len() - self.at) / min.max(1);
+        usize::try_from(n)
+            .ok()
+            .filter(|&n| n <= left)
+            .ok_or_else(|| {
+                format!(
+                    "{n} items cannot fit in the {} bytes left",
+                    self.buf.len() - self.at
+                )
+            })
+    }
+}
+
+/// Smallest encoded entry: parent, name length, kind, flags, size, stream count.
+const MIN_ENTRY: usize = 4 + 4 + 1 + 2 + 8 + 2;
+
+impl Catalog {
+    /// The bytes stored in an image (docs/FORMAT.md, "Catalog section").
+    pub fn encode(&self) -> Vec<u8> {
+        let mut o = Out(Vec::new());
+        o.u32(self.block_size);
+        o.u32(u32::try_from(self.volumes.len()).unwrap_or(u32::MAX));
+        for v in &self.volumes {
+            o.str(&v.name);
+            o.str(&v.fs);
+            o.u64(v.entries.len() as u64);
+            for e in &v.entries {
+                o.u32(e.parent);
+                o.str(&e.name);
+                o.u8(kind_code(e.kind));
+                let mut flags = 0;
+                for (bit, on) in [
+                    (F_ALLOCATED, e.allocated.is_some()),
+                    (F_INO, e.ino.is_some()),
+                    (F_NLINK, e.nlink.is_some()),
+                    (F_MODE, e.mode.is_some()),
+                    (F_UID, e.uid.is_some()),
+                    (F_GID, e.gid.is_some()),
+                    (F_MTIME, e.mtime.is_some()),
+                    (F_CTIME, e.ctime.is_some()),
+                    (F_ATIME, e.atime.is_some()),
+                    (F_CRTIME, e.crtime.is_some()),
+                    (F_ID, e.id.is_some()),
+                    (F_UNREADABLE, e.unreadable),
+                ] {
+                    if on {
+                        flags |= bit;
+                    }
+                }
+                o.u16(flags);
+                o.u64(e.size);
+                for v in [e.allocated, e.ino].into_iter().flatten() {
+                    o.u64(v);
+                }
+                for v in [e.nlink, e.mode, e.uid, e.gid].into_iter().flatten() {
+                    o.u32(v);
+                }
+                for t in [e.mtime, e.ctime, e.atime, e.crtime].into_iter().flatten() {
+                    o.time(t);
+                }
+                if let Some(id) = e.id {
+                    o.0.extend_from_slice(&id);
+                }
+                o.u16(u16::try_from(e.streams.len()).unwrap_or(u16::MAX));
+                for s in e.streams.iter().take(usize::from(u16::MAX)) {
+                    o.str(&s.name);
+                    o.u64(s.size);
+                    match s.id {
+                        Some(id) => {
+                            o.u8(1);
+                            o.0.extend_from_slice(&id);
+                        }
+                        None => o.u8(0),
+                    }
+                }
+            }
+        }
+        o.0
+    }
+
+    /// Decodes and checks a catalog: every parent precedes its child and is a directory.
+    pub fn decode(buf: &[u8]) -> Result<Catalog, String> {
+        let mut r = In { buf, at: 0 };
+        let block_size = r.u32()?;
+        let n = r.u32()?;
+        let n = r.count(u64::from(n), 16)?;
+        let mut volumes = Vec::with_capacity(n);
+        for _ in 0..n {
+            let name = r.str()?;
+            let fs = r.str()?;
+            let count = r.u64()?;
+            let count = r.count(count, MIN_ENTRY)?;
+            let mut entries: Vec<Entry> = Vec::with_capacity(count);
+            for i in 0..count {
+                let parent = r.u32()?;
+                let ok = if i == 0 {
+                    parent == ROOT_PARENT
+                } else {
+                    usize::try_from(parent)
+                        .ok()
+                        .and_then(|p| entries.get(p))
+                        .is_some_and(|p| p.kind == NodeKind::Dir)
+                };
+                if !ok {
+                    return Err(format!("entry {i} has an impossible parent {parent}"));
+                }
+                let name = r.str()?;
+                let code = r.u8()?;
+                let kind = *KINDS
+                    .get(usize::from(code))
+                    .ok_or_else(|| format!("entry {i} has an unknown type {code}"))?;
+                let flags = r.u16()?;
+                if flags & !F_KNOWN != 0 {
+                    return Err(format!("entry {i} has unknown flags {flags:#x}"));
+                }
+                let has = |bit: u16| flags & bit != 0;
+                let size = r.u64()?;
+                let mut e = Entry {
+                    parent,
+                    name,
+                    kind,
+                    size,
+                    allocated: None,
+                    ino: None,
+                    nlink: None,
+                    mode: None,
+                    uid: None,
+                    gid: None,
+                    mtime: None,
+                    ctime: None,
+                    atime: None,
+                    crtime: None,
+                    id: None,
+                    streams: Vec::new(),
+                    unreadable: has(F_UNREADABLE),
+                };
+                if has(F_ALLOCATED) {
+                    e.allocated = Some(r.u64()?);
+                }
+                if has(F_INO) {
+                    e.ino = Some(r.u64()?);
+                }
+                for (bit, slot) in [
+                    (F_NLINK, &mut e.nlink),
+                    (F_MODE, &mut e.mode),
+                    (F_UID, &mut e.uid),
+                    (F_GID, &mut e.gid),
+                ] {
+                    if has(bit) {
+                        *slot = Some(r.u32()?);
+                    }
+                }
+                for (bit, slot) in [
+                    (F_MTIME, &mut e.mtime),
+                    (F_CTIME, &mut e.ctime),
+                    (F_ATIME, &mut e.atime),
+                    (F_CRTIME, &mut e.crtime),
+                ] {
+                    if has(bit) {
+                        *slot = Some(r.time()?);
+                    }
+                }
+                if has(F_ID) {
+                    e.id = Some(r.id()?);
+                }
+                let ns = r.u16()?;
+                let ns = r.count(u64::from(ns), 4 + 8 + 1)?;
+                for _ in 0..ns {
+                    let name = r.str()?;
+                    let size = r.u64()?;
+                    let id = match r.u8()? {
+                        0 => None,
+                        1 => Some(r.id()?),
+                        b => return Err(format!("entry {i}: a stream with flag {b}")),
+                    };
+                    e.streams.push(StreamEntry { name, size, id });
+                }
+                entries.push(e);
+            }
+            volumes.push(Volume { name, fs, entries });
+        }
+        if r.at != buf.len() {
+            return Err(format!("{} bytes follow the last volume", buf.len() - r.at));
+        }
+        Ok(Catalog {
+            block_size,
+            volumes,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Catalog {
+        let mut root = Entry {
+            parent: ROOT_PARENT,
+            name: String::new(),
+            kind: NodeKind::Dir,
+            size: 0,
+            allocated: None,
+            ino: Some(2),
+            nlink: Some(3),
+            mode: Some(0o755),
+            uid: Some(0),
+            gid: Some(0),
+            mtime: Some(Time { secs: -5, nanos: 7 }),
+            ctime: None,
+            atime: None,
+            crtime: None,
+            id: None,
+            streams: Vec::new(),
+            unreadable: false,
+        };
+        let mut file = root.clone();
+        file.parent = 0;
+        file.name = "a\u{1}b.txt".into();
+        file.kind = NodeKind::File;
+        file.size = 12345;
+        file.id = Some([9; 16]);
+        file.streams = vec![StreamEntry {
+            name: "s".into(),
+            size: 3,
+            id: Some([1; 16]),
+        }];
+        root.unreadable = true;
+        Catalog {
+            block_size: 4096,
+            volumes: vec![Volume {
+                name: "p1".into(),
+                fs: "ntfs".into(),
+                entries: vec![root, file],
+            }],
+        }
+    }
+
+    #[test]
+    fn encoding_round_trips_and_paths_are_built() {
+        let c = sample();
+        let back = Catalog::decode(&c.encode()).unwrap();
+        assert_eq!(back, c);
+        assert_eq!(back.volumes[0].paths(), vec!["/p1", "/p1/a\u{1}b.txt"]);
+    }
+
+    #[test]
+    fn every_truncation_and_many_flips_are_refused_or_decoded_without_panic() {
+        let bytes = sample().encode();
+        for n in 0..bytes.len() {
+            assert!(Catalog::decode(&bytes[..n]).is_err(), "{n}");
+        }
+        for i in 0..bytes.len() {
+            for bit in 0..8 {
+                let mut b = bytes.clone();
+                b[i] ^= 1 << bit;
+                let _ = Catalog::decode(&b);
+            }
+        }
+    }
+
+    #[test]
+    fn a_child_of_a_file_is_refused() {
+        let mut c = sample();
+        let mut e = c.volumes[0].entries[1].clone();
+        e.parent = 1;
+        c.volumes[0].entries.push(e);
+        assert!(Catalog::decode(&c.encode()).is_err());
+    }
+}
