@@ -217,4 +217,23 @@ fi
 
 # The walk's seeds are the cat target's too.
 for f in $c/vfs_walk/seed-*; do cp -n "$f" $c/vfs_cat/; done
+
+# Catalogs: the uncompressed catalog section of an image of each walk seed.
+mkdir -p $c/catalog
+for f in $c/vfs_walk/seed-*; do
+  "$STRATA" create --quiet "$f" $tmp/cat.strata --force
+  python3 - $tmp/cat.strata $tmp/cat.payload <<'PY'
+import struct, sys
+d = open(sys.argv[1], 'rb').read()
+index = struct.unpack_from('<Q', d, len(d) - 56)[0]
+at = struct.unpack_from('<Q', d, index + 104)[0]
+assert d[at:at + 8] == b'STRATCAT', 'no catalog'
+method, stored = d[at + 12], struct.unpack_from('<Q', d, at + 16)[0]
+payload = d[at + 64:at + 64 + stored]
+open(sys.argv[2], 'wb').write(payload if method == 0 else b'')
+open(sys.argv[2] + '.zst', 'wb').write(payload if method == 1 else b'')
+PY
+  if [ -s $tmp/cat.payload ]; then cp $tmp/cat.payload "$c/catalog/${f##*/}"
+  else zstd -dqf $tmp/cat.payload.zst -o "$c/catalog/${f##*/}"; fi
+done
 du -sh $c

@@ -15,7 +15,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 secs=${1:-60}
 shift || true
 targets=("$@")
-((${#targets[@]})) || targets=(container chain partition used_ntfs used_ext used_fat used_exfat vfs_walk vfs_cat)
+((${#targets[@]})) || targets=(container chain partition used_ntfs used_ext used_fat used_exfat vfs_walk vfs_cat catalog)
 
 [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
 if ! rustup toolchain list | grep -q '^nightly'; then

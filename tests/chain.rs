@@ -1139,3 +1139,67 @@ fn an_incremental_stores_exactly_the_changed_4k_blocks() {
     ]));
     assert_eq!(info(&none)["data_bytes"].as_u64(), Some(0));
 }
+
+/// A consolidated image is its top image's point, and carries its catalog: `find` gives the
+/// same entries as before, `diff` against a copy of the old top finds nothing, and the
+/// answers come from the catalog (no walk announced).
+#[test]
+fn consolidation_keeps_the_catalog_of_the_top_point() {
+    let d = tempdir();
+    let disk = sample_disk(d.path());
+    let fat = partitions(&disk)[0].0;
+    let (full, inc) = (d.path().join("full.strata"), d.path().join("inc.strata"));
+    ok(run(&[&"create", &disk, &full, &"-q"]));
+    let new = d.path().join("new.txt");
+    std::fs::write(&new, "added after the full backup\n").unwrap();
+    mtools(
+        "mcopy",
+        &disk,
+        fat,
+        &[new.to_str().unwrap(), "::/ADDED.TXT"],
+    );
+    ok(run(&[
+        &"create",
+        &disk,
+        &inc,
+        &"-q",
+        &"--incremental",
+        &full,
+    ]));
+    let keep = d.path().join("copy");
+    std::fs::create_dir(&keep).unwrap();
+    std::fs::copy(&inc, keep.join("inc.strata")).unwrap();
+    std::fs::copy(&full, keep.join("full.strata")).unwrap();
+    let find = |img: &Path| {
+        let o = run(&[&"find", &"--json", &img, &"*"]);
+        let (code, out, err) = outcome(&o);
+        assert_eq!(code, 0, "{err}");
+        assert!(!err.contains("walked"), "answered by walking: {err}");
+        let mut rows: Vec<String> = out
+            .lines()
+            .filter(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["image"].as_str().unwrap().ends_with("inc.strata")
+            })
+            .map(|l| {
+                let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v.as_object_mut().unwrap().remove("image");
+                v.to_string()
+            })
+            .collect();
+        rows.sort();
+        rows
+    };
+    let before = find(&inc);
+    assert!(before.iter().any(|r| r.contains("/p1/ADDED.TXT")));
+    ok(run(&[&"consolidate", &inc, &"-q"]));
+    assert!(!full.exists(), "the merged parent is removed");
+    assert_eq!(find(&inc), before);
+    let info = ok(run(&[&"info", &inc]));
+    assert!(
+        info.contains("catalog:") && info.contains("entries in 3 filesystems"),
+        "{info}"
+    );
+    let (code, out, err) = outcome(&run(&[&"diff", &keep.join("inc.strata"), &inc]));
+    assert_eq!((code, out.as_str()), (0, ""), "{err}");
+}

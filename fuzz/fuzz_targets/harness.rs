@@ -35,7 +35,38 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("used_exfat", used_exfat),
     ("vfs_walk", vfs_walk),
     ("vfs_cat", vfs_cat),
+    ("catalog", catalog),
 ];
+
+/// A catalog's uncompressed bytes (docs/FORMAT.md, "Catalog section"): decoded, and when
+/// it decodes, every path built and the queries of `find`, `history` and `diff` run on it.
+pub fn catalog(data: &[u8]) {
+    use strata::catalog::query;
+    let Ok(c) = strata::catalog::Catalog::decode(data) else {
+        return;
+    };
+    let paths = query::all_paths(&c);
+    let point = query::Point {
+        image: PathBuf::from("fuzz.strata"),
+        created: strata::fs::browse::Time { secs: 0, nanos: 0 },
+        catalog: c.clone(),
+    };
+    let pattern = query::Pattern::new("*a*", true).expect("pattern");
+    let _ = query::find(&point, &pattern, &query::Filter::default());
+    if let Some(f) = paths.last() {
+        let _ = query::history(std::slice::from_ref(&point), &f.path);
+    }
+    let mut other = c.clone();
+    if let Some(v) = other.volumes.first_mut() {
+        v.entries.truncate(v.entries.len() / 2);
+    }
+    let _ = query::diff(&c, &other, "/");
+    let _ = query::diff(&other, &c, "/");
+    assert_eq!(
+        strata::catalog::Catalog::decode(&c.encode()).as_ref(),
+        Ok(&c)
+    );
+}
 
 /// A whole image file: header, trailer, index checks, then every chunk loaded (as `verify`
 /// does), `info`, and every mapped byte read (as `restore` does).

@@ -47,12 +47,52 @@ pub struct ImageInfo {
     pub index_digest: String,
     /// Earlier identities this image answers to (after consolidation).
     pub aliases: Vec<Uuid>,
+    /// The catalog of files the image holds (None: it has none).
+    pub catalog: Option<CatalogInfo>,
     /// The chain this image is the top of, full image first (children only).
     pub chain: Vec<ChainEntry>,
     /// Why the chain could not be resolved, if it could not.
     pub chain_error: Option<String>,
     /// Partition table and filesystems, read from the image itself (full images only).
     pub layout: Option<crate::layout::DiskMap>,
+}
+
+/// What `info` says of an image's catalog.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CatalogInfo {
+    /// Bytes the catalog section takes in the image.
+    pub bytes: u64,
+    /// Entries listed (every name in every filesystem).
+    pub entries: u64,
+    pub filesystems: u64,
+    /// Why it cannot be used (find, history and diff then walk the image).
+    pub error: Option<String>,
+}
+
+fn catalog_info(img: &crate::container::reader::Image) -> Result<Option<CatalogInfo>> {
+    use crate::container::catalog::{load, CatalogError};
+    let idx = img.index();
+    if idx.catalog_offset == 0 {
+        return Ok(None);
+    }
+    let mut c = CatalogInfo {
+        bytes: idx.block_hashes_offset - idx.catalog_offset,
+        entries: 0,
+        filesystems: 0,
+        error: None,
+    };
+    match load(img) {
+        Ok(raw) => match crate::catalog::Catalog::decode(&raw.unwrap_or_default()) {
+            Ok(cat) => {
+                c.filesystems = cat.volumes.len() as u64;
+                c.entries = cat.volumes.iter().map(|v| v.entries.len() as u64).sum();
+            }
+            Err(e) => c.error = Some(e),
+        },
+        Err(CatalogError::Damaged(e)) => c.error = Some(e),
+        Err(CatalogError::Io(e)) => return Err(e),
+    }
+    Ok(Some(c))
 }
 
 /// One image of a chain, as `info` lists it.
@@ -161,6 +201,7 @@ pub fn info(path: &Path, opts: &ResolveOptions) -> Result<ImageInfo> {
             .map(|b| format!("{b:02x}"))
             .collect(),
         aliases: idx.aliases.iter().map(|a| a.uuid).collect(),
+        catalog: catalog_info(&img)?,
         chain,
         chain_error,
     })
@@ -404,6 +445,23 @@ impl fmt::Display for ImageInfo {
                 human_bytes(self.unreadable_bytes),
                 ranges_text(&self.unreadable)
             )?;
+        }
+        match &self.catalog {
+            Some(CatalogInfo { error: Some(e), .. }) => writeln!(
+                f,
+                "catalog:      damaged ({e}); find, history and diff walk the image instead"
+            )?,
+            Some(c) => writeln!(
+                f,
+                "catalog:      {} in {}, {}",
+                crate::units::count(c.entries, "entry", "entries"),
+                crate::units::count(c.filesystems, "filesystem", "filesystems"),
+                human_bytes(c.bytes)
+            )?,
+            None => writeln!(
+                f,
+                "catalog:      none (find, history and diff walk the image)"
+            )?,
         }
         write!(f, "index digest: {}", self.index_digest)?;
         if !self.aliases.is_empty() {
