@@ -299,6 +299,10 @@ impl Catalog {
     /// Decodes and checks a catalog: every parent precedes its child and is a directory.
     pub fn decode(buf: &[u8]) -> Result<Catalog, String> {
         let mut r = In { buf, at: 0 };
+        // Paths are built from parents' paths: a damaged catalog of deeply nested names
+        // would make them quadratic. Real trees keep their paths well under this.
+        let max_path_bytes = (buf.len() as u64).saturating_mul(8) + (1 << 20);
+        let mut path_bytes = 0u64;
         let block_size = r.u32()?;
         let n = r.u32()?;
         let n = r.count(u64::from(n), 16)?;
@@ -309,6 +313,7 @@ impl Catalog {
             let count = r.u64()?;
             let count = r.count(count, MIN_ENTRY)?;
             let mut entries: Vec<Entry> = Vec::with_capacity(count);
+            let mut path_len: Vec<u64> = Vec::with_capacity(count);
             for i in 0..count {
                 let parent = r.u32()?;
                 let ok = if i == 0 {
@@ -323,6 +328,17 @@ impl Catalog {
                     return Err(format!("entry {i} has an impossible parent {parent}"));
                 }
                 let name = r.str()?;
+                let len = usize::try_from(parent)
+                    .ok()
+                    .and_then(|p| path_len.get(p))
+                    .map_or(name.len() as u64 + 4, |l| l + 1 + name.len() as u64);
+                path_len.push(len);
+                path_bytes += len;
+                if path_bytes > max_path_bytes {
+                    return Err(format!(
+                        "entry {i}: paths add up to more than {max_path_bytes} bytes"
+                    ));
+                }
                 let code = r.u8()?;
                 let kind = *KINDS
                     .get(usize::from(code))
@@ -473,6 +489,30 @@ mod tests {
                 b[i] ^= 1 << bit;
                 let _ = Catalog::decode(&b);
             }
+        }
+    }
+
+    #[test]
+    fn nested_names_cannot_make_paths_quadratic() {
+        let mut c = sample();
+        let v = &mut c.volumes[0];
+        v.entries.truncate(1);
+        for i in 0..20_000u32 {
+            let mut e = v.entries[0].clone();
+            e.parent = i;
+            e.name = "d".repeat(40);
+            v.entries.push(e);
+        }
+        let err = Catalog::decode(&c.encode()).unwrap_err();
+        assert!(err.contains("paths add up"), "{err}");
+        v_shallow(&mut c);
+        assert!(Catalog::decode(&c.encode()).is_ok());
+    }
+
+    /// The same entries side by side under the root.
+    fn v_shallow(c: &mut Catalog) {
+        for e in c.volumes[0].entries.iter_mut().skip(1) {
+            e.parent = 0;
         }
     }
 
