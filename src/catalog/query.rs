@@ -213,20 +213,77 @@ pub fn normalize(path: &str) -> String {
 /// ignoring case (as `strata ls` resolves paths); None when there is none or several.
 pub fn lookup<'a>(c: &'a Catalog, path: &str) -> Option<Found<'a>> {
     let path = normalize(path);
-    let all = all_paths(c);
-    let lower = path.to_lowercase();
-    let mut folded = None;
-    let mut several = false;
-    for f in all {
-        if f.path == path {
-            return Some(f);
-        }
-        if f.path.to_lowercase() == lower {
-            several |= folded.is_some();
-            folded = Some(f);
-        }
+    let comps: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    for v in &c.volumes {
+        let rest = if v.name.is_empty() {
+            &comps[..]
+        } else if comps.first().is_some_and(|f| *f == v.name) {
+            &comps[1..]
+        } else {
+            continue;
+        };
+        let found = walk_down(v, rest, false).or_else(|| walk_down(v, rest, true));
+        return found.map(|i| {
+            let mut names = Vec::new();
+            let mut at = i;
+            while at != 0 {
+                let e = &v.entries[at];
+                names.push(e.name.as_str());
+                at = usize::try_from(e.parent).unwrap_or(0);
+            }
+            names.reverse();
+            let mut p = if v.name.is_empty() {
+                String::new()
+            } else {
+                format!("/{}", v.name)
+            };
+            for n in names {
+                p.push('/');
+                p.push_str(n);
+            }
+            if p.is_empty() {
+                p.push('/');
+            }
+            Found {
+                path: p,
+                entry: &v.entries[i],
+            }
+        });
     }
-    folded.filter(|_| !several)
+    None
+}
+
+/// The entry reached from the root of `v` by `names` (exactly, or ignoring case when that
+/// names exactly one entry at each step). Children follow their parents, so each step
+/// scans forward from the directory it is in.
+fn walk_down(v: &Volume, names: &[&str], fold: bool) -> Option<usize> {
+    let mut at = 0usize;
+    v.entries.first()?;
+    for name in names {
+        let lower = name.to_lowercase();
+        let mut hit = None;
+        for (j, e) in v.entries.iter().enumerate().skip(at + 1) {
+            if usize::try_from(e.parent).ok() != Some(at) {
+                continue;
+            }
+            let same = if fold {
+                e.name.to_lowercase() == lower
+            } else {
+                e.name == *name
+            };
+            if same {
+                if hit.is_some() {
+                    return None;
+                }
+                hit = Some(j);
+                if !fold {
+                    break;
+                }
+            }
+        }
+        at = hit?;
+    }
+    Some(at)
 }
 
 /// One version of a path in [`history`]: the points that hold it, in order.
