@@ -155,14 +155,16 @@ pub struct Filter {
 pub struct Pattern {
     glob: globset::GlobMatcher,
     whole_path: bool,
+    /// Names are lowered before matching (the pattern was): globset folds ASCII only.
+    fold: bool,
 }
 
 impl Pattern {
     /// Compiles `pattern`; `ignore_case` as `find -iname`.
     pub fn new(pattern: &str, ignore_case: bool) -> Result<Pattern> {
         let whole_path = pattern.contains('/');
-        let glob = globset::GlobBuilder::new(pattern)
-            .case_insensitive(ignore_case)
+        let lowered = pattern.to_lowercase();
+        let glob = globset::GlobBuilder::new(if ignore_case { &lowered } else { pattern })
             .literal_separator(whole_path)
             .backslash_escape(true)
             .build()
@@ -170,14 +172,16 @@ impl Pattern {
         Ok(Pattern {
             glob: glob.compile_matcher(),
             whole_path,
+            fold: ignore_case,
         })
     }
 
     fn matches(&self, path: &str, name: &str) -> bool {
-        if self.whole_path {
-            self.glob.is_match(path)
+        let subject = if self.whole_path { path } else { name };
+        if self.fold {
+            self.glob.is_match(subject.to_lowercase())
         } else {
-            self.glob.is_match(name)
+            self.glob.is_match(subject)
         }
     }
 }
@@ -222,8 +226,7 @@ pub fn lookup<'a>(c: &'a Catalog, path: &str) -> Option<Found<'a>> {
         } else {
             continue;
         };
-        let found = walk_down(v, rest, false).or_else(|| walk_down(v, rest, true));
-        return found.map(|i| {
+        return walk_down(v, rest).map(|i| {
             let mut names = Vec::new();
             let mut at = i;
             while at != 0 {
@@ -253,35 +256,35 @@ pub fn lookup<'a>(c: &'a Catalog, path: &str) -> Option<Found<'a>> {
     None
 }
 
-/// The entry reached from the root of `v` by `names` (exactly, or ignoring case when that
-/// names exactly one entry at each step). Children follow their parents, so each step
-/// scans forward from the directory it is in.
-fn walk_down(v: &Volume, names: &[&str], fold: bool) -> Option<usize> {
+/// The entry reached from the root of `v` by `names`, each looked up as `strata ls` looks
+/// it up: ext names exactly; NTFS names exactly, else the one entry equal ignoring case;
+/// FAT and exFAT names ignoring case. Children follow their parents, so each step scans
+/// forward from the directory it is in.
+fn walk_down(v: &Volume, names: &[&str]) -> Option<usize> {
+    let exact_only = v.fs.starts_with("ext");
     let mut at = 0usize;
     v.entries.first()?;
     for name in names {
-        let lower = name.to_lowercase();
-        let mut hit = None;
-        for (j, e) in v.entries.iter().enumerate().skip(at + 1) {
-            if usize::try_from(e.parent).ok() != Some(at) {
-                continue;
-            }
-            let same = if fold {
-                e.name.to_lowercase() == lower
-            } else {
-                e.name == *name
-            };
-            if same {
-                if hit.is_some() {
-                    return None;
-                }
-                hit = Some(j);
-                if !fold {
-                    break;
-                }
-            }
+        let children = || {
+            v.entries
+                .iter()
+                .enumerate()
+                .skip(at + 1)
+                .filter(|(_, e)| usize::try_from(e.parent).ok() == Some(at))
+        };
+        if let Some((j, _)) = children().find(|(_, e)| e.name == *name) {
+            at = j;
+            continue;
         }
-        at = hit?;
+        if exact_only {
+            return None;
+        }
+        let lower = name.to_lowercase();
+        let mut folded = children().filter(|(_, e)| e.name.to_lowercase() == lower);
+        match (folded.next(), folded.next()) {
+            (Some((j, _)), None) => at = j,
+            _ => return None,
+        }
     }
     Some(at)
 }
@@ -365,7 +368,10 @@ fn under(path: &str, prefix: &str) -> bool {
 
 /// What changed from point `a` to point `b`, below `prefix`, sorted by path.
 pub fn diff(a: &Catalog, b: &Catalog, prefix: &str) -> Vec<Row> {
-    let prefix = normalize(prefix);
+    // The prefix names what `ls` would find in either point (case as stored).
+    let prefix = lookup(b, prefix)
+        .or_else(|| lookup(a, prefix))
+        .map_or_else(|| normalize(prefix), |f| f.path);
     let keep = |f: &Found| under(&f.path, &prefix) && f.entry.parent != super::ROOT_PARENT;
     let old: HashMap<String, &Entry> = all_paths(a)
         .into_iter()
