@@ -11,76 +11,24 @@
 //! not block-aligned on the disk (FAT, partitions that do not start on a block), and
 //! contents not stored as they read (resident, compressed, inline).
 //!
-//! While `create` writes an image, those reads go to the source disk, which was just read
-//! and sits in the page cache, and each block read there is used only if its hash equals
-//! the image's ([`Verified`]); otherwise the image is read. The catalog therefore always
+//! The filesystems' metadata is read from the image (its metadata chunks are small and
+//! stay decompressed in the chain's cache). While `create` writes an image, the file
+//! pieces that must be read are read from the source disk, which was just read and sits in
+//! the page cache, and each block read there is used only if its hash equals the image's
+//! ([`Builder::read_disk`]); otherwise the image is read. The catalog therefore always
 //! describes the image, even when the source changed since.
 
 use super::{Catalog, ContentId, Entry, StreamEntry, Volume, ROOT_PARENT};
 use crate::blockdev::{is_zero, BlockDev};
 use crate::chain::{BlockState, Chain};
 use crate::error::{Error, Result};
-use crate::fs::browse::{FileSystem, Metadata, NodeId, NodeKind};
+use crate::fs::browse::{DataMap, FileSystem, Metadata, NodeId, NodeKind};
 use crate::vfs::Vfs;
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
 use std::sync::Arc;
 use xxhash_rust::xxh3::xxh3_64;
-
-/// A device that reads `source` where its blocks hold what the chain point holds (same
-/// block hash, or zeros where the point has zeros), and the chain everywhere else.
-pub struct Verified {
-    source: Arc<dyn BlockDev>,
-    chain: Arc<Chain>,
-    bs: u64,
-}
-
-impl Verified {
-    /// Reads `chain`'s point through `source` where they agree.
-    pub fn new(source: Arc<dyn BlockDev>, chain: Arc<Chain>) -> Verified {
-        let bs = u64::from(chain.block_size());
-        Verified { source, chain, bs }
-    }
-
-    /// The blocks `first..first + n` read from the source, if every one matches the point.
-    fn read_source(&self, first: u64, n: u64) -> Option<Vec<u8>> {
-        let len = self.chain.len();
-        let start = first * self.bs;
-        let end = ((first + n) * self.bs).min(len).min(self.source.len());
-        let mut buf = vec![0u8; usize::try_from(n * self.bs).ok()?];
-        let got = usize::try_from(end.checked_sub(start)?).ok()?;
-        self.source.read_at(start, &mut buf[..got]).ok()?;
-        let states = self.chain.block_states(first, n).ok()?;
-        let bs = usize::try_from(self.bs).ok()?;
-        let all = buf.chunks_exact(bs).zip(&states).all(|(b, s)| match s {
-            BlockState::Zero => is_zero(b),
-            BlockState::Hash(h) => xxh3_64(b) == *h,
-        });
-        all.then_some(buf)
-    }
-}
-
-impl BlockDev for Verified {
-    fn len(&self) -> u64 {
-        self.chain.len()
-    }
-
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        let end = offset.saturating_add(buf.len() as u64);
-        if buf.is_empty() || end > self.len() {
-            return self.chain.read_at(offset, buf);
-        }
-        let first = offset / self.bs;
-        let n = end.div_ceil(self.bs) - first;
-        match self.read_source(first, n) {
-            Some(blocks) => {
-                let from = crate::le::usize_of(offset - first * self.bs)?;
-                buf.copy_from_slice(&blocks[from..from + buf.len()]);
-                Ok(())
-            }
-            None => self.chain.read_at(offset, buf),
-        }
-    }
-}
 
 fn zero_hash(bs: u64) -> u64 {
     xxh3_64(&vec![0u8; usize::try_from(bs).unwrap_or(4096)])
@@ -97,12 +45,20 @@ enum Piece {
     Read,
 }
 
+/// Blocks per page of the block-state cache: 2 MiB of disk at 4 KiB blocks.
+const STATE_PAGE: u64 = 512;
+/// Pages the cache holds before it starts again (about 32 MiB).
+const STATE_PAGES: usize = 4096;
+
 /// Computes catalogs for one chain point.
 pub struct Builder {
     chain: Arc<Chain>,
-    dev: Arc<dyn BlockDev>,
+    source: Option<Arc<dyn BlockDev>>,
     bs: u64,
     zero_hash: u64,
+    /// Block states of the point by page: files sit close together, so neighbouring
+    /// lookups share a page and the hash tables are read a page at a time, not per file.
+    states: RefCell<HashMap<u64, Rc<[BlockState]>>>,
 }
 
 impl Builder {
@@ -110,37 +66,124 @@ impl Builder {
     /// point was just made from (read where it agrees with the point).
     pub fn new(chain: Arc<Chain>, source: Option<Arc<dyn BlockDev>>) -> Builder {
         let bs = u64::from(chain.block_size());
-        let dev: Arc<dyn BlockDev> = match source {
-            Some(s) => Arc::new(Verified::new(s, chain.clone())),
-            None => chain.clone(),
-        };
         Builder {
             chain,
-            dev,
+            source,
             bs,
             zero_hash: zero_hash(bs),
+            states: RefCell::new(HashMap::new()),
         }
+    }
+
+    /// The states of blocks `first..first + n` (inside the disk).
+    fn block_states(&self, first: u64, n: u64) -> Result<Vec<BlockState>> {
+        let blocks = self.chain.len().div_ceil(self.bs);
+        let mut out = Vec::with_capacity(crate::le::usize_of(n)?);
+        let mut b = first;
+        while b < first + n {
+            let page = b / STATE_PAGE;
+            let cached = self.states.borrow().get(&page).cloned();
+            let states = match cached {
+                Some(s) => s,
+                None => {
+                    let at = page * STATE_PAGE;
+                    let s: Rc<[BlockState]> = self
+                        .chain
+                        .block_states(at, STATE_PAGE.min(blocks - at))?
+                        .into();
+                    let mut map = self.states.borrow_mut();
+                    if map.len() >= STATE_PAGES {
+                        map.clear();
+                    }
+                    map.insert(page, s.clone());
+                    s
+                }
+            };
+            let from = crate::le::usize_of(b - page * STATE_PAGE)?;
+            let take = crate::le::clamp_len(first + n - b, states.len() - from);
+            out.extend_from_slice(&states[from..from + take]);
+            b += take as u64;
+        }
+        Ok(out)
+    }
+
+    /// Reads disk bytes of the point: from the source where each block read there has the
+    /// point's hash (or is zero where the point has zeros), else from the image.
+    fn read_disk(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let end = offset.saturating_add(buf.len() as u64);
+        let (Some(src), false) = (&self.source, buf.is_empty() || end > self.chain.len()) else {
+            return self.chain.read_at(offset, buf);
+        };
+        let first = offset / self.bs;
+        let n = end.div_ceil(self.bs) - first;
+        let start = first * self.bs;
+        let stop = ((first + n) * self.bs).min(self.chain.len()).min(src.len());
+        let mut blocks = vec![0u8; crate::le::usize_of(n * self.bs)?];
+        let got = crate::le::usize_of(stop.saturating_sub(start))?;
+        let agrees = src.read_at(start, &mut blocks[..got]).is_ok() && {
+            let states = self.block_states(first, n)?;
+            let bs = crate::le::usize_of(self.bs)?;
+            blocks.chunks_exact(bs).zip(&states).all(|(b, s)| match s {
+                BlockState::Zero => is_zero(b),
+                BlockState::Hash(h) => xxh3_64(b) == *h,
+            })
+        };
+        if !agrees {
+            return self.chain.read_at(offset, buf);
+        }
+        let from = crate::le::usize_of(offset - start)?;
+        buf.copy_from_slice(&blocks[from..from + buf.len()]);
+        Ok(())
+    }
+
+    /// Reads bytes `from..from + buf.len()` of a file laid out as `map` says, the file's
+    /// filesystem starting at byte `start` of the disk: holes and bytes past the
+    /// initialized size are zeros.
+    fn read_mapped(&self, map: &DataMap, start: u64, from: u64, buf: &mut [u8]) -> Result<()> {
+        buf.fill(0);
+        let end = (from + buf.len() as u64).min(map.valid);
+        for &(foff, doff, len) in &map.runs {
+            let (a, b) = (foff.max(from), foff.saturating_add(len).min(end));
+            if a >= b {
+                continue;
+            }
+            let at = start.saturating_add(doff).saturating_add(a - foff);
+            let lo = crate::le::usize_of(a - from)?;
+            let hi = crate::le::usize_of(b - from)?;
+            self.read_disk(at, &mut buf[lo..hi])?;
+        }
+        Ok(())
     }
 
     /// Walks every filesystem of the point. Fails only when the partition table cannot be
     /// read; a filesystem or entry that cannot be read is left out or marked unreadable.
     pub fn build(&self) -> Result<Catalog> {
-        let vfs = Vfs::open(
-            self.dev.clone(),
-            self.chain.sector_size(),
-            self.chain.cache(),
-        )?;
-        let mut volumes = Vec::new();
-        for m in vfs.mounts() {
-            let (Ok(fs), Some(kind)) = (&m.fs, m.kind) else {
-                continue;
-            };
-            volumes.push(Volume {
-                name: m.name.clone(),
-                fs: kind.name().to_string(),
-                entries: self.walk(&**fs, m.start)?,
-            });
-        }
+        let dev: Arc<dyn BlockDev> = self.chain.clone();
+        let vfs = Vfs::open(dev, self.chain.sector_size(), self.chain.cache())?;
+        // Each filesystem is walked on its own thread: the walks read different parts of
+        // the disk and share nothing but the chain's cache.
+        let walks: Vec<Result<Volume>> = std::thread::scope(|s| {
+            let workers: Vec<_> = vfs
+                .mounts()
+                .iter()
+                .filter_map(|m| Some((m, m.fs.as_ref().ok()?, m.kind?)))
+                .map(|(m, fs, kind)| {
+                    let (chain, source) = (self.chain.clone(), self.source.clone());
+                    s.spawn(move || {
+                        Ok(Volume {
+                            name: m.name.clone(),
+                            fs: kind.name().to_string(),
+                            entries: Builder::new(chain, source).walk(&**fs, m.start)?,
+                        })
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
+        let volumes = walks.into_iter().collect::<Result<Vec<Volume>>>()?;
         Ok(Catalog {
             block_size: self.chain.block_size(),
             volumes,
@@ -156,9 +199,9 @@ impl Builder {
         }];
         let mut stack = vec![(0u32, root)];
         let mut seen = HashSet::from([root]);
-        // Identities of files with several names, computed once.
-        let mut linked: HashMap<NodeId, (Option<ContentId>, Vec<StreamEntry>, bool)> =
-            HashMap::new();
+        // Regular files, by node: their identities are computed after the walk.
+        let mut files: Vec<(NodeId, Vec<usize>)> = Vec::new();
+        let mut file_at: HashMap<NodeId, usize> = HashMap::new();
         while let Some((at, dir)) = stack.pop() {
             crate::progress::check_interrupt()?;
             let list = match fs.read_dir(dir) {
@@ -180,15 +223,13 @@ impl Builder {
                 };
                 if !e.unreadable {
                     match e.kind {
-                        NodeKind::File if e.nlink.unwrap_or(1) > 1 => {
-                            let (id, streams, bad) = linked
-                                .entry(d.node)
-                                .or_insert_with(|| self.contents(fs, d.node, &e, start))
-                                .clone();
-                            (e.id, e.streams, e.unreadable) = (id, streams, bad);
-                        }
                         NodeKind::File => {
-                            (e.id, e.streams, e.unreadable) = self.contents(fs, d.node, &e, start);
+                            // Several names of one file share its identity.
+                            let k = *file_at.entry(d.node).or_insert_with(|| {
+                                files.push((d.node, Vec::new()));
+                                files.len() - 1
+                            });
+                            files[k].1.push(entries.len());
                         }
                         NodeKind::Symlink => match fs.read_link(d.node) {
                             Ok(t) => {
@@ -211,7 +252,57 @@ impl Builder {
                 }
             }
         }
+        self.identify(fs, start, &files, &mut entries)?;
         Ok(entries)
+    }
+
+    /// Sets the content identities of `files` (a node and its entries), on one thread per
+    /// core: files in walk order, so that each thread's reads stay close together.
+    fn identify(
+        &self,
+        fs: &dyn FileSystem,
+        start: u64,
+        files: &[(NodeId, Vec<usize>)],
+        entries: &mut [Entry],
+    ) -> Result<()> {
+        type Contents = (Option<ContentId>, Vec<StreamEntry>, bool);
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let per = files.len().div_ceil(threads).max(1);
+        let shared: &[Entry] = entries;
+        let results: Vec<Result<Vec<Contents>>> = std::thread::scope(|s| {
+            let workers: Vec<_> = files
+                .chunks(per)
+                .map(|part| {
+                    let (chain, source) = (self.chain.clone(), self.source.clone());
+                    s.spawn(move || {
+                        let b = Builder::new(chain, source);
+                        let mut out = Vec::with_capacity(part.len());
+                        for (n, (node, names)) in part.iter().enumerate() {
+                            if n % 256 == 0 {
+                                crate::progress::check_interrupt()?;
+                            }
+                            out.push(b.contents(fs, *node, &shared[names[0]], start));
+                        }
+                        Ok(out)
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
+        let mut done = files.iter();
+        for part in results {
+            for (id, streams, bad) in part? {
+                let (_, names) = done.next().expect("one result per file");
+                for &i in names {
+                    let e = &mut entries[i];
+                    (e.id, e.streams, e.unreadable) = (id, streams.clone(), bad);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The identities of a file's main contents and of its streams, and whether one
@@ -309,7 +400,7 @@ impl Builder {
                         while j < plans.len() && plans[j] == Piece::Block(b + (j - i) as u64) {
                             j += 1;
                         }
-                        for s in self.chain.block_states(b, (j - i) as u64)? {
+                        for s in self.block_states(b, (j - i) as u64)? {
                             let v = match s {
                                 BlockState::Zero => self.zero_hash,
                                 BlockState::Hash(x) => x,
@@ -327,6 +418,10 @@ impl Builder {
                         buf.resize(len, 0);
                         let want = crate::le::clamp_len(size - from, len);
                         let mut got = 0;
+                        if let Some(m) = &map {
+                            self.read_mapped(m, start, from, &mut buf[..want])?;
+                            got = want;
+                        }
                         while got < want {
                             let n =
                                 fs.read_at(node, stream, from + got as u64, &mut buf[got..want])?;

@@ -33,7 +33,7 @@ const MAX_RATIO: u64 = 64;
 
 /// Encodes a section holding `raw`.
 fn encode(raw: &[u8]) -> Result<Vec<u8>> {
-    let compressed = zstd::bulk::compress(raw, 9)
+    let compressed = zstd::bulk::compress(raw, 3)
         .map_err(|e| Error::Invalid(format!("cannot compress the catalog: {e}")))?;
     let raw_len = raw.len() as u64;
     let (method, payload) = if compressed.len() < raw.len()
