@@ -54,7 +54,11 @@ pub fn catalog(data: &[u8]) {
     let pattern = query::Pattern::new("*a*", true).expect("pattern");
     let _ = query::find(&point, &pattern, &query::Filter::default());
     if let Some(f) = paths.last() {
-        let _ = query::history(std::slice::from_ref(&point), &f.path);
+        let stamp = query::Stamp {
+            image: point.image.clone(),
+            created: point.created,
+        };
+        let _ = query::history(vec![(stamp, query::at_path(&point, &f.path))], &f.path);
     }
     let mut other = c.clone();
     if let Some(v) = other.volumes.first_mut() {

@@ -457,7 +457,7 @@ fn short(h: blake3::Hasher) -> ContentId {
 fn entry(parent: u32, name: String, m: &Metadata) -> Entry {
     Entry {
         parent,
-        name,
+        name: name.into(),
         kind: m.kind,
         size: m.size,
         allocated: m.allocated,
@@ -475,7 +475,7 @@ fn entry(parent: u32, name: String, m: &Metadata) -> Entry {
             .streams
             .iter()
             .map(|s| StreamEntry {
-                name: s.name.clone(),
+                name: s.name.as_str().into(),
                 size: s.size,
                 id: None,
             })

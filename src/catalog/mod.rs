@@ -20,6 +20,7 @@ pub mod build;
 pub mod query;
 
 use crate::fs::browse::{NodeKind, Time};
+use compact_str::CompactString;
 
 /// What one catalog holds: the filesystems of one chain point.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,7 +51,7 @@ pub struct Entry {
     /// Index of the directory holding it; [`ROOT_PARENT`] for the root.
     pub parent: u32,
     /// The name as `strata ls` shows it (empty for the root).
-    pub name: String,
+    pub name: CompactString,
     pub kind: NodeKind,
     pub size: u64,
     pub allocated: Option<u64>,
@@ -76,7 +77,7 @@ pub struct Entry {
 /// A named stream of a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamEntry {
-    pub name: String,
+    pub name: CompactString,
     pub size: u64,
     pub id: Option<ContentId>,
 }
@@ -95,6 +96,30 @@ impl Volume {
             None if self.name.is_empty() => "/".into(),
             None => format!("/{}", self.name),
         }
+    }
+
+    /// The path of entry `i`, built by walking up its parents.
+    pub fn path(&self, i: usize) -> String {
+        let mut names = Vec::new();
+        let mut at = i;
+        // Parents precede children (checked when decoded), so this ends at the root.
+        while let Some(e) = self.entries.get(at).filter(|_| at != 0) {
+            names.push(e.name.as_str());
+            at = usize::try_from(e.parent).unwrap_or(0).min(at - 1);
+        }
+        let mut p = if self.name.is_empty() {
+            String::new()
+        } else {
+            format!("/{}", self.name)
+        };
+        for n in names.iter().rev() {
+            p.push('/');
+            p.push_str(n);
+        }
+        if p.is_empty() {
+            p.push('/');
+        }
+        p
     }
 
     /// Every entry's path, in entry order.
@@ -196,10 +221,11 @@ impl<'a> In<'a> {
     fn u64(&mut self) -> Result<u64, String> {
         Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8")))
     }
-    fn str(&mut self) -> Result<String, String> {
+    fn str(&mut self) -> Result<CompactString, String> {
         let n = usize::try_from(self.u32()?).map_err(|e| e.to_string())?;
         let at = self.at;
-        String::from_utf8(self.take(n)?.to_vec())
+        std::str::from_utf8(self.take(n)?)
+            .map(CompactString::from)
             .map_err(|_| format!("name at byte {at} is not UTF-8"))
     }
     fn time(&mut self) -> Result<Time, String> {
@@ -308,8 +334,8 @@ impl Catalog {
         let n = r.count(u64::from(n), 16)?;
         let mut volumes = Vec::with_capacity(n);
         for _ in 0..n {
-            let name = r.str()?;
-            let fs = r.str()?;
+            let name = r.str()?.into_string();
+            let fs = r.str()?.into_string();
             let count = r.u64()?;
             let count = r.count(count, MIN_ENTRY)?;
             let mut entries: Vec<Entry> = Vec::with_capacity(count);
@@ -430,7 +456,7 @@ mod tests {
     fn sample() -> Catalog {
         let mut root = Entry {
             parent: ROOT_PARENT,
-            name: String::new(),
+            name: CompactString::default(),
             kind: NodeKind::Dir,
             size: 0,
             allocated: None,
@@ -500,7 +526,7 @@ mod tests {
         for i in 0..20_000u32 {
             let mut e = v.entries[0].clone();
             e.parent = i;
-            e.name = "d".repeat(40);
+            e.name = "d".repeat(40).into();
             v.entries.push(e);
         }
         let err = Catalog::decode(&c.encode()).unwrap_err();

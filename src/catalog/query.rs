@@ -53,26 +53,69 @@ pub fn images(arg: &Path, opts: &ResolveOptions) -> Result<Vec<PathBuf>> {
         .collect())
 }
 
-/// Opens the points of `paths`, oldest first. With `skip_bad`, an image that cannot be
+/// Which point: an image file and when it was made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stamp {
+    pub image: PathBuf,
+    pub created: Time,
+}
+
+/// Opens each point of `paths` and hands it to `f`, on one thread per core, keeping only
+/// what `f` returns: one catalog per thread is in memory at a time, however many points.
+/// Returns the answers oldest point first. With `skip_bad`, an image that cannot be
 /// opened is noted and left out (a directory may hold broken images); otherwise it fails.
-pub fn open_points(
+pub fn map_points<T: Send>(
     paths: &[PathBuf],
     opts: &ResolveOptions,
     skip_bad: bool,
     notes: &mut Notes,
-) -> Result<Vec<Point>> {
-    let mut points = Vec::new();
-    for p in paths {
-        match open_point(p, opts, notes) {
-            Ok(pt) => points.push(pt),
+    f: impl Fn(&Point) -> T + Sync,
+) -> Result<Vec<(Stamp, T)>> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per = paths.len().div_ceil(threads).max(1);
+    let f = &f;
+    type Opened<T> = (Result<(Stamp, T)>, Notes);
+    let opened: Vec<Vec<Opened<T>>> = std::thread::scope(|s| {
+        let workers: Vec<_> = paths
+            .chunks(per)
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .map(|p| {
+                            let mut n = Notes::default();
+                            let r = open_point(p, opts, &mut n).map(|pt| {
+                                let stamp = Stamp {
+                                    image: pt.image.clone(),
+                                    created: pt.created,
+                                };
+                                (stamp, f(&pt))
+                            });
+                            (r, n)
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    // Notes and errors come out in the order of `paths`, as a serial run's would.
+    let mut out = Vec::new();
+    for (r, mut n) in opened.into_iter().flatten() {
+        notes.walked.append(&mut n.walked);
+        notes.warnings.append(&mut n.warnings);
+        match r {
+            Ok(x) => out.push(x),
             Err(e) if skip_bad && !matches!(e, Error::Interrupted) => {
                 notes.warnings.push(format!("{e}; left out"));
             }
             Err(e) => return Err(e),
         }
     }
-    points.sort_by(|a, b| (a.created, &a.image).cmp(&(b.created, &b.image)));
-    Ok(points)
+    out.sort_by(|a, b| (a.0.created, &a.0.image).cmp(&(b.0.created, &b.0.image)));
+    Ok(out)
 }
 
 /// Opens one point: its catalog, or a walk of its filesystems.
@@ -188,20 +231,34 @@ impl Pattern {
 
 /// The entries of `point` that match (the roots of filesystems are never listed).
 pub fn find<'a>(point: &'a Point, pattern: &Pattern, filter: &Filter) -> Vec<Found<'a>> {
-    all_paths(&point.catalog)
-        .into_iter()
-        .filter(|f| f.entry.parent != super::ROOT_PARENT)
-        .filter(|f| pattern.matches(&f.path, &f.entry.name))
-        .filter(|f| {
-            let e = f.entry;
-            let mtime = e.mtime.map(|t| t.secs);
-            filter.kind.is_none_or(|k| k == e.kind)
-                && filter.min_size.is_none_or(|m| e.size >= m)
-                && filter.max_size.is_none_or(|m| e.size <= m)
-                && filter.newer.is_none_or(|t| mtime.is_some_and(|m| m >= t))
-                && filter.older.is_none_or(|t| mtime.is_some_and(|m| m < t))
-        })
-        .collect()
+    let keep = |e: &Entry| {
+        let mtime = e.mtime.map(|t| t.secs);
+        e.parent != super::ROOT_PARENT
+            && filter.kind.is_none_or(|k| k == e.kind)
+            && filter.min_size.is_none_or(|m| e.size >= m)
+            && filter.max_size.is_none_or(|m| e.size <= m)
+            && filter.newer.is_none_or(|t| mtime.is_some_and(|m| m >= t))
+            && filter.older.is_none_or(|t| mtime.is_some_and(|m| m < t))
+    };
+    if pattern.whole_path {
+        return all_paths(&point.catalog)
+            .into_iter()
+            .filter(|f| keep(f.entry) && pattern.matches(&f.path, &f.entry.name))
+            .collect();
+    }
+    // A name pattern: paths are built for the matches only.
+    let mut out = Vec::new();
+    for v in &point.catalog.volumes {
+        for (i, e) in v.entries.iter().enumerate() {
+            if keep(e) && pattern.matches("", &e.name) {
+                out.push(Found {
+                    path: v.path(i),
+                    entry: e,
+                });
+            }
+        }
+    }
+    out
 }
 
 /// A path in the form catalogs hold: `/`-separated, leading `/`, no trailing one.
@@ -226,31 +283,9 @@ pub fn lookup<'a>(c: &'a Catalog, path: &str) -> Option<Found<'a>> {
         } else {
             continue;
         };
-        return walk_down(v, rest).map(|i| {
-            let mut names = Vec::new();
-            let mut at = i;
-            while at != 0 {
-                let e = &v.entries[at];
-                names.push(e.name.as_str());
-                at = usize::try_from(e.parent).unwrap_or(0);
-            }
-            names.reverse();
-            let mut p = if v.name.is_empty() {
-                String::new()
-            } else {
-                format!("/{}", v.name)
-            };
-            for n in names {
-                p.push('/');
-                p.push_str(n);
-            }
-            if p.is_empty() {
-                p.push('/');
-            }
-            Found {
-                path: p,
-                entry: &v.entries[i],
-            }
+        return walk_down(v, rest).map(|i| Found {
+            path: v.path(i),
+            entry: &v.entries[i],
         });
     }
     None
@@ -290,28 +325,36 @@ fn walk_down(v: &Volume, names: &[&str]) -> Option<usize> {
 }
 
 /// One version of a path in [`history`]: the points that hold it, in order.
-pub struct Version<'a> {
+pub struct Version {
     /// The entry (None: the path did not exist in these points).
-    pub entry: Option<&'a Entry>,
+    pub entry: Option<Entry>,
     /// Its path in these points (the case may differ between points).
     pub path: String,
-    pub points: Vec<&'a Point>,
+    pub points: Vec<Stamp>,
 }
 
-/// The distinct versions of `path` across `points` (oldest first): consecutive points
-/// holding the same type and content are one version.
-pub fn history<'a>(points: &'a [Point], path: &str) -> Vec<Version<'a>> {
-    let mut out: Vec<Version<'a>> = Vec::new();
-    for p in points {
-        let found = lookup(&p.catalog, path);
-        let key = |e: Option<&Entry>| e.map(|e| (e.kind, e.id, same_streams_key(e)));
-        let here = found.as_ref().map(|f| f.entry);
+/// What one point holds at a path, for [`history`]: its path as stored and its entry.
+pub fn at_path(p: &Point, path: &str) -> Option<(String, Entry)> {
+    lookup(&p.catalog, path).map(|f| (f.path, f.entry.clone()))
+}
+
+/// The distinct versions of `path` across `points` (oldest first, each with what
+/// [`at_path`] found there): consecutive points holding the same type and content are one
+/// version.
+pub fn history(points: Vec<(Stamp, Option<(String, Entry)>)>, path: &str) -> Vec<Version> {
+    let mut out: Vec<Version> = Vec::new();
+    let key = |e: Option<&Entry>| e.map(|e| (e.kind, e.id, same_streams_key(e)));
+    for (stamp, found) in points {
+        let (here_path, here) = match found {
+            Some((p, e)) => (p, Some(e)),
+            None => (normalize(path), None),
+        };
         match out.last_mut() {
-            Some(v) if key(v.entry) == key(here) => v.points.push(p),
+            Some(v) if key(v.entry.as_ref()) == key(here.as_ref()) => v.points.push(stamp),
             _ => out.push(Version {
                 entry: here,
-                path: found.map_or_else(|| normalize(path), |f| f.path),
-                points: vec![p],
+                path: here_path,
+                points: vec![stamp],
             }),
         }
     }
@@ -322,7 +365,7 @@ pub fn history<'a>(points: &'a [Point], path: &str) -> Vec<Version<'a>> {
     out
 }
 
-fn same_streams_key(e: &Entry) -> Vec<(String, Option<ContentId>)> {
+fn same_streams_key(e: &Entry) -> Vec<(compact_str::CompactString, Option<ContentId>)> {
     e.streams.iter().map(|s| (s.name.clone(), s.id)).collect()
 }
 

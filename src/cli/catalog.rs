@@ -2,11 +2,12 @@
 //! chain or a directory ([`crate::catalog::query`]).
 
 use super::{out, ChainArgs};
-use crate::catalog::query::{self, Change, Filter, Notes, Pattern, Point};
+use crate::catalog::query::{self, Change, Filter, Notes, Pattern, Point, Stamp};
 use crate::catalog::Entry;
 use crate::error::{Error, Result};
 use crate::fs::browse::{NodeKind, Time};
 use clap::Args;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// `strata find`.
@@ -145,13 +146,18 @@ fn say(notes: &Notes) {
     }
 }
 
-fn points(arg: &Path, chain: &ChainArgs) -> Result<Vec<Point>> {
+/// Runs `f` on every point `arg` names (see [`query::map_points`]).
+fn map_points<T: Send>(
+    arg: &Path,
+    chain: &ChainArgs,
+    f: impl Fn(&Point) -> T + Sync,
+) -> Result<Vec<(Stamp, T)>> {
     let opts = chain.clone().resolve();
     let paths = query::images(arg, &opts)?;
     let mut notes = Notes::default();
-    let pts = query::open_points(&paths, &opts, arg.is_dir(), &mut notes);
+    let r = query::map_points(&paths, &opts, arg.is_dir(), &mut notes, f);
     say(&notes);
-    pts
+    r
 }
 
 fn hex(id: &[u8]) -> String {
@@ -175,11 +181,11 @@ pub fn find(a: &FindArgs) -> Result<()> {
         newer: a.newer,
         older: a.older,
     };
-    let pts = points(&a.images, &a.chain)?;
-    for p in &pts {
+    let answers = map_points(&a.images, &a.chain, |p| {
+        let mut lines = Vec::new();
         for f in query::find(p, &pattern, &filter) {
             let e = f.entry;
-            let line = if a.json {
+            lines.push(if a.json {
                 let mut o = serde_json::Map::new();
                 o.insert("image".into(), p.image.display().to_string().into());
                 o.insert("point".into(), p.created.secs.into());
@@ -197,22 +203,27 @@ pub fn find(a: &FindArgs) -> Result<()> {
                     e.size,
                     printable(&f.path)
                 )
-            };
-            out(&line)?;
+            });
         }
+        lines
+    })?;
+    let mut o = std::io::stdout().lock();
+    for line in answers.iter().flat_map(|(_, lines)| lines) {
+        writeln!(o, "{line}").map_err(|e| Error::io("stdout", "cannot write", e))?;
     }
-    Ok(())
+    o.flush()
+        .map_err(|e| Error::io("stdout", "cannot write", e))
 }
 
 /// Runs `strata history`.
 pub fn history(a: &HistoryArgs) -> Result<()> {
-    let pts = points(&a.images, &a.chain)?;
-    let versions = query::history(&pts, &a.path);
+    let found = map_points(&a.images, &a.chain, |p| query::at_path(p, &a.path))?;
+    let n = found.len();
+    let versions = query::history(found, &a.path);
     if versions.is_empty() {
         return Err(Error::NotFound(format!(
-            "{}: in none of the {} points",
-            a.path,
-            pts.len()
+            "{}: in none of the {n} points",
+            a.path
         )));
     }
     for v in &versions {
@@ -221,7 +232,7 @@ pub fn history(a: &HistoryArgs) -> Result<()> {
             .iter()
             .map(|p| p.image.display().to_string())
             .collect();
-        let line = match (v.entry, a.json) {
+        let line = match (&v.entry, a.json) {
             (Some(e), true) => {
                 let mut o = version_json(&v.path, e);
                 o.insert("images".into(), images.into());
@@ -270,7 +281,7 @@ fn version_json(path: &str, e: &Entry) -> serde_json::Map<String, serde_json::Va
         let s: Vec<serde_json::Value> = e
             .streams
             .iter()
-            .map(|s| serde_json::json!({"name": s.name, "size": s.size, "id": s.id.map(|i| hex(&i))}))
+            .map(|s| serde_json::json!({"name": s.name.as_str(), "size": s.size, "id": s.id.map(|i| hex(&i))}))
             .collect();
         o.insert("streams".into(), s.into());
     }
@@ -280,7 +291,7 @@ fn version_json(path: &str, e: &Entry) -> serde_json::Map<String, serde_json::Va
     o
 }
 
-fn points_text(points: &[&Point]) -> String {
+fn points_text(points: &[Stamp]) -> String {
     let first = points.first().map(|p| p.image.display().to_string());
     let last = points.last().map(|p| p.image.display().to_string());
     match (first, last, points.len()) {
