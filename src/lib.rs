@@ -7,6 +7,7 @@
 //!  └ point        opening a point in time: chain -> partitions -> filesystems, and what a
 //!                 mount shows; every front-end opens images here
 //!     ├ ops         the operations: create (pipeline), restore, verify, info, consolidate
+//!     ├ catalog     a point's entries with content identities; find, history, diff
 //!     └ vfs         files inside an image: Vfs of all partitions, paths, the damage scan
 //!        └ layout     the partition table as every command reads it; used-block map
 //!           └ fs        one folder per filesystem (ntfs, ext, fat, exfat): probe, used
@@ -50,6 +51,7 @@ pub mod partition;
 pub mod point;
 pub mod progress;
 pub mod ranges;
+pub mod threads;
 pub mod units;
 pub mod vfs;
 

@@ -163,25 +163,22 @@ impl Builder {
         // Each filesystem is walked on its own thread: the walks read different parts of
         // the disk and share nothing but the chain's cache.
         let walks: Vec<Result<Volume>> = std::thread::scope(|s| {
-            let workers: Vec<_> = vfs
-                .mounts()
-                .iter()
-                .filter_map(|m| Some((m, m.fs.as_ref().ok()?, m.kind?)))
-                .map(|(m, fs, kind)| {
-                    let (chain, source) = (self.chain.clone(), self.source.clone());
-                    s.spawn(move || {
-                        Ok(Volume {
-                            name: m.name.clone(),
-                            fs: kind.name().to_string(),
-                            entries: Builder::new(chain, source).walk(&**fs, m.start)?,
+            crate::threads::join_all(
+                vfs.mounts()
+                    .iter()
+                    .filter_map(|m| Some((m, m.fs.as_ref().ok()?, m.kind?)))
+                    .map(|(m, fs, kind)| {
+                        let (chain, source) = (self.chain.clone(), self.source.clone());
+                        s.spawn(move || {
+                            Ok(Volume {
+                                name: m.name.clone(),
+                                fs: kind.name().to_string(),
+                                entries: Builder::new(chain, source).walk(&**fs, m.start)?,
+                            })
                         })
                     })
-                })
-                .collect();
-            workers
-                .into_iter()
-                .map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                .collect()
+                    .collect(),
+            )
         });
         let volumes = walks.into_iter().collect::<Result<Vec<Volume>>>()?;
         Ok(Catalog {
@@ -265,32 +262,19 @@ impl Builder {
         files: &[(NodeId, Vec<usize>)],
         entries: &mut [Entry],
     ) -> Result<()> {
-        type Contents = (Option<ContentId>, Vec<StreamEntry>, bool);
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let per = files.len().div_ceil(threads).max(1);
         let shared: &[Entry] = entries;
-        let results: Vec<Result<Vec<Contents>>> = std::thread::scope(|s| {
-            let workers: Vec<_> = files
-                .chunks(per)
-                .map(|part| {
-                    let (chain, source) = (self.chain.clone(), self.source.clone());
-                    s.spawn(move || {
-                        let b = Builder::new(chain, source);
-                        let mut out = Vec::with_capacity(part.len());
-                        for (n, (node, names)) in part.iter().enumerate() {
-                            if n % 256 == 0 {
-                                crate::progress::check_interrupt()?;
-                            }
-                            out.push(b.contents(fs, *node, &shared[names[0]], start));
-                        }
-                        Ok(out)
-                    })
-                })
-                .collect();
-            workers
-                .into_iter()
-                .map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                .collect()
+        // Each thread has its own builder: the block-state cache is not shared.
+        let (chain, source) = (&self.chain, &self.source);
+        let results = crate::threads::map_parts(files, |part| -> Result<Vec<_>> {
+            let b = Builder::new(chain.clone(), source.clone());
+            let mut out = Vec::with_capacity(part.len());
+            for (n, (node, names)) in part.iter().enumerate() {
+                if n % 256 == 0 {
+                    crate::progress::check_interrupt()?;
+                }
+                out.push(b.contents(fs, *node, &shared[names[0]], start));
+            }
+            Ok(out)
         });
         let mut done = files.iter();
         for part in results {

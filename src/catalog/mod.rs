@@ -19,6 +19,8 @@
 pub mod build;
 pub mod query;
 
+use crate::container::catalog::{load, CatalogError};
+use crate::container::reader::Image;
 use crate::fs::browse::{NodeKind, Time};
 use compact_str::CompactString;
 
@@ -84,6 +86,19 @@ pub struct StreamEntry {
 
 /// The parent of the root entry.
 pub const ROOT_PARENT: u32 = u32::MAX;
+
+/// The catalog `image` holds: `Ok(None)` when it has none, `Err(why)` inside when its
+/// section or its contents are damaged; the outer error when the image cannot be read.
+pub fn stored(image: &Image) -> crate::error::Result<Result<Option<Catalog>, String>> {
+    match load(image) {
+        Ok(None) => Ok(Ok(None)),
+        Ok(Some(raw)) => Ok(Catalog::decode(&raw)
+            .map(Some)
+            .map_err(|e| format!("catalog: {e}"))),
+        Err(CatalogError::Damaged(why)) => Ok(Err(why)),
+        Err(CatalogError::Io(e)) => Err(e),
+    }
+}
 
 impl Volume {
     /// The path of entry `i` as `strata ls` prints it: `/p2/dir/name` (`/dir/name` on a

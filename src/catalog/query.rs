@@ -9,7 +9,6 @@
 use super::build::Builder;
 use super::{Catalog, ContentId, Entry, Volume};
 use crate::chain::{resolve, Chain, ResolveOptions};
-use crate::container::catalog::{load, CatalogError};
 use crate::container::reader::Image;
 use crate::error::{Error, Result};
 use crate::fs::browse::{NodeKind, Time};
@@ -71,35 +70,20 @@ pub fn map_points<T: Send>(
     notes: &mut Notes,
     f: impl Fn(&Point) -> T + Sync,
 ) -> Result<Vec<(Stamp, T)>> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let per = paths.len().div_ceil(threads).max(1);
-    let f = &f;
-    type Opened<T> = (Result<(Stamp, T)>, Notes);
-    let opened: Vec<Vec<Opened<T>>> = std::thread::scope(|s| {
-        let workers: Vec<_> = paths
-            .chunks(per)
-            .map(|part| {
-                s.spawn(move || {
-                    part.iter()
-                        .map(|p| {
-                            let mut n = Notes::default();
-                            let r = open_point(p, opts, &mut n).map(|pt| {
-                                let stamp = Stamp {
-                                    image: pt.image.clone(),
-                                    created: pt.created,
-                                };
-                                (stamp, f(&pt))
-                            });
-                            (r, n)
-                        })
-                        .collect()
-                })
+    let opened = crate::threads::map_parts(paths, |part| {
+        part.iter()
+            .map(|p| {
+                let mut n = Notes::default();
+                let r = open_point(p, opts, &mut n).map(|pt| {
+                    let stamp = Stamp {
+                        image: pt.image.clone(),
+                        created: pt.created,
+                    };
+                    (stamp, f(&pt))
+                });
+                (r, n)
             })
-            .collect();
-        workers
-            .into_iter()
-            .map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
+            .collect::<Vec<_>>()
     });
     // Notes and errors come out in the order of `paths`, as a serial run's would.
     let mut out = Vec::new();
@@ -126,14 +110,7 @@ pub fn open_point(path: &Path, opts: &ResolveOptions, notes: &mut Notes) -> Resu
         secs: h.created_unix,
         nanos: h.created_nanos,
     };
-    let stored = match load(&image) {
-        Ok(Some(raw)) => Catalog::decode(&raw)
-            .map(Some)
-            .map_err(|e| format!("catalog: {e}")),
-        Ok(None) => Ok(None),
-        Err(CatalogError::Damaged(why)) => Err(why),
-        Err(CatalogError::Io(e)) => return Err(e),
-    };
+    let stored = super::stored(&image)?;
     drop(image);
     let catalog = match stored {
         Ok(Some(c)) => c,

@@ -38,9 +38,18 @@ impl CacheArgs {
 /// block.
 const MIN_CACHE_BYTES: u64 = 8 << 20;
 
+/// Parses a `--cache-size` ([`parse_bytes`]), at least [`MIN_CACHE_BYTES`].
+pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let bytes = parse_bytes(s)?;
+    if bytes < MIN_CACHE_BYTES {
+        return Err("below the minimum of 8M".into());
+    }
+    Ok(bytes)
+}
+
 /// Parses a size (clap names the argument and its value in the message): bytes, or a number with K, M, G or T (powers of 1024; `MiB`, `MB`, `m`
 /// alike). Hand-written: a dozen lines, where a crate would add a dependency for one flag.
-pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
+pub fn parse_bytes(s: &str) -> std::result::Result<u64, String> {
     let t = s.trim();
     let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(digits);
@@ -60,13 +69,8 @@ pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
         "t" => 40,
         _ => return Err("unknown unit (use K, M, G or T)".into()),
     };
-    let bytes = n
-        .checked_mul(1 << shift)
-        .ok_or_else(|| "too large".to_string())?;
-    if bytes < MIN_CACHE_BYTES {
-        return Err("below the minimum of 8M".into());
-    }
-    Ok(bytes)
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| "too large".to_string())
 }
 
 /// Options of `strata ls`.
@@ -118,11 +122,23 @@ struct Entry {
     xattrs: Vec<(String, Vec<u8>)>,
 }
 
-fn fmt_time(t: Option<Time>) -> String {
+pub(super) fn fmt_time(t: Option<Time>) -> String {
     match t {
         Some(t) if t.secs >= 0 => humantime::format_rfc3339_seconds(t.to_system()).to_string(),
         Some(t) => format!("@{}", t.secs),
         None => "-".into(),
+    }
+}
+
+/// Sets `key` (seconds) and `key_nsec` in `o` when `t` is known.
+pub(super) fn json_time(
+    o: &mut serde_json::Map<String, serde_json::Value>,
+    key: &str,
+    t: Option<Time>,
+) {
+    if let Some(t) = t {
+        o.insert(key.into(), t.secs.into());
+        o.insert(format!("{key}_nsec"), t.nanos.into());
     }
 }
 
@@ -141,10 +157,7 @@ impl Entry {
             ("ctime", m.ctime),
             ("crtime", m.crtime),
         ] {
-            if let Some(t) = t {
-                obj.insert(k.into(), t.secs.into());
-                obj.insert(format!("{k}_nsec"), t.nanos.into());
-            }
+            json_time(obj, k, t);
         }
         for (k, v) in [
             ("mode", m.mode),

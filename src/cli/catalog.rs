@@ -1,11 +1,12 @@
 //! `strata find`, `strata history` and `strata diff`: questions asked of the points of a
 //! chain or a directory ([`crate::catalog::query`]).
 
+use super::browse::{fmt_time, json_time, parse_bytes};
 use super::{out, ChainArgs};
 use crate::catalog::query::{self, Change, Filter, Notes, Pattern, Point, Stamp};
 use crate::catalog::Entry;
 use crate::error::{Error, Result};
-use crate::fs::browse::{NodeKind, Time};
+use crate::fs::browse::NodeKind;
 use clap::Args;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -25,10 +26,10 @@ pub struct FindArgs {
     #[arg(long = "type", value_parser = parse_kind)]
     pub kind: Option<NodeKind>,
     /// Only entries of at least this many bytes (K, M, G suffixes).
-    #[arg(long, value_parser = parse_size)]
+    #[arg(long, value_parser = parse_bytes)]
     pub min_size: Option<u64>,
     /// Only entries of at most this many bytes.
-    #[arg(long, value_parser = parse_size)]
+    #[arg(long, value_parser = parse_bytes)]
     pub max_size: Option<u64>,
     /// Only entries modified at or after this time (2026-11-30 or 2026-11-30T08:00:00Z).
     #[arg(long, value_parser = parse_date)]
@@ -83,20 +84,6 @@ fn parse_kind(s: &str) -> std::result::Result<NodeKind, String> {
     }
 }
 
-fn parse_size(s: &str) -> std::result::Result<u64, String> {
-    let (num, mult) = match s.char_indices().last() {
-        Some((i, 'K' | 'k')) => (&s[..i], 1u64 << 10),
-        Some((i, 'M' | 'm')) => (&s[..i], 1 << 20),
-        Some((i, 'G' | 'g')) => (&s[..i], 1 << 30),
-        Some((i, 'T' | 't')) => (&s[..i], 1 << 40),
-        _ => (s, 1),
-    };
-    num.parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .ok_or_else(|| format!("{s:?} is not a size"))
-}
-
 fn parse_date(s: &str) -> std::result::Result<i64, String> {
     let t = if s.len() == 10 {
         humantime::parse_rfc3339_weak(&format!("{s} 00:00:00"))
@@ -120,14 +107,6 @@ fn printable(name: &str) -> String {
         }
     }
     s
-}
-
-fn time_text(t: Option<Time>) -> String {
-    match t {
-        Some(t) if t.secs >= 0 => humantime::format_rfc3339_seconds(t.to_system()).to_string(),
-        Some(t) => format!("@{}", t.secs),
-        None => "-".into(),
-    }
 }
 
 fn say(notes: &Notes) {
@@ -178,13 +157,6 @@ fn hex(id: &[u8]) -> String {
     id.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn json_time(o: &mut serde_json::Map<String, serde_json::Value>, key: &str, t: Option<Time>) {
-    if let Some(t) = t {
-        o.insert(key.into(), t.secs.into());
-        o.insert(format!("{key}_nsec"), t.nanos.into());
-    }
-}
-
 /// Runs `strata find`.
 pub fn find(a: &FindArgs) -> Result<()> {
     let pattern = Pattern::new(&a.pattern, a.ignore_case)?;
@@ -211,9 +183,9 @@ pub fn find(a: &FindArgs) -> Result<()> {
             } else {
                 format!(
                     "{}  {}  {} {:>12} {}",
-                    time_text(Some(p.created)),
+                    fmt_time(Some(p.created)),
                     printable(&p.image.display().to_string()),
-                    time_text(e.mtime),
+                    fmt_time(e.mtime),
                     e.size,
                     printable(&f.path)
                 )
@@ -271,7 +243,7 @@ pub fn history(a: &HistoryArgs) -> Result<()> {
                 "{} {:>12} {}  {}  in {}",
                 e.kind.letter(),
                 e.size,
-                time_text(e.mtime),
+                fmt_time(e.mtime),
                 e.id.map_or_else(|| "-".repeat(32), |i| hex(&i)),
                 points_text(&v.points)
             ),

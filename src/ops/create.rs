@@ -71,7 +71,7 @@ impl CreateOptions {
             chunk_size: DEFAULT_CHUNK_SIZE,
             progress: false,
             skip_bad_sectors: false,
-            catalog: std::env::var_os("STRATA_NO_CATALOG").is_none(),
+            catalog: true,
         }
     }
 }

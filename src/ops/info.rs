@@ -70,7 +70,6 @@ pub struct CatalogInfo {
 }
 
 fn catalog_info(img: &crate::container::reader::Image) -> Result<Option<CatalogInfo>> {
-    use crate::container::catalog::{load, CatalogError};
     let idx = img.index();
     if idx.catalog_offset == 0 {
         return Ok(None);
@@ -81,16 +80,13 @@ fn catalog_info(img: &crate::container::reader::Image) -> Result<Option<CatalogI
         filesystems: 0,
         error: None,
     };
-    match load(img) {
-        Ok(raw) => match crate::catalog::Catalog::decode(&raw.unwrap_or_default()) {
-            Ok(cat) => {
-                c.filesystems = cat.volumes.len() as u64;
-                c.entries = cat.volumes.iter().map(|v| v.entries.len() as u64).sum();
-            }
-            Err(e) => c.error = Some(e),
-        },
-        Err(CatalogError::Damaged(e)) => c.error = Some(e),
-        Err(CatalogError::Io(e)) => return Err(e),
+    match crate::catalog::stored(img)? {
+        Ok(cat) => {
+            let vols = cat.map(|c| c.volumes).unwrap_or_default();
+            c.filesystems = vols.len() as u64;
+            c.entries = vols.iter().map(|v| v.entries.len() as u64).sum();
+        }
+        Err(e) => c.error = Some(e),
     }
     Ok(Some(c))
 }

@@ -93,13 +93,7 @@ fn verify_opened(
     };
     // A damaged catalog loses no data (find, history and diff walk the image instead),
     // but the file is damaged there all the same.
-    let catalog = match crate::container::catalog::load(&image) {
-        Ok(Some(raw)) => crate::catalog::Catalog::decode(&raw).err(),
-        Ok(None) => None,
-        Err(crate::container::catalog::CatalogError::Damaged(why)) => Some(why),
-        Err(crate::container::catalog::CatalogError::Io(e)) => return Err(e),
-    };
-    if let Some(why) = catalog {
+    if let Err(why) = crate::catalog::stored(&image)? {
         problems.push(Problem {
             what: "catalog".into(),
             disk_ranges: Vec::new(),
@@ -162,7 +156,7 @@ fn verify_opened(
                 bar.inc(u64::from(entry.raw_len));
             }));
         }
-        join_all(workers);
+        crate::threads::join_all(workers);
     });
     bar.finish();
     check_interrupt()?;
@@ -220,17 +214,4 @@ pub fn verify_chain(
         }
     }
     Ok(reports)
-}
-
-/// Joins scoped threads one by one. The scope's own wait ends when their closures
-/// return, before their thread-local destructors have run; a join waits for the threads
-/// to exit, so that nothing of theirs is left when the caller goes on (a leak checker
-/// counting allocations at that point would otherwise report their thread-locals). A
-/// panic in a thread goes on in the caller, as the scope would have it.
-pub(crate) fn join_all<T>(workers: Vec<std::thread::ScopedJoinHandle<'_, T>>) {
-    for w in workers {
-        if let Err(p) = w.join() {
-            std::panic::resume_unwind(p);
-        }
-    }
 }
