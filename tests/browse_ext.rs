@@ -145,13 +145,7 @@ fn i_block_at(vol: &Path, path: &str) -> u64 {
         .parse()
         .unwrap();
     let off = u64::from_str_radix(o.split("offset 0x").nth(1).unwrap().trim(), 16).unwrap();
-    let bs: u64 = sh("dumpe2fs", &["-h", vol.to_str().unwrap()])
-        .lines()
-        .find_map(|l| l.strip_prefix("Block size:"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let bs = dumpe2fs_block_size(&sh("dumpe2fs", &["-h", vol.to_str().unwrap()]));
     block * bs + off + 0x28
 }
 

@@ -783,13 +783,7 @@ fn umount(mnt: &Path) {
 fn scribble_unwritten(src: &ExtSrc, file: &str) -> usize {
     let dev = src.attach(true);
     let blocks = sh("debugfs", &["-R", &format!("blocks {file}"), &dev.0]);
-    let bs: u64 = sh("dumpe2fs", &["-h", &dev.0])
-        .lines()
-        .find_map(|l| l.strip_prefix("Block size:"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let bs = dumpe2fs_block_size(&sh("dumpe2fs", &["-h", &dev.0]));
     drop(dev);
     let blocks: Vec<u64> = blocks
         .split_whitespace()

@@ -1149,7 +1149,7 @@ fn consolidation_keeps_the_catalog_of_the_top_point() {
     let disk = sample_disk(d.path());
     let fat = partitions(&disk)[0].0;
     let (full, inc) = (d.path().join("full.strata"), d.path().join("inc.strata"));
-    ok(run(&[&"create", &disk, &full, &"-q"]));
+    create(&disk, &full, None);
     let new = d.path().join("new.txt");
     std::fs::write(&new, "added after the full backup\n").unwrap();
     mtools(
@@ -1158,14 +1158,7 @@ fn consolidation_keeps_the_catalog_of_the_top_point() {
         fat,
         &[new.to_str().unwrap(), "::/ADDED.TXT"],
     );
-    ok(run(&[
-        &"create",
-        &disk,
-        &inc,
-        &"-q",
-        &"--incremental",
-        &full,
-    ]));
+    create(&disk, &inc, Some(("--incremental", &full)));
     let keep = d.path().join("copy");
     std::fs::create_dir(&keep).unwrap();
     std::fs::copy(&inc, keep.join("inc.strata")).unwrap();

@@ -492,11 +492,7 @@ fn ext_free_blocks_are_zero(disk: &Path, sector_size: u32) {
             ],
         ));
         let dump = sh("dumpe2fs", &[&lo.0]);
-        let bs: u64 = dump
-            .lines()
-            .find_map(|l| l.strip_prefix("Block size:"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap();
+        let bs = dumpe2fs_block_size(&dump);
         let mut checked = 0u64;
         for l in dump.lines() {
             // Per-group lines are indented; the header line "Free blocks: N" is a count.

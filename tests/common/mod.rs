@@ -780,3 +780,11 @@ pub fn is_mounted(dir: &Path) -> bool {
         .lines()
         .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
 }
+
+/// The block size `dumpe2fs` (or `dumpe2fs -h`) output gives.
+pub fn dumpe2fs_block_size(dump: &str) -> u64 {
+    dump.lines()
+        .find_map(|l| l.strip_prefix("Block size:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("dumpe2fs gives the block size")
+}
