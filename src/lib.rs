@@ -3,7 +3,8 @@
 //! # From the top
 //!
 //! ```text
-//! cli, platform  strata's commands; the mount front-ends (FUSE, Dokan) in platform/
+//! cli, platform  strata's commands; the mount front-ends (FUSE, Dokan) in platform/;
+//!  │ serve        the web front-end, `strata serve`
 //!  └ point        opening a point in time: chain -> partitions -> filesystems, and what a
 //!                 mount shows; every front-end opens images here
 //!     ├ ops         the operations: create (pipeline), restore, verify, info, consolidate
@@ -51,6 +52,7 @@ pub mod partition;
 pub mod point;
 pub mod progress;
 pub mod ranges;
+pub mod serve;
 pub mod threads;
 pub mod units;
 pub mod vfs;

@@ -9,8 +9,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # Tools the tests and fixture scripts call.
 # g++: libFuzzer, built by cargo-fuzz. sleuthkit (fls, icat): a second reader of NTFS test disks.
+# chromium, chromium-driver, python3-venv, fonts-dejavu-core: the headless browser tests of
+# `strata serve` (tests/browser), with Selenium in the venv below.
 PKGS=(gdisk fdisk dosfstools mtools ntfs-3g e2fsprogs fuse3 zstd faketime util-linux mount python3
-      exfatprogs exfat-fuse attr tar procps libwim15 g++ sleuthkit)
+      exfatprogs exfat-fuse attr tar procps libwim15 g++ sleuthkit
+      chromium chromium-driver python3-venv fonts-dejavu-core)
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -29,6 +32,25 @@ if ((${#missing[@]})); then
     echo "note: missing packages ${missing[*]}; tests that need them will fail (run as root to install)" >&2
   fi
 fi
+
+# Selenium for the browser tests, from PyPI: Debian's python is externally managed (PEP 668), so
+# it lives in a venv at a fixed place per machine, made once; the tests run $STRATA_PYTHON.
+venv=/var/cache/strata-venv
+selenium=4.51.0
+if ! compgen -G "$venv/lib/python3*/site-packages/selenium-$selenium.dist-info" >/dev/null; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "==> installing selenium $selenium in $venv"
+    # Debian's python, not one earlier on PATH (pyenv); --clear redoes a half-made venv.
+    [ -x "$venv/bin/pip" ] || /usr/bin/python3 -m venv --clear "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check "selenium==$selenium"
+  elif [ -n "${CI:-}" ]; then
+    echo "error: no selenium $selenium in $venv and not root to install it" >&2
+    exit 1
+  else
+    echo "note: no selenium $selenium in $venv; the browser tests will fail (run as root to install)" >&2
+  fi
+fi
+export STRATA_PYTHON=$venv/bin/python3
 
 if ! command -v cargo >/dev/null; then
   [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"

@@ -153,7 +153,7 @@ fn map_points<T: Send>(
     r
 }
 
-fn hex(id: &[u8]) -> String {
+pub(crate) fn hex(id: &[u8]) -> String {
     id.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -254,7 +254,7 @@ pub fn history(a: &HistoryArgs) -> Result<()> {
     Ok(())
 }
 
-fn version_json(path: &str, e: &Entry) -> serde_json::Map<String, serde_json::Value> {
+pub(crate) fn version_json(path: &str, e: &Entry) -> serde_json::Map<String, serde_json::Value> {
     let mut o = serde_json::Map::new();
     o.insert("path".into(), path.into());
     o.insert("type".into(), serde_json::to_value(e.kind).expect("kind"));

@@ -3,7 +3,7 @@
 //! Exit codes: 0 success, 1 error, 2 usage error, 3 an image failed an integrity check.
 
 mod browse;
-mod catalog;
+pub(crate) mod catalog;
 mod demo;
 mod mount;
 mod xattr;
@@ -173,6 +173,8 @@ enum Command {
     History(catalog::HistoryArgs),
     /// What changed between two points: added, removed, modified, renamed.
     Diff(catalog::DiffArgs),
+    /// Browse every backup in a web page: points, files, search, versions, downloads.
+    Serve(ServeArgs),
     /// Show the files of an image in a directory (read-only), like a disk.
     Mount(mount::MountArgs),
     /// Unmount an image mounted with `strata mount`.
@@ -183,6 +185,25 @@ enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+}
+
+/// `strata serve`.
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Directories of images (every backup set in them) and images (each with its chain).
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+    /// Address and port to listen on (default 127.0.0.1 and a free port). Any other
+    /// address than loopback lets the network in: the URL's token is then the only guard.
+    #[arg(long, value_name = "ADDR:PORT")]
+    listen: Option<std::net::SocketAddr>,
+    /// Also answer to this host name (a name the machine has on the network); repeatable.
+    #[arg(long, value_name = "NAME")]
+    allow_host: Vec<String>,
+    #[command(flatten)]
+    chain: ChainArgs,
+    #[command(flatten)]
+    cache: browse::CacheArgs,
 }
 
 /// Where to look for parent images.
@@ -378,6 +399,7 @@ impl Command {
             | Command::Cp { image, .. } => image.clone(),
             Command::Mount(a) => a.image.clone(),
             Command::Find(a) => a.images.clone(),
+            Command::Serve(a) => a.images.first().cloned().unwrap_or_default(),
             Command::History(a) => a.images.clone(),
             Command::Diff(a) => a.new.clone(),
             Command::Unmount(a) => a.mountpoint.clone(),
@@ -529,6 +551,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Demo { dir } => demo::run(dir)?,
         Command::Mount(a) => mount::mount(a)?,
         Command::Find(a) => catalog::find(&a)?,
+        Command::Serve(a) => crate::serve::serve(crate::serve::ServeOptions {
+            roots: a.images,
+            listen: a.listen,
+            allow_hosts: a.allow_host,
+            resolve: a.chain.resolve(),
+            cache_bytes: a.cache.bytes(),
+        })?,
         Command::History(a) => catalog::history(&a)?,
         Command::Diff(a) => catalog::diff(&a)?,
         Command::Unmount(a) => mount::unmount(a)?,

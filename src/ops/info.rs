@@ -112,7 +112,8 @@ fn created_text(h: &crate::container::header::Header) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
-fn chain_entries(layers: &[Image]) -> Vec<ChainEntry> {
+/// The images of a resolved chain, as `info` lists them.
+pub fn chain_entries(layers: &[Image]) -> Vec<ChainEntry> {
     layers
         .iter()
         .enumerate()

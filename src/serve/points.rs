@@ -1,0 +1,124 @@
+//! The images a server serves, known by UUID, and the few kept open.
+
+use crate::chain::ResolveOptions;
+use crate::error::{Error, Result};
+use crate::vfs::Vfs;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// Points kept open at once: browsing moves between a few (a point and its neighbours in
+/// a diff or history); each open one holds its index and a share of the cache.
+const MAX_OPEN: usize = 4;
+
+/// One opened point: its filesystems (which hold the chain they read).
+pub(crate) struct Opened {
+    pub vfs: Vfs,
+}
+
+pub(crate) struct Points {
+    roots: Vec<PathBuf>,
+    pub opts: ResolveOptions,
+    cache_bytes: u64,
+    /// Image id (its UUID) -> file. Only these can be named by a request.
+    known: Mutex<HashMap<String, PathBuf>>,
+    /// Most recently used last.
+    open: Mutex<Vec<(String, Arc<Opened>)>>,
+}
+
+impl Points {
+    pub fn new(roots: Vec<PathBuf>, opts: ResolveOptions, cache_bytes: u64) -> Result<Points> {
+        for r in &roots {
+            std::fs::metadata(r).map_err(|e| Error::io(r, "cannot serve", e))?;
+        }
+        let p = Points {
+            roots,
+            opts,
+            cache_bytes,
+            known: Mutex::new(HashMap::new()),
+            open: Mutex::new(Vec::new()),
+        };
+        p.rescan();
+        Ok(p)
+    }
+
+    pub fn roots(&self) -> &[PathBuf] {
+        &self.roots
+    }
+
+    /// How many images are served.
+    pub fn count(&self) -> usize {
+        self.known.lock().expect("lock").len()
+    }
+
+    /// Looks for images again (a new backup may have been written since).
+    pub fn rescan(&self) {
+        let mut found = HashMap::new();
+        for root in &self.roots {
+            let paths = if root.is_dir() {
+                crate::chain::resolve::images_in(root)
+            } else {
+                // An image: it and the ancestors its chain resolves to.
+                match crate::chain::resolve::resolve(root, &self.opts) {
+                    Ok(layers) => layers.iter().map(|l| l.path().to_path_buf()).collect(),
+                    Err(_) => vec![root.clone()],
+                }
+            };
+            for p in paths {
+                if let Some(h) = crate::chain::resolve::peek_header(&p) {
+                    found.entry(h.image_uuid.to_string()).or_insert(p);
+                }
+            }
+        }
+        *self.known.lock().expect("lock") = found;
+    }
+
+    /// The file of image `id`, if it is served.
+    pub fn path(&self, id: &str) -> Option<PathBuf> {
+        if let Some(p) = self.known.lock().expect("lock").get(id) {
+            return Some(p.clone());
+        }
+        self.rescan();
+        self.known.lock().expect("lock").get(id).cloned()
+    }
+
+    /// The id of the served image at `path`.
+    pub fn id_of(&self, path: &Path) -> Option<String> {
+        let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        let want = canon(path);
+        self.known
+            .lock()
+            .expect("lock")
+            .iter()
+            .find(|(_, p)| canon(p) == want)
+            .map(|(id, _)| id.clone())
+    }
+
+    /// Opens image `id` (or returns it open). Blocking: call on a blocking thread.
+    pub fn open(&self, id: &str) -> Result<Arc<Opened>> {
+        {
+            let mut open = self.open.lock().expect("lock");
+            if let Some(i) = open.iter().position(|(k, _)| k == id) {
+                let e = open.remove(i);
+                let o = e.1.clone();
+                open.push(e);
+                return Ok(o);
+            }
+        }
+        let path = self
+            .path(id)
+            .ok_or_else(|| Error::NotFound(format!("{id}: no such image is served")))?;
+        let per = (self.cache_bytes / MAX_OPEN as u64).max(16 << 20);
+        let chain = crate::point::open_chain(&path, &self.opts, per)?;
+        let vfs = crate::point::vfs_of(&chain)?;
+        chain.enable_prefetch();
+        let o = Arc::new(Opened { vfs });
+        let mut open = self.open.lock().expect("lock");
+        open.retain(|(k, _)| k != id);
+        if open.len() >= MAX_OPEN {
+            open.remove(0);
+        }
+        open.push((id.to_string(), o.clone()));
+        Ok(o)
+    }
+}
