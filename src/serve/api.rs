@@ -26,6 +26,7 @@ pub(super) fn routes() -> Router<Arc<App>> {
         .route("/find", get(find))
         .route("/history/{*rest}", get(history))
         .route("/diff", get(diff))
+        .route("/check/{*rest}", get(check))
 }
 
 /// Runs blocking work (filesystem reads) off the async workers and answers with its JSON.
@@ -272,6 +273,106 @@ async fn ls(State(app): State<Arc<App>>, OriginalUri(uri): OriginalUri) -> Respo
     blocking(move || {
         let (id, path) = split_target(&uri, "/api/ls/")?;
         ls_value(&app, &id, &path)
+    })
+    .await
+}
+
+/// What reading a file or a folder to its end found.
+#[derive(Default)]
+struct Checked {
+    files: u64,
+    bytes: u64,
+    /// `{path, error, damaged}` per file or folder that could not be read.
+    bad: Vec<Value>,
+}
+
+/// Most failures one check lists: damage usually costs many files at once.
+const CHECK_LIST: usize = 1000;
+
+impl Checked {
+    fn fail(&mut self, path: &str, e: &Error) {
+        if self.bad.len() < CHECK_LIST {
+            self.bad.push(
+                json!({"path": path, "error": e.to_string(), "damaged": e.is_integrity_failure()}),
+            );
+        }
+    }
+
+    /// Reads `node` to its end.
+    fn file(&mut self, fs: &dyn FileSystem, path: &str, node: NodeId) {
+        self.files += 1;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut pos = 0u64;
+        let r = (|| -> Result<()> {
+            let size = fs.metadata(node)?.size;
+            while pos < size {
+                crate::progress::check_interrupt()?;
+                let n = fs.read_at(node, "", pos, &mut buf)?;
+                if n == 0 {
+                    return Err(Error::Damaged(format!(
+                        "ends at {pos} bytes, before its recorded size {size}"
+                    )));
+                }
+                pos += n as u64;
+            }
+            Ok(())
+        })();
+        self.bytes += pos;
+        if let Err(e) = r {
+            self.fail(path, &e);
+        }
+    }
+
+    /// Reads every file below `dir`; a folder that cannot be listed is a failure too.
+    fn dir(&mut self, fs: &dyn FileSystem, path: &str, dir: NodeId, ancestors: &mut Vec<NodeId>) {
+        let list = match fs.read_dir(dir) {
+            Ok(l) => l,
+            Err(e) => return self.fail(path, &e),
+        };
+        ancestors.push(dir);
+        for e in list {
+            let p = format!("{}/{}", path.trim_end_matches('/'), e.name);
+            match e.kind {
+                NodeKind::Dir if !ancestors.contains(&e.node) => {
+                    self.dir(fs, &p, e.node, ancestors)
+                }
+                NodeKind::File | NodeKind::Reparse => self.file(fs, &p, e.node),
+                _ => {}
+            }
+        }
+        ancestors.pop();
+    }
+}
+
+/// Reads a file, or every file below a folder, to its end, and lists those that cannot be
+/// read: the page's way to say which files damage cost before anyone downloads them.
+async fn check(State(app): State<Arc<App>>, OriginalUri(uri): OriginalUri) -> Response {
+    blocking(move || {
+        let (id, path) = split_target(&uri, "/api/check/")?;
+        let o = app.points.open(&id)?;
+        let mut c = Checked::default();
+        match o.vfs.resolve(&path)? {
+            Target::Top => {
+                for i in 0..o.vfs.mounts().len() {
+                    let m = &o.vfs.mounts()[i];
+                    let top = format!("/{}", m.name);
+                    match o.vfs.fs(i) {
+                        Ok(fs) => c.dir(&**fs, &top, fs.root(), &mut Vec::new()),
+                        Err(e) if m.damaged => c.fail(&top, &e),
+                        Err(_) => {}
+                    }
+                }
+            }
+            Target::Node { mount, node } => {
+                let fs = o.vfs.fs(mount)?;
+                if fs.metadata(node)?.kind == NodeKind::Dir {
+                    c.dir(&**fs, &path, node, &mut Vec::new());
+                } else {
+                    c.file(&**fs, &path, node);
+                }
+            }
+        }
+        Ok(json!({"path": path, "files": c.files, "bytes": c.bytes, "unreadable": c.bad}))
     })
     .await
 }

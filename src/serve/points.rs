@@ -22,8 +22,14 @@ pub(crate) struct Points {
     cache_bytes: u64,
     /// Image id (its UUID) -> file. Only these can be named by a request.
     known: Mutex<HashMap<String, PathBuf>>,
+    /// Canonical path of each known file -> its id.
+    ids: Mutex<HashMap<PathBuf, String>>,
     /// Most recently used last.
     open: Mutex<Vec<(String, Arc<Opened>)>>,
+}
+
+fn canonical(p: &Path) -> PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
 impl Points {
@@ -36,6 +42,7 @@ impl Points {
             opts,
             cache_bytes,
             known: Mutex::new(HashMap::new()),
+            ids: Mutex::new(HashMap::new()),
             open: Mutex::new(Vec::new()),
         };
         p.rescan();
@@ -70,7 +77,12 @@ impl Points {
                 }
             }
         }
+        let ids = found
+            .iter()
+            .map(|(id, p)| (canonical(p), id.clone()))
+            .collect();
         *self.known.lock().expect("lock") = found;
+        *self.ids.lock().expect("lock") = ids;
     }
 
     /// The file of image `id`, if it is served.
@@ -84,14 +96,7 @@ impl Points {
 
     /// The id of the served image at `path`.
     pub fn id_of(&self, path: &Path) -> Option<String> {
-        let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
-        let want = canon(path);
-        self.known
-            .lock()
-            .expect("lock")
-            .iter()
-            .find(|(_, p)| canon(p) == want)
-            .map(|(id, _)| id.clone())
+        self.ids.lock().expect("lock").get(&canonical(path)).cloned()
     }
 
     /// Opens image `id` (or returns it open). Blocking: call on a blocking thread.

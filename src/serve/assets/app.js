@@ -182,7 +182,7 @@ async function showPoint(id) {
         el("td", {}, shown(m.label || "")),
         el("td", { class: "num" }, bytes(m.size)),
         el("td", { class: "num wide" }, r.used_bytes !== undefined ? bytes(r.used_bytes) : ""),
-        el("td", { class: "wide" }, r.imaging ? String(r.imaging.mode || r.imaging).replace(/_/g, " ") : ""));
+        el("td", { class: "wide" }, !r.imaging ? "" : r.imaging.mode === "used_blocks" ? "used blocks" : `every block${r.imaging.reason ? ": " + r.imaging.reason : ""}`));
     }))));
   if (p.chain && p.chain.length) {
     out.push(el("h2", {}, "Chain"));
@@ -288,6 +288,7 @@ function showDir(id, path, res) {
   const title = path === "/" ? "Partitions" : base(path);
   const { box, count, filterBox } = listing(id, path, res.entries);
   const tools = el("div", { class: "toolbar" }, filterBox, count);
+  tools.append(checkButton(id, path));
   if (!res.top) {
     tools.append(el("a", { class: "button", id: "zip", href: `/zip/${id}/${enc(path)}`, download: "" }, "Download .zip"));
     tools.append(el("a", { class: "button", id: "tar", href: `/tar/${id}/${enc(path)}`, download: "" }, "Download .tar"));
@@ -296,6 +297,24 @@ function showDir(id, path, res) {
   const bad = res.entries.filter((e) => e.error);
   if (bad.length) out.splice(1, 0, el("div", { class: "error" }, `${bad.length} entr${bad.length === 1 ? "y" : "ies"} cannot be read: ${bad.slice(0, 5).map((e) => plain(e.name) + " (" + e.error + ")").join("; ")}`));
   view().replaceChildren(...out);
+}
+
+// Reads everything below a path on the server and lists what cannot be read.
+function checkButton(id, path) {
+  const out = el("span", { id: "check-result", class: "muted", "aria-live": "polite" });
+  const b = el("button", { type: "button", class: "button", id: "check" }, "Check readability");
+  b.addEventListener("click", async () => {
+    b.disabled = true;
+    out.replaceChildren("Reading every file…");
+    try {
+      const r = await api(`/api/check/${id}/${enc(path)}`);
+      if (!r.unreadable.length) out.replaceChildren(el("span", { class: "badge good", id: "check-ok" }, `all ${r.files} file(s) readable (${bytes(r.bytes)})`));
+      else out.replaceChildren(el("div", { class: "error", id: "check-bad" }, `${r.unreadable.length} unreadable:`,
+        el("ul", {}, r.unreadable.map((u) => el("li", { class: "unreadable", dataset: { path: u.path } }, shown(u.path), ` — ${u.damaged ? "damaged: " : ""}${u.error}`)))));
+    } catch (e) { out.replaceChildren(errorBox(e)); }
+    b.disabled = false;
+  });
+  return el("span", { class: "check" }, b, " ", out);
 }
 
 // ---- a file -----------------------------------------------------------------------------
@@ -390,6 +409,7 @@ async function showFile(id, path, m, set) {
   if (readable) tools.append(el("a", { class: "button primary", id: "download", href: rawUrl(id, path, "?dl=1"), download: plain(name) }, "Download"));
   tools.append(el("a", { class: "button", id: "versions", href: `/history/${id}/${enc(path)}` }, "All versions"));
   tools.append(el("a", { class: "button", href: browseUrl(id, parent(path)) }, "Open folder"));
+  if (readable) tools.append(checkButton(id, path));
   const out = [el("h1", { id: "file-name" }, shown(name)), tools, el("div", { class: "panel" }, facts)];
   if (m.streams && m.streams.length) {
     out.push(el("h2", {}, "Named streams"));
