@@ -96,7 +96,11 @@ impl Points {
 
     /// The id of the served image at `path`.
     pub fn id_of(&self, path: &Path) -> Option<String> {
-        self.ids.lock().expect("lock").get(&canonical(path)).cloned()
+        self.ids
+            .lock()
+            .expect("lock")
+            .get(&canonical(path))
+            .cloned()
     }
 
     /// Opens image `id` (or returns it open). Blocking: call on a blocking thread.
