@@ -150,6 +150,7 @@ fn inline_type(name: &str) -> Option<&'static str> {
 /// `Content-Disposition` for a download named `name` (RFC 6266: an ASCII fallback and
 /// the exact name percent-encoded).
 fn disposition(kind: &str, name: &str) -> HeaderValue {
+    let name = &suggested_name(name);
     let ascii: String = name
         .chars()
         .map(|c| {
@@ -165,6 +166,31 @@ fn disposition(kind: &str, name: &str) -> HeaderValue {
         "{kind}; filename=\"{ascii}\"; filename*=UTF-8''{exact}"
     ))
     .unwrap_or(HeaderValue::from_static("attachment"))
+}
+
+/// Longest name suggested for a download, in bytes: Chromium drops a suggested name
+/// longer than 255 bytes less the `.crdownload` it appends while downloading, and then
+/// saves nothing at all.
+const NAME_BYTES: usize = 200;
+
+/// `name` cut to [`NAME_BYTES`] at a character boundary, keeping a short extension.
+fn suggested_name(name: &str) -> String {
+    if name.len() <= NAME_BYTES {
+        return name.to_string();
+    }
+    let ext = name
+        .rsplit_once('.')
+        .map(|(_, e)| e)
+        .filter(|e| e.len() <= 16)
+        .map_or(String::new(), |e| format!(".{e}"));
+    let mut stem = String::new();
+    for c in name.chars() {
+        if stem.len() + c.len_utf8() + ext.len() > NAME_BYTES {
+            break;
+        }
+        stem.push(c);
+    }
+    stem + &ext
 }
 
 fn last_name(path: &str, fallback: &str) -> String {
@@ -677,6 +703,15 @@ mod tests {
         assert_eq!(parse_range("bytes=0-1,5-6", 100), Ok(None));
         assert_eq!(parse_range("items=0-1", 100), Ok(None));
         assert_eq!(parse_range("bytes=x-1", 100), Err(()));
+    }
+
+    #[test]
+    fn long_names_are_cut_for_browsers() {
+        let long = format!("{}.txt", "ü".repeat(125));
+        let cut = suggested_name(&long);
+        assert!(cut.len() <= NAME_BYTES && cut.ends_with(".txt"), "{cut}");
+        assert!(cut.starts_with("üü"));
+        assert_eq!(suggested_name("short.txt"), "short.txt");
     }
 
     #[test]
