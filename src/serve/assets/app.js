@@ -449,14 +449,29 @@ async function showSearch(params) {
   const res = await api(`/api/find?${qs}`);
   out.push(...(notes(res.notes) || []));
   out.push(el("p", { class: "muted", id: "result-count" }, `${res.total} match(es) in ${res.points} point(s)${res.total > res.rows.length ? `, first ${res.rows.length} shown` : ""}. A bare word matches names containing it; * ? [ ] are wildcards.`));
+  // One row per path and version: a file unchanged over 30 points is one row, not 30.
+  const groups = new Map();
+  for (const r of res.rows) {
+    // A folder's time follows its entries: one row per folder, dated by its newest point.
+    const key = r.type === "dir" ? `${r.path}\0dir` : [r.path, r.type, r.size, r.mtime].join("\0");
+    if (!groups.has(key)) groups.set(key, { ...r, points: [] });
+    const g = groups.get(key);
+    g.points.push(r);
+    g.mtime = r.mtime;
+  }
+  const rows = [...groups.values()].sort((x, y) => (x.path < y.path ? -1 : x.path > y.path ? 1 : x.point - y.point));
   out.push(el("table", { class: "list", id: "results" },
-    el("thead", {}, el("tr", {}, el("th", {}, "Point"), el("th", {}, "Path"), el("th", { class: "num" }, "Size"), el("th", { class: "wide" }, "Modified"), el("th", {}, ""))),
-    el("tbody", {}, res.rows.map((r) => el("tr", { class: "result", dataset: { path: r.path, image: r.id || "" } },
-      el("td", { class: "when" }, el("a", { href: `/point/${r.id}` }, when(r.point))),
-      el("td", {}, el("a", { href: browseUrl(r.id, r.path) }, shown(r.path))),
-      el("td", { class: "num" }, r.type === "dir" ? "" : bytes(r.size)),
-      el("td", { class: "wide" }, when(r.mtime)),
-      el("td", {}, el("a", { href: `/history/${r.id}/${enc(r.path)}` }, "versions")))))));
+    el("thead", {}, el("tr", {}, el("th", {}, "Path"), el("th", { class: "num" }, "Size"), el("th", { class: "wide" }, "Modified"), el("th", {}, "In points"), el("th", {}, ""))),
+    el("tbody", {}, rows.map((g) => {
+      const first = g.points[0], last = g.points[g.points.length - 1];
+      const span = g.points.length === 1 ? when(first.point) : `${when(first.point)} – ${when(last.point)} (${g.points.length})`;
+      return el("tr", { class: "result", dataset: { path: g.path, image: last.id || "", images: g.points.map((p) => p.id).join(" ") } },
+        el("td", {}, el("a", { href: browseUrl(last.id, g.path) }, shown(g.path))),
+        el("td", { class: "num" }, g.type === "dir" ? "" : bytes(g.size)),
+        el("td", { class: "wide" }, when(g.mtime)),
+        el("td", { class: "when" }, el("a", { href: `/point/${last.id}` }, span)),
+        el("td", {}, el("a", { href: `/history/${last.id}/${enc(g.path)}` }, "versions")));
+    }))));
   view().replaceChildren(...out);
 }
 
