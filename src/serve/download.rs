@@ -285,7 +285,10 @@ async fn raw(
         }
         while pos < end {
             let want = usize::try_from((end - pos).min(PIECE as u64)).unwrap_or(PIECE);
-            let piece = read_piece(&node, &stream, pos, want).map_err(|e| io_error(&e));
+            let piece = read_piece(&node, &stream, pos, want).map_err(|e| {
+                eprintln!("strata: {path}: {e}");
+                io_error(&e)
+            });
             let failed = piece.is_err();
             if let Ok(b) = &piece {
                 pos += b.len() as u64;
@@ -543,7 +546,11 @@ async fn archive(
             Ok(()) => {
                 let _ = w.flush();
             }
-            Err(e) => w.fail(&e),
+            Err(e) => {
+                // The client only sees the transfer break: the reason goes to the log.
+                eprintln!("strata: {prefix}{}: {e}", top);
+                w.fail(&e);
+            }
         }
     });
     let mut r = Response::new(body);

@@ -152,11 +152,18 @@ fn host_of(ip: IpAddr, port: u16) -> String {
     }
 }
 
-/// Resolves once Ctrl-C was pressed (the CLI's handler sets a flag).
+/// Resolves once Ctrl-C was pressed (the CLI's handler sets a flag). The server then stops
+/// taking requests and waits for those under way, but not for long: a big download would
+/// otherwise keep it alive for as long as it lasts.
 async fn interrupted() {
     while crate::progress::check_interrupt().is_ok() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
+    eprintln!("strata: stopping");
+    std::thread::spawn(|| {
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        std::process::exit(0);
+    });
 }
 
 fn router(app: Arc<App>) -> Router {
