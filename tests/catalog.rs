@@ -279,34 +279,85 @@ fn below(p: &str, under: &str) -> bool {
 }
 
 /// What `diff A B [UNDER]` must report, from the two manifests: `added`/`removed` for a
-/// path on one side only, `renamed` for such a pair that is the same file (inode and
-/// creation time), `type` for a kind that changed, `modified` for different contents (of
+/// path on one side only, `renamed` for such a pair that is the same file or directory
+/// (inode and creation time; what moved along with a renamed directory is compared as if
+/// it had stayed), `type` for a kind that changed, `modified` for different contents (of
 /// the data, a link's target, or a named stream), else `metadata` for a different mtime or
 /// (with `posix`) mode, uid or gid; directories only for the last three.
-fn expected_diff(a: &Manifest, b: &Manifest, posix: bool, under: Option<&str>) -> BTreeSet<String> {
+fn expected_diff<'m>(
+    a: &'m Manifest,
+    b: &'m Manifest,
+    posix: bool,
+    under: Option<&str>,
+) -> BTreeSet<String> {
     let only_a: Vec<&String> = a.keys().filter(|p| !b.contains_key(*p)).collect();
     let only_b: Vec<&String> = b.keys().filter(|p| !a.contains_key(*p)).collect();
     // (path the row is about, the other path of a rename, row)
-    let mut rows: Vec<(&str, Option<&str>, String)> = Vec::new();
-    let mut paired = BTreeSet::new();
+    let mut rows: Vec<(&'m str, Option<&'m str>, String)> = Vec::new();
+    // The rows of one node seen in both points, at `p` in the second.
+    let same_node =
+        |p: &'m str, ea: &Ent, eb: &Ent, rows: &mut Vec<(&'m str, Option<&'m str>, String)>| {
+            let owner = posix && (ea.mode, ea.uid, ea.gid) != (eb.mode, eb.uid, eb.gid);
+            if ea.kind != eb.kind {
+                rows.push((p, None, format!("type {p}")));
+            } else if ea.kind == Kind::Dir {
+                if owner {
+                    rows.push((p, None, format!("metadata {p}")));
+                }
+            } else if ea.content != eb.content {
+                rows.push((p, None, format!("modified {p}")));
+            } else if owner || ea.mtime != eb.mtime {
+                rows.push((p, None, format!("metadata {p}")));
+            }
+            if ea.kind == Kind::File && eb.kind == Kind::File {
+                for (name, sha) in &ea.streams {
+                    if eb.streams.get(name).is_some_and(|v| v != sha) {
+                        rows.push((p, None, format!("modified {p} stream {name}")));
+                    }
+                }
+            }
+        };
+    // A file or directory on one side only, the same node on the other: a rename.
+    let mut pairs: Vec<(&String, &String)> = Vec::new();
     for &p in &only_a {
         let e = &a[p];
-        let Some(id) = e.ident.as_ref().filter(|_| e.kind == Kind::File) else {
+        let Some(id) = e
+            .ident
+            .as_ref()
+            .filter(|_| matches!(e.kind, Kind::File | Kind::Dir))
+        else {
             continue;
         };
         let same: Vec<&String> = only_b
             .iter()
             .copied()
-            .filter(|q| b[*q].kind == Kind::File && b[*q].ident.as_ref() == Some(id))
+            .filter(|q| b[*q].kind == e.kind && b[*q].ident.as_ref() == Some(id))
             .collect();
         assert!(same.len() <= 1, "{p}: several new names {same:?}");
         if let [q] = same[..] {
-            paired.insert(p);
-            paired.insert(q);
-            let m = if e.content == b[q].content {
-                ""
-            } else {
+            pairs.push((p, q));
+        }
+    }
+    let paired: BTreeSet<&String> = pairs.iter().flat_map(|(p, q)| [*p, *q]).collect();
+    // Entries that moved with their directory (same name, the directory renamed) are
+    // compared as if they had stayed; only the directory is a rename.
+    let moved: BTreeMap<&str, &str> = pairs
+        .iter()
+        .filter(|(p, _)| a[*p].kind == Kind::Dir)
+        .map(|(p, q)| (p.as_str(), q.as_str()))
+        .collect();
+    fn split(x: &str) -> (&str, &str) {
+        x.rsplit_once('/').unwrap_or(("", x))
+    }
+    for &(p, q) in &pairs {
+        let ((pd, pn), (qd, qn)) = (split(p), split(q));
+        if pn == qn && moved.get(pd) == Some(&qd) {
+            same_node(q.as_str(), &a[p], &b[q], &mut rows);
+        } else {
+            let m = if a[p].kind == Kind::File && a[p].content != b[q].content {
                 " modified"
+            } else {
+                ""
             };
             rows.push((
                 q.as_str(),
@@ -322,25 +373,8 @@ fn expected_diff(a: &Manifest, b: &Manifest, posix: bool, under: Option<&str>) -
         rows.push((p.as_str(), None, format!("added {p}")));
     }
     for (p, ea) in a {
-        let Some(eb) = b.get(p) else { continue };
-        let owner = posix && (ea.mode, ea.uid, ea.gid) != (eb.mode, eb.uid, eb.gid);
-        if ea.kind != eb.kind {
-            rows.push((p, None, format!("type {p}")));
-        } else if ea.kind == Kind::Dir {
-            if owner {
-                rows.push((p, None, format!("metadata {p}")));
-            }
-        } else if ea.content != eb.content {
-            rows.push((p, None, format!("modified {p}")));
-        } else if owner || ea.mtime != eb.mtime {
-            rows.push((p, None, format!("metadata {p}")));
-        }
-        if ea.kind == Kind::File && eb.kind == Kind::File {
-            for (name, sha) in &ea.streams {
-                if eb.streams.get(name).is_some_and(|v| v != sha) {
-                    rows.push((p, None, format!("modified {p} stream {name}")));
-                }
-            }
+        if let Some(eb) = b.get(p) {
+            same_node(p.as_str(), ea, eb, &mut rows);
         }
     }
     rows.into_iter()
@@ -868,6 +902,11 @@ fn ext_point0(r: &Path) {
     put(r, "data/moveme.dat", &noise(10_000, 10));
     put(r, "data/gone.txt", &text(2500, 11));
     put(r, "data/becomes_dir", &text(100, 12));
+    // Renamed in point 2 with everything in it.
+    std::fs::create_dir_all(r.join("proj/sub")).unwrap();
+    put(r, "proj/plan.txt", &text(900, 13));
+    put(r, "proj/budget.txt", &text(1200, 14));
+    put(r, "proj/sub/deep.txt", &text(300, 15));
     put(r, "data/samesize.bin", &noise(8292, 13));
     put(r, "data/hard.txt", &text(300, 14));
     // Data at the start, then a hole to the end.
@@ -975,6 +1014,9 @@ fn ext_point2(r: &Path) {
     std::fs::write(&copy, std::fs::read(&large).unwrap()).unwrap();
     std::fs::rename(&copy, &large).unwrap();
     write_at(&r.join("data/exact.bin"), 16376, b"#EDIT#");
+    // A directory renamed, then one file in it changed: the rename and the change only.
+    std::fs::rename(r.join("proj"), r.join("project")).unwrap();
+    append(r, "project/budget.txt", b"one more line\n");
 }
 
 fn ext_point3(r: &Path) {
@@ -1145,6 +1187,8 @@ fn ext4_points_match_the_kernel(test: &str, block_size: &str, partitioned: bool)
                 "metadata /data/prealloc.bin",
                 "metadata /data/large.bin",
                 "modified /data/exact.bin",
+                "renamed /proj -> /project",
+                "modified /project/budget.txt",
             ],
         ),
         (

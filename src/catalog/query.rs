@@ -449,20 +449,44 @@ pub fn diff(a: &Catalog, b: &Catalog, prefix: &str) -> Vec<Row> {
         v.reverse();
     }
     added.sort_by(|x, y| x.0.cmp(y.0));
-    let mut renamed_from = std::collections::HashSet::new();
+    // (new path, new entry, old path, old entry) of every node found under another path.
+    let mut pairs = Vec::new();
     for &(p, e) in &added {
-        let from = key(e).and_then(|k| gone.get_mut(&k)).and_then(Vec::pop);
-        match from {
-            Some((op, oe)) => {
-                renamed_from.insert(op.clone());
-                let mut r = row(p, Change::Renamed, e.kind);
-                r.old_path = Some(op.clone());
-                r.modified = e.kind != NodeKind::Dir && (oe.id != e.id || oe.size != e.size);
-                rows.push(r);
-                rows.extend(stream_rows(p, oe, e));
-            }
+        match key(e).and_then(|k| gone.get_mut(&k)).and_then(Vec::pop) {
+            Some((op, oe)) => pairs.push((p, e, op, oe)),
             None => rows.push(row(p, Change::Added, e.kind)),
         }
+    }
+    // A directory renamed or moved takes its entries along: they are not reported as
+    // renamed too, only what changed in them, as at an unchanged path.
+    let moved: HashMap<&str, &str> = pairs
+        .iter()
+        .filter(|x| x.1.kind == NodeKind::Dir)
+        .map(|x| (x.2.as_str(), x.0.as_str()))
+        .collect();
+    let along = |p: &str, op: &str| {
+        let (Some((dir, name)), Some((odir, oname))) = (p.rsplit_once('/'), op.rsplit_once('/'))
+        else {
+            return false;
+        };
+        name == oname && moved.get(odir) == Some(&dir)
+    };
+    let mut renamed_from = std::collections::HashSet::new();
+    for &(p, e, op, oe) in &pairs {
+        renamed_from.insert(op.clone());
+        if along(p, op) {
+            if e.kind != NodeKind::Dir && (oe.id != e.id || oe.size != e.size) {
+                rows.push(row(p, Change::Modified, e.kind));
+            } else if metadata_differs(oe, e) {
+                rows.push(row(p, Change::Metadata, e.kind));
+            }
+        } else {
+            let mut r = row(p, Change::Renamed, e.kind);
+            r.old_path = Some(op.clone());
+            r.modified = e.kind != NodeKind::Dir && (oe.id != e.id || oe.size != e.size);
+            rows.push(r);
+        }
+        rows.extend(stream_rows(p, oe, e));
     }
     for &(p, e) in &removed {
         if !renamed_from.contains(p) {
