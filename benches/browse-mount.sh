@@ -91,43 +91,7 @@ PART_SIZE=$((2048 << 20))
 
 # ---------------------------------------------------------------- the disks
 build_tree() { # DIR
-    python3 - "$1" <<'EOF'
-import os, random, sys
-root = sys.argv[1]
-rng = random.Random(7)
-words = ("backup disk sector image chunk restore file data volume mount read "
-         "write table entry stream block cache index").split()
-def text(n):
-    out = []
-    while sum(map(len, out)) < n:
-        out.append(rng.choice(words))
-    return (" ".join(out)[:n] + "\n").encode()
-for d in range(200):
-    p = os.path.join(root, "small", "d%03d" % d)
-    os.makedirs(p)
-    for f in range(100):
-        open(os.path.join(p, "f%03d.txt" % f), "wb").write(text(rng.randint(1024, 8192)))
-for d in range(1000):
-    p = os.path.join(root, "tree", "t%04d" % d)
-    os.makedirs(p)
-    for f in range(20):
-        open(os.path.join(p, "e%02d" % f), "wb").write(text(rng.randint(0, 600)))
-EOF
-    # 300 MiB of real programs and libraries.
-    python3 - "$1/big.bin" <<'EOF'
-import os, sys
-want, out = 300 << 20, open(sys.argv[1], "wb")
-for top in ("/usr/lib", "/usr/bin"):
-    for d, dirs, files in sorted(os.walk(top)):
-        dirs.sort()
-        for f in sorted(files):
-            p = os.path.join(d, f)
-            if out.tell() >= want or os.path.islink(p) or not os.path.isfile(p) or os.path.getsize(p) < 65536:
-                continue
-            out.write(open(p, "rb").read()[: want - out.tell()])
-if out.tell() != want:
-    sys.exit("not enough data in /usr for big.bin")
-EOF
+    python3 "$HERE/browse-tree.py" "$1"
     touch "$1/.done"
 }
 

@@ -177,36 +177,17 @@ fn damaged_file_data_or_metadata_exits_3_in_words() {
     fails(&[&"cat", &image, &inside], 3, &["corrupt chunk"]);
 
     // ext4 (p3): a file's first data block, found with debugfs on a copy of the partition.
-    let part = d.path().join("p3.ext4");
-    sh(
-        "dd",
-        &[
-            &format!("if={}", disk.display()),
-            &format!("of={}", part.display()),
-            "bs=1M",
-            "skip=65",
-            "count=30",
-            "status=none",
-        ],
-    );
+    let part = sample_p3(&disk, d.path());
     let file = "/Dokumente/final/appendix.jpg";
-    let blocks = sh(
-        "debugfs",
-        &["-R", &format!("blocks {file}"), part.to_str().unwrap()],
-    );
-    let first: u64 = blocks.split_whitespace().next().unwrap().parse().unwrap();
+    let first = sample_p3_blocks(&part, file)[0];
     let image = sample_image_4k(&d.path().join("ext").tap_mkdir());
-    damage_block_chunks(&image, &[P3_FIRST_BLOCK + first]);
+    damage_block_chunks(&image, &[first]);
     fails(
         &[&"cat", &image, &format!("/p3{file}")],
         3,
         &["corrupt chunk"],
     );
 }
-
-/// First 4 KiB block of the sample disk's ext4 partition (p3).
-#[cfg(target_os = "linux")]
-const P3_FIRST_BLOCK: u64 = 68157440 / 4096;
 
 #[test]
 fn messages_are_words_not_rust_debug_text() {

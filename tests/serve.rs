@@ -539,18 +539,6 @@ fn access_needs_the_token_and_requests_never_leave_the_images() {
     );
 }
 
-/// First 4 KiB block of the sample disk's ext4 partition (p3), and where it lies.
-const P3_FIRST_BLOCK: u64 = 68157440 / 4096;
-
-/// The 4 KiB blocks of `file` in the sample disk's p3 (a copy of the partition in
-/// `part`), in file order, from debugfs.
-fn p3_blocks(part: &Path, file: &str) -> Vec<u64> {
-    sh("debugfs", &["-R", &format!("blocks {file}"), s(part)])
-        .split_whitespace()
-        .map(|b| P3_FIRST_BLOCK + b.parse::<u64>().unwrap())
-        .collect()
-}
-
 /// A damaged chunk in two files of the sample disk (one at its first block, one past its
 /// first MiB): their downloads fail visibly (an error status with `x-strata-damaged`, or
 /// a cut connection), never a complete 200 with wrong bytes; the file's page shows the
@@ -564,22 +552,11 @@ fn damaged_files_fail_visibly_and_intact_ones_still_read() {
     let d = tempdir();
     let disk = sample_disk(d.path());
     let (images, image) = image_dir(d.path(), &disk, "sample.strata", &["--chunk-size", "4096"]);
-    let part = d.path().join("p3.ext4");
-    sh(
-        "dd",
-        &[
-            &format!("if={}", disk.display()),
-            &format!("of={}", part.display()),
-            "bs=1M",
-            "skip=65",
-            "count=30",
-            "status=none",
-        ],
-    );
+    let part = sample_p3(&disk, d.path());
     let start = "/Projects/tests/tmp-work/smörgåsbord.rs";
     let middle = "/src/build/big-1.bin";
-    let start_blocks = p3_blocks(&part, start);
-    let middle_blocks = p3_blocks(&part, middle);
+    let start_blocks = sample_p3_blocks(&part, start);
+    let middle_blocks = sample_p3_blocks(&part, middle);
     assert_eq!(
         middle_blocks.len(),
         261,

@@ -156,6 +156,39 @@ pub fn sample_disk(dir: &Path) -> PathBuf {
     p
 }
 
+/// First 4 KiB block of the sample disk's ext4 partition (p3, at MiB 65).
+pub const SAMPLE_P3_FIRST_BLOCK: u64 = 68157440 / 4096;
+
+/// The sample disk's ext4 partition (p3, 30 MiB from MiB 65) copied out of `disk` into
+/// `dir`, for debugfs.
+pub fn sample_p3(disk: &Path, dir: &Path) -> PathBuf {
+    let part = dir.join("p3.ext4");
+    sh(
+        "dd",
+        &[
+            &format!("if={}", disk.display()),
+            &format!("of={}", part.display()),
+            "bs=1M",
+            "skip=65",
+            "count=30",
+            "status=none",
+        ],
+    );
+    part
+}
+
+/// The sample disk's 4 KiB blocks holding `file` of p3 (`part`, from [`sample_p3`]), in
+/// file order, from debugfs.
+pub fn sample_p3_blocks(part: &Path, file: &str) -> Vec<u64> {
+    sh(
+        "debugfs",
+        &["-R", &format!("blocks {file}"), part.to_str().unwrap()],
+    )
+    .split_whitespace()
+    .map(|b| SAMPLE_P3_FIRST_BLOCK + b.parse::<u64>().unwrap())
+    .collect()
+}
+
 /// Tests that need root (loop devices, mounts) call this first. Outside CI they are
 /// skipped for non-root users, visibly (see [`skip`]); in CI (`CI` set, as `.ci/run` does)
 /// a missing privilege is a failure, never a skip.
