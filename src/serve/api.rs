@@ -2,14 +2,14 @@
 //! questions (find, history, diff). Paths inside an image are `/`-separated, as `strata ls`
 //! prints them, each segment percent-encoded in the URL.
 
-use super::{error_response, refuse, App};
+use super::{off_thread, App};
 use crate::catalog::query::{self, Filter, Notes, Pattern};
 use crate::error::{Error, Result};
 use crate::fs::browse::{FileSystem, NodeId, NodeKind, Time};
 use crate::vfs::Target;
 // Nested routes see their path without the `/api` prefix; the original keeps it.
 use axum::extract::{OriginalUri, Query, State};
-use axum::http::{header, StatusCode, Uri};
+use axum::http::{header, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -31,8 +31,8 @@ pub(super) fn routes() -> Router<Arc<App>> {
 
 /// Runs blocking work (filesystem reads) off the async workers and answers with its JSON.
 async fn blocking(f: impl FnOnce() -> Result<Value> + Send + 'static) -> Response {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(Ok(v)) => (
+    match off_thread(f).await {
+        Ok(v) => (
             [
                 (header::CONTENT_TYPE, "application/json"),
                 (header::CACHE_CONTROL, "no-store"),
@@ -40,11 +40,7 @@ async fn blocking(f: impl FnOnce() -> Result<Value> + Send + 'static) -> Respons
             v.to_string(),
         )
             .into_response(),
-        Ok(Err(e)) => error_response(&e),
-        Err(_) => refuse(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal error (see the server's output)",
-        ),
+        Err(r) => r,
     }
 }
 

@@ -7,7 +7,7 @@
 //! ordinary error answer.
 
 use super::api::split_target;
-use super::{error_response, App};
+use super::{off_thread, App};
 use crate::error::{Error, Result};
 use crate::fs::browse::{FileSystem, NodeId, NodeKind, Time};
 use crate::vfs::Target;
@@ -52,6 +52,8 @@ struct Node {
     open: Arc<super::points::Opened>,
     mount: usize,
     node: NodeId,
+    /// The named stream read (`""`: the main contents).
+    stream: String,
     kind: NodeKind,
     size: u64,
     mtime: Option<Time>,
@@ -65,7 +67,7 @@ impl Node {
     }
 }
 
-fn open_node(app: &App, id: &str, path: &str, stream: &str) -> Result<Node> {
+fn open_node(app: &App, id: &str, path: &str, stream: String) -> Result<Node> {
     let open = app.points.open(id)?;
     let Target::Node { mount, node } = open.vfs.resolve(path)? else {
         return Err(Error::IsADirectory(format!(
@@ -83,11 +85,14 @@ fn open_node(app: &App, id: &str, path: &str, stream: &str) -> Result<Node> {
             .map(|s| s.size)
             .ok_or_else(|| Error::NotFound(format!("{path}: no stream named {stream}")))?
     };
+    // The stream's name enters the tag by its hash: a tag is printable ASCII.
+    let named = xxhash_rust::xxh3::xxh3_64(stream.as_bytes());
     Ok(Node {
-        tag: format!("\"{id}-{mount}-{node}-{size}-{}\"", stream.len()),
+        tag: format!("\"{id}-{mount}-{node}-{size}-{named:016x}\""),
         open: open.clone(),
         mount,
         node,
+        stream,
         kind: m.kind,
         size,
         mtime: m.mtime,
@@ -218,12 +223,12 @@ async fn raw(
         .get(header::IF_RANGE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let opened = tokio::task::spawn_blocking(move || -> Result<(Node, String)> {
+    let opened = off_thread(move || -> Result<(Node, String)> {
         let (id, path) = split_target(&uri, "/raw/")?;
-        let n = open_node(&app, &id, &path, &stream)?;
+        let n = open_node(&app, &id, &path, stream)?;
         // A directory has no contents, but NTFS lets one carry named streams.
         let readable = matches!(n.kind, NodeKind::File | NodeKind::Reparse)
-            || (n.kind == NodeKind::Dir && !stream.is_empty());
+            || (n.kind == NodeKind::Dir && !n.stream.is_empty());
         if !readable {
             return Err(Error::Invalid(format!(
                 "{path}: not a regular file (a {})",
@@ -234,9 +239,8 @@ async fn raw(
     })
     .await;
     let (node, path) = match opened {
-        Ok(Ok(x)) => x,
-        Ok(Err(e)) => return error_response(&e),
-        Err(_) => return error_response(&Error::Invalid("internal error".into())),
+        Ok(x) => x,
+        Err(r) => return r,
     };
     let size = node.size;
     // A range applies unless If-Range names another version.
@@ -256,24 +260,22 @@ async fn raw(
             return r;
         }
     };
-    let name = if q.get("stream").is_some_and(|s| !s.is_empty()) {
-        format!("{}_{}", last_name(&path, "file"), q["stream"])
-    } else {
+    let name = if node.stream.is_empty() {
         last_name(&path, "file")
+    } else {
+        format!("{}_{}", last_name(&path, "file"), node.stream)
     };
-    let stream = q.get("stream").cloned().unwrap_or_default();
     // The first piece is read before answering, so that a file unreadable from its start
     // gets an error status the page can show.
     let first_len = usize::try_from((end - start).min(PIECE as u64)).unwrap_or(PIECE);
     let node = Arc::new(node);
     let first = {
-        let (node, stream) = (node.clone(), stream.clone());
-        tokio::task::spawn_blocking(move || read_piece(&node, &stream, start, first_len)).await
+        let node = node.clone();
+        off_thread(move || read_piece(&node, start, first_len)).await
     };
     let first = match first {
-        Ok(Ok(b)) => b,
-        Ok(Err(e)) => return error_response(&e),
-        Err(_) => return error_response(&Error::Invalid("internal error".into())),
+        Ok(b) => b,
+        Err(r) => return r,
     };
     let (tx, body) = channel_body();
     let mtime = node.mtime;
@@ -285,7 +287,7 @@ async fn raw(
         }
         while pos < end {
             let want = usize::try_from((end - pos).min(PIECE as u64)).unwrap_or(PIECE);
-            let piece = read_piece(&node, &stream, pos, want).map_err(|e| {
+            let piece = read_piece(&node, pos, want).map_err(|e| {
                 eprintln!("strata: {path}: {e}");
                 io_error(&e)
             });
@@ -362,12 +364,12 @@ fn httpdate(t: Time) -> String {
 }
 
 /// Reads `want` bytes at `pos`; fewer only at the end of the data.
-fn read_piece(node: &Node, stream: &str, pos: u64, want: usize) -> Result<Bytes> {
+fn read_piece(node: &Node, pos: u64, want: usize) -> Result<Bytes> {
     let fs = node.fs()?;
     let mut buf = vec![0u8; want];
     let mut got = 0;
     while got < want {
-        let n = fs.read_at(node.node, stream, pos + got as u64, &mut buf[got..])?;
+        let n = fs.read_at(node.node, &node.stream, pos + got as u64, &mut buf[got..])?;
         if n == 0 {
             break;
         }
@@ -525,11 +527,10 @@ async fn archive(
     mime: &'static str,
     build: fn(&dyn FileSystem, NodeId, &str, &mut ChannelWriter) -> Result<()>,
 ) -> Response {
-    let root = tokio::task::spawn_blocking(move || archive_root(&app, &uri, prefix)).await;
-    let (open, mount, node, name) = match root {
-        Ok(Ok(x)) => x,
-        Ok(Err(e)) => return error_response(&e),
-        Err(_) => return error_response(&Error::Invalid("internal error".into())),
+    let (open, mount, node, name) = match off_thread(move || archive_root(&app, &uri, prefix)).await
+    {
+        Ok(x) => x,
+        Err(r) => return r,
     };
     let (tx, body) = channel_body();
     let top = name.clone();

@@ -327,8 +327,23 @@ async fn guard(State(app): State<Arc<App>>, req: Request, next: Next) -> Respons
     r
 }
 
+/// Runs blocking work (filesystem reads) on tokio's blocking pool; its error as the HTTP
+/// answer to give.
+pub(crate) async fn off_thread<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> std::result::Result<T, Response> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(error_response(&e)),
+        Err(_) => Err(refuse(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error (see the server's output)",
+        )),
+    }
+}
+
 /// An error as an HTTP answer: status from its kind, the one-line message as text.
-pub(crate) fn error_response(e: &Error) -> Response {
+fn error_response(e: &Error) -> Response {
     let status = match e {
         Error::NotFound(_) | Error::MissingParent { .. } => StatusCode::NOT_FOUND,
         Error::NotADirectory(_) | Error::IsADirectory(_) | Error::Invalid(_) => {

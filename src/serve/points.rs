@@ -25,8 +25,8 @@ pub(crate) struct Points {
     known: Mutex<HashMap<String, PathBuf>>,
     /// Canonical path of each known file -> its id.
     ids: Mutex<HashMap<PathBuf, String>>,
-    /// Most recently used last.
-    open: Mutex<Vec<(String, Arc<Opened>)>>,
+    /// The points open now, by id.
+    open: Mutex<lru::LruCache<String, Arc<Opened>>>,
 }
 
 fn canonical(p: &Path) -> PathBuf {
@@ -44,7 +44,9 @@ impl Points {
             cache_bytes,
             known: Mutex::new(HashMap::new()),
             ids: Mutex::new(HashMap::new()),
-            open: Mutex::new(Vec::new()),
+            open: Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(MAX_OPEN).expect("not zero"),
+            )),
         };
         p.rescan();
         Ok(p)
@@ -106,14 +108,8 @@ impl Points {
 
     /// Opens image `id` (or returns it open). Blocking: call on a blocking thread.
     pub fn open(&self, id: &str) -> Result<Arc<Opened>> {
-        {
-            let mut open = self.open.lock().expect("lock");
-            if let Some(i) = open.iter().position(|(k, _)| k == id) {
-                let e = open.remove(i);
-                let o = e.1.clone();
-                open.push(e);
-                return Ok(o);
-            }
+        if let Some(o) = self.open.lock().expect("lock").get(id) {
+            return Ok(o.clone());
         }
         let path = self
             .path(id)
@@ -123,11 +119,7 @@ impl Points {
         chain.enable_prefetch();
         let o = Arc::new(Opened { chain, vfs });
         let mut open = self.open.lock().expect("lock");
-        open.retain(|(k, _)| k != id);
-        if open.len() >= MAX_OPEN {
-            open.remove(0);
-        }
-        open.push((id.to_string(), o.clone()));
+        open.put(id.to_string(), o.clone());
         // One point browsed alone gets the whole ceiling (a zip of 20,000 small files
         // took 10x longer with a quarter of it, decompressing chunks again and again).
         let share = (self.cache_bytes / open.len() as u64).max(16 << 20);
