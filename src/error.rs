@@ -92,6 +92,10 @@ pub enum Error {
     /// none exactly: the message names them.
     #[error("{0}")]
     Ambiguous(String),
+    /// An encrypted image cannot be unlocked: no key was given, or the passphrase or key
+    /// file opens none of its key slots (exit code 4).
+    #[error("{}: {detail}", path.display())]
+    Key { path: PathBuf, detail: String },
     /// The user interrupted the operation (Ctrl-C); partial output was removed.
     #[error("interrupted")]
     Interrupted,

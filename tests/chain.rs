@@ -909,6 +909,7 @@ fn a_looping_chain_is_refused() {
         compression_level: 3,
         source: "test".into(),
         parent_hint: String::new(),
+        encryption: None,
     };
     let write = |name: &str, h: Header, aliases: Vec<Alias>| {
         let p = d.path().join(name);

@@ -5,6 +5,7 @@
 mod browse;
 pub(crate) mod catalog;
 mod demo;
+mod key;
 mod mount;
 mod xattr;
 
@@ -20,6 +21,8 @@ use std::process::ExitCode;
 
 /// Exit code for an image that failed an integrity check.
 pub const EXIT_INTEGRITY: u8 = 3;
+/// Exit code for an encrypted image that could not be unlocked (no key, or a wrong one).
+pub const EXIT_KEY: u8 = 4;
 
 /// strata: block-level disk backup images that open like a drive.
 #[derive(Debug, Parser)]
@@ -27,6 +30,8 @@ pub const EXIT_INTEGRITY: u8 = 3;
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    keys: key::KeyArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -177,6 +182,9 @@ enum Command {
     Serve(ServeArgs),
     /// Show the files of an image in a directory (read-only), like a disk.
     Mount(mount::MountArgs),
+    /// List, add or remove the passphrases and key files of encrypted images.
+    #[command(subcommand)]
+    Key(key::KeyCommand),
     /// Unmount an image mounted with `strata mount`.
     Unmount(mount::UnmountArgs),
     /// Run the whole job on the built-in sample disk: image, inspect, verify, restore, compare.
@@ -280,6 +288,13 @@ struct CreateArgs {
     /// unreadable (they restore as zeros, `info` lists them) instead of failing.
     #[arg(long)]
     skip_bad_sectors: bool,
+    /// Encrypt a new chain (AES-256-GCM) under a passphrase (asked twice, or
+    /// --passphrase-file, or STRATA_PASSPHRASE) or a key file (--key-file). A child of an
+    /// encrypted image is encrypted with its chain's key without this option.
+    #[arg(long, conflicts_with_all = ["incremental", "differential"])]
+    encrypt: bool,
+    #[command(flatten)]
+    kdf: key::KdfArgs,
 }
 
 /// `--threads`: at least one (clap names the option and the value in its message).
@@ -341,6 +356,30 @@ fn image_first(cmd: &str, image: &Path, paths: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// The key of a new encrypted chain: a random master key, kept in the keyring, in one
+/// slot under the secret the options give (or a passphrase asked twice).
+fn new_chain_key(
+    keys: &key::KeyArgs,
+    kdf: crate::container::crypto::KdfCost,
+) -> Result<create::NewKey> {
+    use crate::container::crypto::{KeySlot, KeySlots, MasterKey};
+    let secret = crate::container::keyring::new_secret(
+        keys.passphrase_file.as_deref(),
+        keys.key_file.as_deref(),
+        true,
+    )?;
+    let master = MasterKey::generate();
+    crate::container::keyring::remember(&master);
+    let slot = KeySlot::new(&master, &secret, kdf, create::creation_time().0);
+    Ok(create::NewKey {
+        key_id: master.key_id(),
+        slots: KeySlots {
+            generation: 0,
+            slots: vec![slot],
+        },
+    })
+}
+
 fn threads(n: Option<usize>) -> usize {
     n.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
         .max(1)
@@ -377,6 +416,8 @@ pub fn main() -> ExitCode {
             eprintln!("strata: error: {e}");
             if e.is_integrity_failure() {
                 ExitCode::from(EXIT_INTEGRITY)
+            } else if matches!(e, Error::Key { .. }) {
+                ExitCode::from(EXIT_KEY)
             } else {
                 ExitCode::FAILURE
             }
@@ -403,6 +444,11 @@ impl Command {
             Command::History(a) => a.images.clone(),
             Command::Diff(a) => a.new.clone(),
             Command::Unmount(a) => a.mountpoint.clone(),
+            Command::Key(
+                key::KeyCommand::List { image, .. }
+                | key::KeyCommand::Add { image, .. }
+                | key::KeyCommand::Remove { image, .. },
+            ) => image.clone(),
             Command::Demo { .. } => PathBuf::from("demo"),
         }
     }
@@ -420,8 +466,15 @@ fn json<T: serde::Serialize>(v: &T) -> Result<()> {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
+    cli.keys.configure();
     match cli.command {
+        Command::Key(k) => key::run(k)?,
         Command::Create(a) => {
+            let encrypt = if a.encrypt {
+                Some(new_chain_key(&cli.keys, a.kdf.cost())?)
+            } else {
+                None
+            };
             let opts = create::CreateOptions {
                 level: a.level,
                 threads: threads(a.threads),
@@ -440,6 +493,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 progress: !a.quiet && !a.json,
                 skip_bad_sectors: a.skip_bad_sectors,
                 catalog: !a.no_catalog && std::env::var_os("STRATA_NO_CATALOG").is_none(),
+                encrypt,
                 ..create::CreateOptions::new(a.source, a.dest)
             };
             let s = create::create(&opts)?;

@@ -8,7 +8,8 @@
 //! block-hash table, index and trailer behind the section. The image is still its
 //! `.partial` file then, so a crash leaves nothing a reader accepts.
 
-use super::index::{Index, Trailer, BLOCK_HASH_SIZE};
+use super::crypto::{ImageKey, Piece};
+use super::index::{Index, Trailer};
 use super::reader::Image;
 use crate::blockdev::file::read_exact_at;
 use crate::error::{Error, Result};
@@ -31,8 +32,10 @@ pub const MAX_RAW_LEN: u64 = 1 << 30;
 /// which does not compress; writers store the bytes raw when zstd would exceed it).
 const MAX_RATIO: u64 = 64;
 
-/// Encodes a section holding `raw`.
-fn encode(raw: &[u8]) -> Result<Vec<u8>> {
+/// Encodes a section holding `raw`, sealed with `key` in an encrypted image (whose
+/// content hash is then 0: the seal authenticates the bytes, and a hash of the plaintext
+/// would let anyone confirm a guessed catalog).
+fn encode(raw: &[u8], key: Option<&ImageKey>) -> Result<Vec<u8>> {
     let compressed = zstd::bulk::compress(raw, 3)
         .map_err(|e| Error::Invalid(format!("cannot compress the catalog: {e}")))?;
     let raw_len = raw.len() as u64;
@@ -42,6 +45,10 @@ fn encode(raw: &[u8]) -> Result<Vec<u8>> {
         (1u8, compressed)
     } else {
         (0u8, raw.to_vec())
+    };
+    let payload = match key {
+        None => payload,
+        Some(k) => k.seal(Piece::Catalog, &payload),
     };
     if raw_len > MAX_RAW_LEN {
         return Err(Error::Invalid(format!(
@@ -56,7 +63,7 @@ fn encode(raw: &[u8]) -> Result<Vec<u8>> {
     w.u64(16, payload.len() as u64);
     w.u64(24, raw_len);
     w.u64(32, xxh3_64(&payload));
-    w.u64(40, xxh3_64(raw));
+    w.u64(40, if key.is_some() { 0 } else { xxh3_64(raw) });
     let sum = xxh3_64(&head[..48]);
     LeWriter(&mut head).u64(48, sum);
     let mut out = head.to_vec();
@@ -70,10 +77,10 @@ fn encode(raw: &[u8]) -> Result<Vec<u8>> {
 pub fn attach(file: &mut File, path: &Path, raw: &[u8]) -> Result<u64> {
     let image = Image::open_unfinished(path)?.0;
     let mut index: Index = image.index().clone();
-    drop(image);
-    let section = encode(raw)?;
+    let section = encode(raw, image.key())?;
     let ioerr = |what: &'static str| move |e: std::io::Error| Error::io(path, what, e);
-    let hashes_len = index.block_hash_count * BLOCK_HASH_SIZE;
+    let hashes_len = super::crypto::hash_table_len(index.block_hash_count, image.key().is_some())
+        .expect("checked when the index was opened");
     // The block-hash table is copied aside first (0.2% of the data, so it goes to a
     // temporary file rather than memory).
     let mut reader = File::open(path).map_err(ioerr("cannot reopen"))?;
@@ -103,7 +110,8 @@ pub fn attach(file: &mut File, path: &Path, raw: &[u8]) -> Result<u64> {
     std::io::copy(&mut aside, &mut out).map_err(ioerr("cannot write"))?;
     index.catalog_offset = at;
     index.block_hashes_offset = at + section.len() as u64;
-    let encoded = index.encode();
+    let encoded = image.seal_index(index.encode());
+    drop(image);
     let trailer = Trailer {
         index_offset: index.block_hashes_offset + hashes_len,
         index_length: encoded.len() as u64,
@@ -156,7 +164,12 @@ pub fn load(image: &Image) -> std::result::Result<Option<Vec<u8>>, CatalogError>
     if raw_len > MAX_RAW_LEN || raw_len > stored_len.saturating_mul(MAX_RATIO) {
         return damaged(format!("impossible length {raw_len}"));
     }
-    if (method == 0 && raw_len != stored_len) || method > 1 {
+    let overhead = if image.key().is_some() {
+        crate::container::crypto::SEAL_OVERHEAD as u64
+    } else {
+        0
+    };
+    if (method == 0 && raw_len.checked_add(overhead) != Some(stored_len)) || method > 1 {
         return damaged(format!("unknown method {method}"));
     }
     let Ok(stored_usize) = usize::try_from(stored_len) else {
@@ -168,6 +181,13 @@ pub fn load(image: &Image) -> std::result::Result<Option<Vec<u8>>, CatalogError>
     if xxh3_64(&payload) != f.u64(32) {
         return damaged("payload checksum mismatch".into());
     }
+    let payload = match image.key() {
+        None => payload,
+        Some(k) => match k.open(Piece::Catalog, &payload) {
+            Ok(p) => p,
+            Err(_) => return damaged("authentication failed: changed or damaged".into()),
+        },
+    };
     let raw = if method == 0 {
         payload
     } else {
@@ -180,7 +200,7 @@ pub fn load(image: &Image) -> std::result::Result<Option<Vec<u8>>, CatalogError>
             Err(e) => return damaged(format!("cannot decompress: {e}")),
         }
     };
-    if xxh3_64(&raw) != f.u64(40) {
+    if image.key().is_none() && xxh3_64(&raw) != f.u64(40) {
         return damaged("content checksum mismatch".into());
     }
     Ok(Some(raw))

@@ -1,6 +1,7 @@
 //! Chunk records: one independently decompressible unit of stored blocks
 //! (docs/FORMAT.md, "Chunk records").
 
+use super::crypto::{ImageKey, Piece};
 use super::index::{ChunkEntry, Method};
 use crate::le::{LeFields, LeWriter};
 use std::sync::Arc;
@@ -64,15 +65,30 @@ impl SealedChunk {
     // does not shrink them), which `seal` checked to fit 32 bits.
     #[allow(clippy::cast_possible_truncation)]
     pub fn record_header(&self) -> [u8; CHUNK_RECORD_HEADER] {
-        let mut buf = [0u8; CHUNK_RECORD_HEADER];
-        let mut w = LeWriter(&mut buf);
-        w.put(0, &CHUNK_MAGIC);
-        w.u8(4, self.method.code());
-        w.u32(8, self.payload.len() as u32);
-        w.u32(12, self.raw_len);
-        w.u64(16, self.payload_checksum);
-        buf
+        record_header(
+            self.method,
+            self.payload.len() as u32,
+            self.raw_len,
+            self.payload_checksum,
+        )
     }
+}
+
+/// The 24-byte header of a record holding `stored_len` payload bytes.
+pub fn record_header(
+    method: Method,
+    stored_len: u32,
+    raw_len: u32,
+    payload_checksum: u64,
+) -> [u8; CHUNK_RECORD_HEADER] {
+    let mut buf = [0u8; CHUNK_RECORD_HEADER];
+    let mut w = LeWriter(&mut buf);
+    w.put(0, &CHUNK_MAGIC);
+    w.u8(4, method.code());
+    w.u32(8, stored_len);
+    w.u32(12, raw_len);
+    w.u64(16, payload_checksum);
+    buf
 }
 
 /// What is wrong with a chunk record; `verify` reports it with the disk range it covers.
@@ -87,6 +103,9 @@ pub enum ChunkFault {
         /// The checksum of the bytes read.
         computed: u64,
     },
+    /// The sealed payload failed authentication (encrypted images): it was changed, or it
+    /// belongs to another position or image.
+    NotAuthentic,
     /// zstd refused the payload.
     Decompress(String),
     /// Decompressed to the wrong length.
@@ -113,6 +132,11 @@ impl std::fmt::Display for ChunkFault {
                 f,
                 "stored-bytes checksum mismatch (expected {stored:016x}, computed {computed:016x})"
             ),
+            ChunkFault::NotAuthentic => write!(
+                f,
+                "authentication failed: the chunk was changed, or belongs to another place \
+                 or image"
+            ),
             ChunkFault::Decompress(m) => write!(f, "cannot decompress: {m}"),
             ChunkFault::Length { expected, got } => {
                 write!(f, "decompressed to {got} bytes, expected {expected}")
@@ -126,8 +150,13 @@ impl std::fmt::Display for ChunkFault {
 }
 
 /// Checks a chunk record (`record` = header + payload, as read from `entry.offset`) against
-/// its index entry and returns the uncompressed bytes.
-pub fn open_record(entry: &ChunkEntry, record: &[u8]) -> Result<Arc<[u8]>, ChunkFault> {
+/// its index entry and returns the uncompressed bytes. An encrypted image's chunk is opened
+/// with its image key and its number.
+pub fn open_record(
+    entry: &ChunkEntry,
+    record: &[u8],
+    key: Option<(&ImageKey, u32)>,
+) -> Result<Arc<[u8]>, ChunkFault> {
     let f = LeFields(record);
     if record.len() != CHUNK_RECORD_HEADER + entry.stored_len as usize {
         return Err(ChunkFault::Header(format!(
@@ -155,6 +184,27 @@ pub fn open_record(entry: &ChunkEntry, record: &[u8]) -> Result<Arc<[u8]>, Chunk
             computed,
         });
     }
+    let opened;
+    let payload = match key {
+        None => payload,
+        Some((key, index)) => {
+            let piece = Piece::Chunk {
+                index,
+                offset: entry.offset,
+            };
+            opened = key
+                .open(piece, payload)
+                .map_err(|_| ChunkFault::NotAuthentic)?;
+            // The plaintext of a raw chunk is as long as the index says its data is.
+            if entry.method == Method::Raw && opened.len() != entry.raw_len as usize {
+                return Err(ChunkFault::Length {
+                    expected: entry.raw_len,
+                    got: opened.len(),
+                });
+            }
+            opened.as_slice()
+        }
+    };
     // Decoded straight into the shared buffer the chain's cache keeps, without a copy.
     let raw: Arc<[u8]> = match entry.method {
         Method::Raw => Arc::from(payload),
@@ -218,7 +268,10 @@ mod tests {
         let text: Vec<u8> = b"strata ".iter().cycle().take(8192).copied().collect();
         let c = SealedChunk::seal(&text, 4096, None, &mut z).unwrap();
         assert_eq!(c.method, Method::Zstd);
-        assert_eq!(*open_record(&entry_for(&c), &record(&c)).unwrap(), *text);
+        assert_eq!(
+            *open_record(&entry_for(&c), &record(&c), None).unwrap(),
+            *text
+        );
 
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
         let noise: Vec<u8> = (0..8192)
@@ -232,7 +285,10 @@ mod tests {
         let c = SealedChunk::seal(&noise, 4096, None, &mut z).unwrap();
         assert_eq!(c.method, Method::Raw);
         assert_eq!(c.block_hashes.len(), 2);
-        assert_eq!(*open_record(&entry_for(&c), &record(&c)).unwrap(), *noise);
+        assert_eq!(
+            *open_record(&entry_for(&c), &record(&c), None).unwrap(),
+            *noise
+        );
     }
 
     #[test]
@@ -244,7 +300,10 @@ mod tests {
         for i in 0..good.len() {
             let mut r = good.clone();
             r[i] ^= 0x10;
-            assert!(open_record(&entry_for(&c), &r).is_err(), "flip at {i}");
+            assert!(
+                open_record(&entry_for(&c), &r, None).is_err(),
+                "flip at {i}"
+            );
         }
     }
 }

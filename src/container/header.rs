@@ -13,14 +13,17 @@ pub const MAGIC: [u8; 8] = *b"\x89STRATA\n";
 pub const MAJOR_VERSION: u16 = 1;
 /// Minor versions only add compatible fields.
 pub const MINOR_VERSION: u16 = 0;
-/// Incompatible feature bits this build understands (none yet).
-pub const KNOWN_INCOMPAT: u64 = 0;
+/// Incompatible feature bits this build understands.
+pub const KNOWN_INCOMPAT: u64 = super::crypto::FEATURE_ENCRYPTED;
 /// Where variable-length strings start.
 const STRINGS_OFFSET: usize = 144;
 /// Where the header checksum sits (last 8 bytes of the region).
 const CHECKSUM_OFFSET: usize = HEADER_SIZE - 8;
 /// Room for the source description and parent hint together.
 pub const MAX_STRINGS: usize = CHECKSUM_OFFSET - STRINGS_OFFSET;
+/// Room for them in an encrypted image (the sealed source included), before the
+/// encryption fields.
+pub const MAX_STRINGS_SEALED: usize = super::crypto::PARAMS_OFFSET - STRINGS_OFFSET;
 
 /// What an image holds relative to other images.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -110,6 +113,22 @@ pub struct Header {
     pub source: String,
     /// Where the parent image was (a path hint for finding it again).
     pub parent_hint: String,
+    /// The encryption fields of an encrypted image. Its `source` is then empty until the
+    /// image is unlocked.
+    pub encryption: Option<Encryption>,
+}
+
+/// The clear fields of an encrypted image (docs/FORMAT.md, "Encryption").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encryption {
+    /// Names the chain's master key.
+    pub key_id: [u8; 16],
+    /// Random per image: the image key is derived from the master key, it and the UUID.
+    pub salt: [u8; 32],
+    /// The source description, sealed (written by the image writer).
+    pub sealed_source: Vec<u8>,
+    /// The key slots (not covered by the header checksum: they change in place).
+    pub slots: super::crypto::KeySlots,
 }
 
 /// Why a header could not be decoded.
@@ -162,21 +181,55 @@ impl Header {
         );
         w.u8(130, self.compression);
         w.u8(131, self.compression_level.cast_unsigned());
-        let (s, p) = (self.source.as_bytes(), self.parent_hint.as_bytes());
-        assert!(s.len() + p.len() <= MAX_STRINGS, "header strings too long");
+        let (s, p) = match &self.encryption {
+            Some(e) => (e.sealed_source.as_slice(), self.parent_hint.as_bytes()),
+            None => (self.source.as_bytes(), self.parent_hint.as_bytes()),
+        };
+        let room = if self.encryption.is_some() {
+            MAX_STRINGS_SEALED
+        } else {
+            MAX_STRINGS
+        };
+        assert!(s.len() + p.len() <= room, "header strings too long");
         w.u16(132, s.len() as u16);
         w.u16(134, p.len() as u16);
         w.put(STRINGS_OFFSET, s);
         w.put(STRINGS_OFFSET + s.len(), p);
-        let sum = xxh3_64(&buf[..CHECKSUM_OFFSET]);
+        if let Some(e) = &self.encryption {
+            use super::crypto::{CIPHER_AES256_GCM, FEATURE_ENCRYPTED, PARAMS_OFFSET};
+            w.u64(16, self.incompat_features | FEATURE_ENCRYPTED);
+            w.u8(PARAMS_OFFSET, CIPHER_AES256_GCM);
+            w.put(PARAMS_OFFSET + 8, &e.key_id);
+            w.put(PARAMS_OFFSET + 24, &e.salt);
+            let at = super::crypto::SLOT_COPY_OFFSETS[0];
+            w.put(at, &e.slots.encode());
+        }
+        let sum = Header::compute_checksum(&buf);
         LeWriter(&mut buf).u64(CHECKSUM_OFFSET, sum);
         buf
+    }
+
+    /// The checksum of a header region: xxh3-64 of bytes 0..4088, with the key-slot area
+    /// (1024..4088) taken as zeros in an encrypted image.
+    pub fn compute_checksum(buf: &[u8]) -> u64 {
+        let encrypted = LeFields(buf).u64(16) & super::crypto::FEATURE_ENCRYPTED != 0;
+        if !encrypted {
+            return xxh3_64(&buf[..CHECKSUM_OFFSET]);
+        }
+        let mut copy = buf[..CHECKSUM_OFFSET].to_vec();
+        copy[super::crypto::SLOTS_OFFSET..].fill(0);
+        xxh3_64(&copy)
     }
 
     /// Trims the source description so that both strings fit the header region
     /// (the parent hint is a path and is kept whole when possible).
     pub fn fit_strings(&mut self) {
-        let room = MAX_STRINGS.saturating_sub(self.parent_hint.len());
+        let total = if self.encryption.is_some() {
+            MAX_STRINGS_SEALED - super::crypto::SEAL_OVERHEAD
+        } else {
+            MAX_STRINGS
+        };
+        let room = total.saturating_sub(self.parent_hint.len());
         if self.source.len() > room {
             let mut cut = room;
             while !self.source.is_char_boundary(cut) {
@@ -220,7 +273,7 @@ impl Header {
             )));
         }
         let corrupt = |offset: u64, detail: String| Err(HeaderError::Corrupt { offset, detail });
-        let sum = xxh3_64(&buf[..CHECKSUM_OFFSET]);
+        let sum = Header::compute_checksum(buf);
         let stored = f.u64(CHECKSUM_OFFSET);
         if check_sum && sum != stored {
             return corrupt(
@@ -273,7 +326,13 @@ impl Header {
             )));
         }
         let (slen, plen) = (f.u16(132) as usize, f.u16(134) as usize);
-        if slen + plen > MAX_STRINGS {
+        let encrypted = incompat & super::crypto::FEATURE_ENCRYPTED != 0;
+        let room = if encrypted {
+            MAX_STRINGS_SEALED
+        } else {
+            MAX_STRINGS
+        };
+        if slen + plen > room {
             return corrupt(
                 132,
                 format!("string lengths {slen}+{plen} exceed the header"),
@@ -285,7 +344,11 @@ impl Header {
                 detail: "string is not UTF-8".into(),
             })
         };
-        let source = text(STRINGS_OFFSET, slen)?;
+        let (source, encryption) = if encrypted {
+            (String::new(), Some(Header::decode_encryption(buf, slen)?))
+        } else {
+            (text(STRINGS_OFFSET, slen)?, None)
+        };
         let parent_hint = text(STRINGS_OFFSET + slen, plen)?;
         let parent_uuid = Uuid::from_bytes(f.bytes(48));
         if (kind == ImageKind::Full) != parent_uuid.is_nil() {
@@ -313,6 +376,28 @@ impl Header {
             compression_level: f.u8(131).cast_signed(),
             source,
             parent_hint,
+            encryption,
+        })
+    }
+
+    fn decode_encryption(buf: &[u8], slen: usize) -> Result<Encryption, HeaderError> {
+        use super::crypto::{KeySlots, CIPHER_AES256_GCM, PARAMS_OFFSET};
+        let f = LeFields(buf);
+        let cipher = f.u8(PARAMS_OFFSET);
+        if cipher != CIPHER_AES256_GCM {
+            return Err(HeaderError::Unsupported(format!(
+                "cipher {cipher} (a newer strata is needed)"
+            )));
+        }
+        let (slots, _) = KeySlots::decode(buf).map_err(|detail| HeaderError::Corrupt {
+            offset: super::crypto::SLOTS_OFFSET as u64,
+            detail,
+        })?;
+        Ok(Encryption {
+            key_id: f.bytes(PARAMS_OFFSET + 8),
+            salt: f.bytes(PARAMS_OFFSET + 24),
+            sealed_source: buf[STRINGS_OFFSET..STRINGS_OFFSET + slen].to_vec(),
+            slots,
         })
     }
 
@@ -346,6 +431,7 @@ mod tests {
             compression_level: 3,
             source: "file /tmp/disk.img".into(),
             parent_hint: String::new(),
+            encryption: None,
         }
     }
 

@@ -274,9 +274,16 @@ impl Index {
         block_size: u32,
         chunk_size: u32,
         block_count: u64,
+        sealed: bool,
     ) -> Result<Index, (u64, String)> {
         let f = LeFields(buf);
         let at = |rel: usize| index_offset + rel as u64;
+        // What sealing adds to every chunk payload of an encrypted image.
+        let overhead = if sealed {
+            super::crypto::SEAL_OVERHEAD as u64
+        } else {
+            0
+        };
         if buf.len() < INDEX_HEADER_SIZE || buf[..8] != INDEX_MAGIC {
             return Err((at(0), "no index signature".into()));
         }
@@ -320,8 +327,9 @@ impl Index {
             if c.raw_len == 0 || c.raw_len > chunk_size || u64::from(c.raw_len) % bs != 0 {
                 return bad(format!("impossible uncompressed length {}", c.raw_len));
             }
-            if u64::from(c.stored_len) > max_stored
-                || (c.method == Method::Raw && c.stored_len != c.raw_len)
+            if u64::from(c.stored_len) > max_stored + overhead
+                || (c.method == Method::Raw
+                    && u64::from(c.stored_len) != u64::from(c.raw_len) + overhead)
             {
                 return bad(format!("impossible stored length {}", c.stored_len));
             }
@@ -354,8 +362,8 @@ impl Index {
                 format!("{block_hash_count} block hashes for {total_blocks} stored blocks"),
             ));
         }
-        if block_hashes_offset
-            .checked_add(block_hash_count * BLOCK_HASH_SIZE)
+        if super::crypto::hash_table_len(block_hash_count, sealed)
+            .and_then(|len| block_hashes_offset.checked_add(len))
             .is_none_or(|end| end != index_offset)
         {
             return Err((at(48), "block-hash table does not end at the index".into()));
@@ -486,7 +494,7 @@ mod tests {
         let idx = sample();
         let buf = idx.encode();
         let at = idx.block_hashes_offset + 16;
-        let back = Index::decode(&buf, at, 4096, 1 << 20, 10).unwrap();
+        let back = Index::decode(&buf, at, 4096, 1 << 20, 10, false).unwrap();
         assert_eq!(back, idx);
         assert_eq!(back.find(0), Ok(0));
         assert_eq!(back.find(3), Err(1));
@@ -499,19 +507,19 @@ mod tests {
         let idx = sample();
         let at = idx.block_hashes_offset + 16;
         // Extent past the end of the disk.
-        assert!(Index::decode(&idx.encode(), at, 4096, 1 << 20, 5).is_err());
+        assert!(Index::decode(&idx.encode(), at, 4096, 1 << 20, 5, false).is_err());
         // Overlapping extents.
         let mut bad = idx.clone();
         bad.extents[1].disk_block = 0;
-        assert!(Index::decode(&bad.encode(), at, 4096, 1 << 20, 10).is_err());
+        assert!(Index::decode(&bad.encode(), at, 4096, 1 << 20, 10, false).is_err());
         // Extent running past its chunk.
         let mut bad = idx.clone();
         bad.extents[1].block_in_chunk = 2;
-        assert!(Index::decode(&bad.encode(), at, 4096, 1 << 20, 10).is_err());
+        assert!(Index::decode(&bad.encode(), at, 4096, 1 << 20, 10, false).is_err());
         // Wrong hash count.
         let mut bad = idx;
         bad.block_hash_count = 3;
-        assert!(Index::decode(&bad.encode(), at, 4096, 1 << 20, 10).is_err());
+        assert!(Index::decode(&bad.encode(), at, 4096, 1 << 20, 10, false).is_err());
     }
 
     #[test]

@@ -17,8 +17,10 @@
 
 pub mod catalog;
 pub mod chunk;
+pub mod crypto;
 pub mod header;
 pub mod index;
+pub mod keyring;
 pub mod reader;
 pub mod writer;
 

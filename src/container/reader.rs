@@ -1,6 +1,7 @@
 //! Opens an image, checks its header, trailer and index, and reads it.
 
 use super::chunk::{open_record, ChunkFault, CHUNK_RECORD_HEADER};
+use super::crypto::{ImageKey, Piece, HASH_SEGMENT_ENTRIES, SEAL_OVERHEAD, SLOTS_OFFSET};
 use super::header::{Header, HeaderError, HEADER_SIZE};
 use super::index::{ExtentKind, Index, Trailer, BLOCK_HASH_SIZE, TRAILER_SIZE};
 use crate::blockdev::file::read_exact_at;
@@ -19,6 +20,14 @@ pub struct Image {
     header: Header,
     trailer: Trailer,
     index: Index,
+    /// The sealing key of an encrypted image.
+    key: Option<ImageKey>,
+    /// Bytes 0..1024 of the header as stored, which an encrypted image's index is bound
+    /// to (empty for other images).
+    header_region: Vec<u8>,
+    /// The last block-hash segment opened (encrypted images), since change detection asks
+    /// for a chunk's worth of hashes at a time.
+    last_segment: std::sync::Mutex<Option<(u64, Arc<[u64]>)>>,
 }
 
 /// Bytes read at once from the end of an image when it is opened.
@@ -89,7 +98,7 @@ impl Image {
         } else {
             read_exact_at(&file, &mut head, 0).map_err(|e| Error::io(path, "cannot read", e))?;
         }
-        let header = match Header::decode(&head, strict) {
+        let mut header = match Header::decode(&head, strict) {
             Ok(h) => h,
             Err(HeaderError::NotAnImage(reason)) => {
                 return Err(Error::NotAnImage {
@@ -108,7 +117,7 @@ impl Image {
             }
         };
         let header_sum = Header::stored_checksum(&head);
-        let computed = xxhash_rust::xxh3::xxh3_64(&head[..HEADER_SIZE - 8]);
+        let computed = Header::compute_checksum(&head);
         let mut header_problem = (header_sum != computed).then(|| {
             format!(
                 "header: checksum mismatch at byte {} (stored {header_sum:016x}, computed \
@@ -176,12 +185,49 @@ impl Image {
                 ),
             ));
         }
+        let key = match &header.encryption {
+            None => None,
+            Some(e) => {
+                let master = super::keyring::unlock(path, &e.key_id, &e.slots)?;
+                let key = master.image_key(header.image_uuid, &e.salt);
+                let source = key
+                    .open(Piece::Source, &e.sealed_source)
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .ok_or_else(|| {
+                        Error::corrupt(path, "header", 144, "the sealed source does not open")
+                    })?;
+                header.source = source;
+                Some(key)
+            }
+        };
+        let header_region = if key.is_some() {
+            head[..SLOTS_OFFSET].to_vec()
+        } else {
+            Vec::new()
+        };
+        let plain_index;
+        let index_bytes = match &key {
+            None => &ibuf,
+            Some(k) => {
+                plain_index = k.open_index(&header_region, &ibuf).map_err(|_| {
+                    Error::corrupt(
+                        path,
+                        "index",
+                        trailer.index_offset,
+                        "authentication failed: the index or the header was changed, or                          the image was sealed with another key",
+                    )
+                })?;
+                &plain_index
+            }
+        };
         let index = Index::decode(
-            &ibuf,
+            index_bytes,
             trailer.index_offset,
             header.block_size,
             header.chunk_size,
             header.block_count(),
+            key.is_some(),
         )
         .map_err(|(offset, detail)| Error::corrupt(path, "index", offset, detail))?;
         if index.image_uuid != header.image_uuid {
@@ -214,6 +260,9 @@ impl Image {
                 header,
                 trailer,
                 index,
+                key,
+                header_region,
+                last_segment: std::sync::Mutex::new(None),
             },
             header_problem,
         ))
@@ -245,6 +294,19 @@ impl Image {
         &self.index
     }
 
+    /// The sealing key of an encrypted image (None for an image in clear).
+    pub fn key(&self) -> Option<&ImageKey> {
+        self.key.as_ref()
+    }
+
+    /// Index bytes as this image stores them: `plain` itself, or sealed to the header.
+    pub fn seal_index(&self, plain: Vec<u8>) -> Vec<u8> {
+        match &self.key {
+            None => plain,
+            Some(k) => k.seal_index(&self.header_region, &plain),
+        }
+    }
+
     /// True when this image is the parent a child names by `uuid` and index `digest`:
     /// its own identity, or one it took over by consolidation (an alias).
     pub fn answers_to(&self, uuid: uuid::Uuid, digest: &[u8; 32]) -> bool {
@@ -261,7 +323,8 @@ impl Image {
         let entry = &self.index.chunks[i as usize];
         let mut record = vec![0u8; CHUNK_RECORD_HEADER + entry.stored_len as usize];
         read_exact_at(&self.file, &mut record, entry.offset).map_err(ChunkLoadError::Io)?;
-        open_record(entry, &record).map_err(ChunkLoadError::Fault)
+        open_record(entry, &record, self.key.as_ref().map(|k| (k, i)))
+            .map_err(ChunkLoadError::Fault)
     }
 
     /// Turns a chunk failure into an error naming the chunk, its file offset and disk range.
@@ -318,6 +381,9 @@ impl Image {
                 self.path.display()
             )));
         }
+        if self.key.is_some() {
+            return self.sealed_block_hashes(first, count);
+        }
         let mut buf = vec![0u8; crate::le::usize_of(count * BLOCK_HASH_SIZE)?];
         read_exact_at(
             &self.file,
@@ -331,10 +397,64 @@ impl Image {
             .collect())
     }
 
+    /// Block hashes of an encrypted image, opened segment by segment.
+    fn sealed_block_hashes(&self, first: u64, count: u64) -> Result<Vec<u64>> {
+        let mut out = Vec::with_capacity(crate::le::usize_of(count)?);
+        let mut at = first;
+        let end = first + count;
+        while at < end {
+            let seg = at / HASH_SEGMENT_ENTRIES;
+            let hashes = self.hash_segment(seg)?;
+            let from = crate::le::usize_of(at - seg * HASH_SEGMENT_ENTRIES)?;
+            let to =
+                crate::le::usize_of((end - seg * HASH_SEGMENT_ENTRIES).min(hashes.len() as u64))?;
+            out.extend_from_slice(&hashes[from..to]);
+            at = seg * HASH_SEGMENT_ENTRIES + to as u64;
+        }
+        Ok(out)
+    }
+
+    /// Segment `seg` of an encrypted image's block-hash table, opened.
+    fn hash_segment(&self, seg: u64) -> Result<Arc<[u64]>> {
+        let mut last = self
+            .last_segment
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((n, h)) = last.as_ref() {
+            if *n == seg {
+                return Ok(h.clone());
+            }
+        }
+        let key = self.key.as_ref().expect("called for encrypted images only");
+        let entries =
+            (self.index.block_hash_count - seg * HASH_SEGMENT_ENTRIES).min(HASH_SEGMENT_ENTRIES);
+        let stored_len = entries * BLOCK_HASH_SIZE + SEAL_OVERHEAD as u64;
+        let offset = self.index.block_hashes_offset
+            + seg * (HASH_SEGMENT_ENTRIES * BLOCK_HASH_SIZE + SEAL_OVERHEAD as u64);
+        let mut buf = vec![0u8; crate::le::usize_of(stored_len)?];
+        read_exact_at(&self.file, &mut buf, offset)
+            .map_err(|e| Error::io(&self.path, "cannot read block hashes", e))?;
+        let plain = key.open(Piece::HashSegment(seg), &buf).map_err(|_| {
+            Error::corrupt(
+                &self.path,
+                format!("block-hash table segment {seg}"),
+                offset,
+                "authentication failed: changed or damaged",
+            )
+        })?;
+        let hashes: Arc<[u64]> = plain
+            .chunks_exact(8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+            .collect();
+        *last = Some((seg, hashes.clone()));
+        Ok(hashes)
+    }
+
     /// Reads the whole block-hash table and checks its digest (used by `verify`).
     pub fn check_block_hash_table(&self) -> Result<()> {
         let mut hasher = blake3::Hasher::new();
-        let total = self.index.block_hash_count * BLOCK_HASH_SIZE;
+        let total = super::crypto::hash_table_len(self.index.block_hash_count, self.key.is_some())
+            .expect("checked when the index was opened");
         let mut buf = vec![0u8; 1 << 20];
         let mut done = 0u64;
         while done < total {
@@ -355,6 +475,13 @@ impl Image {
                 self.index.block_hashes_offset,
                 "digest mismatch",
             ));
+        }
+        if self.key.is_some() {
+            // Every segment must also open: the digest names the stored bytes only.
+            let segments = self.index.block_hash_count.div_ceil(HASH_SEGMENT_ENTRIES);
+            for seg in 0..segments {
+                self.hash_segment(seg)?;
+            }
         }
         Ok(())
     }

@@ -1,12 +1,14 @@
 //! Appends chunks to a new image and finishes it with the index and trailer.
 
-use super::chunk::{SealedChunk, CHUNK_RECORD_HEADER};
+use super::chunk::{record_header, SealedChunk, CHUNK_RECORD_HEADER};
+use super::crypto::{ImageKey, Piece, HASH_SEGMENT_ENTRIES};
 use super::header::{Header, HEADER_SIZE};
 use super::index::{Alias, ChunkEntry, Extent, ExtentKind, Index, Trailer, BLOCK_HASH_SIZE};
 use crate::error::{Error, Result};
 use std::fs::File;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use xxhash_rust::xxh3::xxh3_64;
 
 /// Writes one image front to back. The caller hands chunks and extents in ascending disk
 /// order; nothing is ever rewritten, so a killed writer leaves a file without a trailer.
@@ -27,6 +29,10 @@ pub struct ImageWriter {
     hashes: BufWriter<File>,
     hash_count: u64,
     hasher: blake3::Hasher,
+    /// The sealing key of an encrypted image.
+    key: Option<ImageKey>,
+    /// Header bytes 0..1024, which an encrypted image's index is bound to.
+    header_region: Vec<u8>,
 }
 
 /// Totals of a finished image.
@@ -45,14 +51,32 @@ pub struct WriteSummary {
 impl ImageWriter {
     /// Starts an image in `file` (empty, opened for writing) by writing `header`.
     /// `path` names the file in errors; the hash spill goes beside it.
-    pub fn new(file: File, path: &Path, header: Header) -> Result<ImageWriter> {
+    /// An encrypted header's master key must be in the [`keyring`](super::keyring).
+    pub fn new(file: File, path: &Path, mut header: Header) -> Result<ImageWriter> {
         let dir = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
         let spill = tempfile::tempfile_in(&dir)
             .map_err(|e| Error::io(&dir, "cannot create a temporary file", e))?;
+        let key = match &mut header.encryption {
+            None => None,
+            Some(e) => {
+                let master = super::keyring::master(&e.key_id).ok_or_else(|| Error::Key {
+                    path: path.into(),
+                    detail: "the chain's key is not unlocked".into(),
+                })?;
+                let key = master.image_key(header.image_uuid, &e.salt);
+                e.sealed_source = key.seal(Piece::Source, header.source.as_bytes());
+                Some(key)
+            }
+        };
         let encoded = header.encode();
+        let header_region = if key.is_some() {
+            encoded[..super::crypto::SLOTS_OFFSET].to_vec()
+        } else {
+            Vec::new()
+        };
         let header_checksum = Header::stored_checksum(&encoded);
         let mut out = BufWriter::with_capacity(1 << 20, file);
         out.write_all(&encoded)
@@ -70,6 +94,8 @@ impl ImageWriter {
             hashes: BufWriter::new(spill),
             hash_count: 0,
             hasher: blake3::Hasher::new(),
+            key,
+            header_region,
         })
     }
 
@@ -103,19 +129,29 @@ impl ImageWriter {
         let index = u32::try_from(self.chunks.len())
             .map_err(|_| Error::Invalid("image would exceed 2^32 chunks".into()))?;
         let offset = self.pos;
-        self.write(&chunk.record_header())?;
-        self.write(&chunk.payload)?;
+        let sealed;
+        let (payload, payload_checksum) = match &self.key {
+            None => (&chunk.payload, chunk.payload_checksum),
+            Some(k) => {
+                sealed = k.seal(Piece::Chunk { index, offset }, &chunk.payload);
+                (&sealed, xxh3_64(&sealed))
+            }
+        };
+        let stored_len = u32::try_from(payload.len())
+            .map_err(|_| Error::Invalid("a chunk of 4 GiB or more".into()))?;
+        let head = record_header(chunk.method, stored_len, chunk.raw_len, payload_checksum);
+        self.write(&head)?;
+        self.write(payload)?;
         debug_assert_eq!(
             self.pos,
-            offset + (CHUNK_RECORD_HEADER + chunk.payload.len()) as u64
+            offset + (CHUNK_RECORD_HEADER + payload.len()) as u64
         );
         self.chunks.push(ChunkEntry {
             offset,
-            stored_len: u32::try_from(chunk.payload.len())
-                .map_err(|_| Error::Invalid("a chunk of 4 GiB or more".into()))?,
+            stored_len,
             raw_len: chunk.raw_len,
             method: chunk.method,
-            payload_checksum: chunk.payload_checksum,
+            payload_checksum,
             content_hash: chunk.content_hash,
         });
         for h in &chunk.block_hashes {
@@ -195,19 +231,51 @@ impl ImageWriter {
             )
         })?;
         spill.seek(SeekFrom::Start(0)).map_err(spill_err)?;
-        let copied = std::io::copy(
-            &mut (&mut spill).take(self.hash_count * BLOCK_HASH_SIZE),
-            &mut self.out,
-        )
-        .map_err(spill_err)?;
-        if copied != self.hash_count * BLOCK_HASH_SIZE {
-            return Err(Error::io(
-                &self.path,
-                "block-hash spill is short",
-                std::io::ErrorKind::UnexpectedEof.into(),
-            ));
-        }
-        self.pos += copied;
+        let block_hashes_digest = match &self.key {
+            None => {
+                let copied = std::io::copy(
+                    &mut (&mut spill).take(self.hash_count * BLOCK_HASH_SIZE),
+                    &mut self.out,
+                )
+                .map_err(spill_err)?;
+                if copied != self.hash_count * BLOCK_HASH_SIZE {
+                    return Err(Error::io(
+                        &self.path,
+                        "block-hash spill is short",
+                        std::io::ErrorKind::UnexpectedEof.into(),
+                    ));
+                }
+                self.pos += copied;
+                *self.hasher.finalize().as_bytes()
+            }
+            Some(_) => {
+                // Sealed in segments, so that a reader opens only the part it needs; the
+                // digest names the stored bytes.
+                let mut hasher = blake3::Hasher::new();
+                let mut seg = 0u64;
+                let mut left = self.hash_count;
+                let mut buf =
+                    vec![0u8; crate::le::usize_of(HASH_SEGMENT_ENTRIES * BLOCK_HASH_SIZE)?];
+                while left > 0 {
+                    let n = left.min(HASH_SEGMENT_ENTRIES);
+                    let part = &mut buf[..crate::le::usize_of(n * BLOCK_HASH_SIZE)?];
+                    spill.read_exact(part).map_err(spill_err)?;
+                    let sealed = self
+                        .key
+                        .as_ref()
+                        .expect("matched Some")
+                        .seal(Piece::HashSegment(seg), part);
+                    hasher.update(&sealed);
+                    self.out
+                        .write_all(&sealed)
+                        .map_err(|e| Error::io(&self.path, "cannot write", e))?;
+                    self.pos += sealed.len() as u64;
+                    left -= n;
+                    seg += 1;
+                }
+                *hasher.finalize().as_bytes()
+            }
+        };
         let index = Index {
             image_uuid: self.header.image_uuid,
             header_checksum: self.header_checksum,
@@ -215,11 +283,14 @@ impl ImageWriter {
             extents,
             block_hashes_offset,
             block_hash_count: self.hash_count,
-            block_hashes_digest: *self.hasher.finalize().as_bytes(),
+            block_hashes_digest,
             aliases: std::mem::take(&mut self.aliases),
             catalog_offset: 0,
         };
-        let encoded = index.encode();
+        let encoded = match &self.key {
+            None => index.encode(),
+            Some(k) => k.seal_index(&self.header_region, &index.encode()),
+        };
         let trailer = Trailer {
             index_offset: self.pos,
             index_length: encoded.len() as u64,

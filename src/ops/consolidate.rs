@@ -117,6 +117,14 @@ pub fn consolidate(opts: &ConsolidateOptions) -> Result<ConsolidateSummary> {
         compression: 1,
         compression_level: opts.level as i8,
         parent_hint,
+        // A fresh salt: the new file gets its own image key even where it keeps the UUID.
+        encryption: th
+            .encryption
+            .clone()
+            .map(|e| crate::container::header::Encryption {
+                salt: crate::container::crypto::random(),
+                ..e
+            }),
         ..th.clone()
     };
     header.fit_strings();

@@ -51,6 +51,47 @@ pub struct CreateOptions {
     pub skip_bad_sectors: bool,
     /// Store a catalog of the filesystems' entries in the image ([`crate::catalog`]).
     pub catalog: bool,
+    /// Encrypt a new chain: its key slots, whose master key is in the
+    /// [`keyring`](crate::container::keyring). A child of an encrypted image is
+    /// encrypted with its parent's key without it.
+    pub encrypt: Option<NewKey>,
+}
+
+/// The key of a new encrypted chain.
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    /// Names the master key (which is in the keyring).
+    pub key_id: [u8; 16],
+    /// Its first key slots.
+    pub slots: crate::container::crypto::KeySlots,
+}
+
+/// The encryption fields of a new image: a new chain's key, or its parent's.
+fn encryption_of(
+    opts: &CreateOptions,
+    parent: Option<&Chain>,
+) -> Result<Option<crate::container::header::Encryption>> {
+    use crate::container::crypto::random;
+    use crate::container::header::Encryption;
+    let inherited = parent.and_then(|c| c.top().header().encryption.clone());
+    match (inherited, &opts.encrypt) {
+        (Some(e), _) => Ok(Some(Encryption {
+            salt: random(),
+            sealed_source: Vec::new(),
+            ..e
+        })),
+        (None, Some(_)) if parent.is_some() => Err(Error::Invalid(format!(
+            "{}: the parent is not encrypted, and a chain has one key: start a new chain              with a full image to encrypt",
+            parent.expect("checked").top().path().display()
+        ))),
+        (None, Some(new)) => Ok(Some(Encryption {
+            key_id: new.key_id,
+            salt: random(),
+            sealed_source: Vec::new(),
+            slots: new.slots.clone(),
+        })),
+        (None, None) => Ok(None),
+    }
 }
 
 impl CreateOptions {
@@ -72,6 +113,7 @@ impl CreateOptions {
             progress: false,
             skip_bad_sectors: false,
             catalog: true,
+            encrypt: None,
         }
     }
 }
@@ -116,7 +158,7 @@ pub struct CreateSummary {
 }
 
 /// Creation time: `SOURCE_DATE_EPOCH` when set (reproducible images), else now.
-fn creation_time() -> (i64, u32) {
+pub(crate) fn creation_time() -> (i64, u32) {
     if let Some(s) = std::env::var("SOURCE_DATE_EPOCH")
         .ok()
         .and_then(|v| v.trim().parse::<i64>().ok())
@@ -266,6 +308,7 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary> {
             canonical.display()
         ),
         parent_hint,
+        encryption: encryption_of(opts, parent.as_ref())?,
     };
     header.fit_strings();
     let source_desc = header.source.clone();

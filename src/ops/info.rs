@@ -104,11 +104,13 @@ pub struct ChainEntry {
 }
 
 fn created_text(h: &crate::container::header::Header) -> String {
+    rfc3339(h.created_unix, h.created_nanos)
+}
+
+/// A time in seconds since 1970 as RFC 3339 UTC, to the second.
+pub fn rfc3339(unix: i64, nanos: u32) -> String {
     let t = std::time::UNIX_EPOCH
-        + std::time::Duration::new(
-            h.created_unix.max(0) as u64,
-            h.created_nanos.min(999_999_999),
-        );
+        + std::time::Duration::new(unix.max(0).cast_unsigned(), nanos.min(999_999_999));
     humantime::format_rfc3339_seconds(t).to_string()
 }
 

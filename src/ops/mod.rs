@@ -4,6 +4,7 @@
 pub mod consolidate;
 pub mod create;
 pub mod info;
+pub mod keys;
 pub mod pipeline;
 pub mod plan;
 pub mod restore;
