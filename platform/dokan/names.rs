@@ -47,6 +47,8 @@ pub fn status_of(e: &Error) -> i32 {
         // partition with no filesystem strata reads): refused.
         Error::Invalid(_) => status::ACCESS_DENIED,
         Error::Interrupted => status::CANCELLED,
+        // An encrypted image whose key was not given.
+        Error::Key { .. } => status::ACCESS_DENIED,
         // Several names differ from the one asked only in case: it names none of them.
         Error::Ambiguous(_) => status::OBJECT_NAME_COLLISION,
         _ => status::IO_DEVICE_ERROR,

@@ -145,6 +145,8 @@ pub(crate) fn errno(e: &Error) -> Errno {
         Error::DamagedMetadata { .. } => Errno::from_i32(libc::EUCLEAN),
         Error::UnsupportedFeature(_) | Error::Unsupported { .. } => Errno::EOPNOTSUPP,
         Error::Interrupted => Errno::EINTR,
+        // An encrypted image whose key was not given.
+        Error::Key { .. } => Errno::EACCES,
         Error::Io { source, .. } => source.raw_os_error().map_or(Errno::EIO, Errno::from_i32),
         // Image damage (Corrupt, Incomplete, BrokenChain, Damaged), a name that matches
         // several entries ignoring case (Ambiguous), anything else.

@@ -540,7 +540,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             quiet,
             json: j,
         } => {
-            let reports = verify::verify_chain(&image, threads(t), !quiet && !j, &chain.resolve())?;
+            let keyless = crate::chain::resolve::peek_header(&image)
+                .is_some_and(|h| h.encryption.is_some())
+                && !crate::container::keyring::has_source();
+            let reports = if keyless {
+                verify::verify_stored_chain(&image, &chain.resolve())?
+            } else {
+                verify::verify_chain(&image, threads(t), !quiet && !j, &chain.resolve())?
+            };
             if j {
                 json(&reports)?;
             } else {
@@ -789,7 +796,13 @@ fn verify_text(r: &verify::VerifyReport) -> String {
         ));
     }
     let speed = r.image_bytes as f64 / r.seconds.max(1e-9) / (1 << 20) as f64;
-    if r.ok() {
+    if r.ok() && !r.content_checked {
+        t.push_str(&format!(
+            "OK {}: {} intact as stored, content not checked (encrypted, no key given)",
+            r.image.display(),
+            count(r.chunks, "chunk", "chunks"),
+        ));
+    } else if r.ok() {
         t.push_str(&format!(
             "OK {}: {}, {} of data verified in {:.1} s, {speed:.0} MiB/s of image",
             r.image.display(),

@@ -59,6 +59,23 @@ pub fn configure(sources: KeySources) {
     k.loaded = false;
 }
 
+/// True when a secret can be had: a file or the environment gives one, or there is a
+/// terminal to ask on.
+pub fn has_source() -> bool {
+    use std::io::IsTerminal;
+    let k = keyring();
+    !k.secrets.is_empty()
+        || k.sources.key_file.is_some()
+        || k.sources.passphrase_file.is_some()
+        || std::env::var_os(PASSPHRASE_ENV).is_some_and(|v| !v.is_empty())
+        || (k.sources.prompt && (std::io::stdin().is_terminal() || std::io::stderr().is_terminal()))
+}
+
+/// Asks on the terminal no more (a server, once it has started).
+pub fn stop_asking() {
+    keyring().sources.prompt = false;
+}
+
 /// Adds an unlocked master key (the one a new chain was created with).
 pub fn remember(master: &MasterKey) {
     let mut k = keyring();

@@ -26,6 +26,8 @@ pub struct ImageInfo {
     pub block_size: u32,
     pub chunk_size: u32,
     pub compression: String,
+    /// How the image is encrypted (None: it is not).
+    pub encryption: Option<EncryptionInfo>,
     pub parent_uuid: Option<Uuid>,
     pub parent_hint: Option<String>,
     /// Uncompressed bytes stored.
@@ -55,6 +57,17 @@ pub struct ImageInfo {
     pub chain_error: Option<String>,
     /// Partition table and filesystems, read from the image itself (full images only).
     pub layout: Option<crate::layout::DiskMap>,
+}
+
+/// What `info` says of an encrypted image.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EncryptionInfo {
+    /// "AES-256-GCM".
+    pub cipher: &'static str,
+    /// Names the chain's master key, hex.
+    pub key_id: String,
+    /// Passphrases and key files that open it.
+    pub key_slots: usize,
 }
 
 /// What `info` says of an image's catalog.
@@ -178,6 +191,11 @@ pub fn info(path: &Path, opts: &ResolveOptions) -> Result<ImageInfo> {
         block_size: h.block_size,
         chunk_size: h.chunk_size,
         compression: format!("zstd level {}", h.compression_level),
+        encryption: h.encryption.as_ref().map(|e| EncryptionInfo {
+            cipher: "AES-256-GCM",
+            key_id: e.key_id.iter().map(|b| format!("{b:02x}")).collect(),
+            key_slots: e.slots.slots.len(),
+        }),
         parent_uuid: (!h.parent_uuid.is_nil()).then_some(h.parent_uuid),
         parent_hint: (!h.parent_hint.is_empty()).then(|| h.parent_hint.clone()),
         data_bytes,
@@ -419,6 +437,16 @@ impl fmt::Display for ImageInfo {
             human_bytes(u64::from(self.chunk_size))
         )?;
         writeln!(f, "compression:  {}", self.compression)?;
+        if let Some(e) = &self.encryption {
+            writeln!(
+                f,
+                "encryption:   {}, key {}, {} key slot{}",
+                e.cipher,
+                e.key_id,
+                e.key_slots,
+                if e.key_slots == 1 { "" } else { "s" }
+            )?;
+        }
         writeln!(
             f,
             "data stored:  {}, {:.1}% of the disk",

@@ -42,6 +42,8 @@ pub struct VerifyReport {
     /// Disk byte ranges the source could not be read at when the image was made
     /// (`create --skip-bad-sectors`): not damage of the image, but data it does not have.
     pub unreadable: Vec<(u64, u64)>,
+    /// False when only the stored bytes were checked: an encrypted image without its key.
+    pub content_checked: bool,
 }
 
 impl VerifyReport {
@@ -181,6 +183,7 @@ fn verify_opened(
             image.header().block_size,
             image.header().disk_size,
         ),
+        content_checked: true,
     })
 }
 
@@ -214,4 +217,223 @@ pub fn verify_chain(
         }
     }
     Ok(reports)
+}
+
+/// [`verify_chain`] of an encrypted chain without its key: for each image, what can be
+/// checked without opening anything sealed (header and trailer checksums, the index
+/// digest, every chunk record's stored-bytes checksum, the catalog section's checksums and
+/// the block-hash table's length), and each child's parent found by UUID and index digest.
+/// The reports say the content was not checked.
+pub fn verify_stored_chain(
+    path: &Path,
+    opts: &crate::chain::ResolveOptions,
+) -> Result<Vec<VerifyReport>> {
+    let mut reports = Vec::new();
+    let mut at = path.to_path_buf();
+    loop {
+        let (report, header) = verify_stored(&at)?;
+        let ok = report.ok();
+        reports.push(report);
+        if !ok || header.kind == crate::container::header::ImageKind::Full {
+            return Ok(reports);
+        }
+        at = stored_parent(&at, &header, opts)?;
+    }
+}
+
+/// The parent of `child` among its hint and the images beside it and in `opts.dirs`,
+/// checked by UUID and by the index digest its trailer records.
+fn stored_parent(
+    child: &Path,
+    header: &crate::container::header::Header,
+    opts: &crate::chain::ResolveOptions,
+) -> Result<PathBuf> {
+    use crate::chain::resolve::{dir_of, images_in, peek_header};
+    let dir = dir_of(child);
+    let mut candidates = vec![dir.join(&header.parent_hint)];
+    candidates.extend(images_in(&dir));
+    for d in &opts.parent_dirs {
+        candidates.extend(images_in(d));
+    }
+    for c in candidates {
+        let fits = peek_header(&c).is_some_and(|h| h.image_uuid == header.parent_uuid)
+            && read_trailer(&c).is_ok_and(|t| t.index_digest == header.parent_index_digest);
+        if fits {
+            return Ok(c);
+        }
+    }
+    Err(crate::Error::MissingParent {
+        path: child.to_path_buf(),
+        detail: format!(
+            "parent {} not found (looked at {} and the images beside it; without the key, \
+             a consolidated parent's earlier identities cannot be read)",
+            header.parent_uuid, header.parent_hint
+        ),
+    })
+}
+
+fn read_trailer(path: &Path) -> Result<crate::container::index::Trailer> {
+    use crate::container::index::{Trailer, TRAILER_SIZE};
+    let file = std::fs::File::open(path).map_err(|e| crate::Error::io(path, "cannot open", e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| crate::Error::io(path, "cannot read", e))?
+        .len();
+    let mut tail = [0u8; TRAILER_SIZE];
+    if len < TRAILER_SIZE as u64 {
+        return Err(crate::Error::Incomplete {
+            path: path.into(),
+            reason: "no trailer".into(),
+        });
+    }
+    crate::blockdev::file::read_exact_at(&file, &mut tail, len - TRAILER_SIZE as u64)
+        .map_err(|e| crate::Error::io(path, "cannot read", e))?;
+    Trailer::decode(&tail).map_err(|reason| crate::Error::Incomplete {
+        path: path.into(),
+        reason: format!("no trailer ({reason})"),
+    })
+}
+
+/// Checks what an encrypted image stores without its key. See [`verify_stored_chain`].
+fn verify_stored(path: &Path) -> Result<(VerifyReport, crate::container::header::Header)> {
+    use crate::container::chunk::{CHUNK_MAGIC, CHUNK_RECORD_HEADER};
+    use crate::container::crypto::{hash_table_len, HASH_SEGMENT_ENTRIES, SEAL_OVERHEAD};
+    use crate::container::header::{Header, HEADER_SIZE};
+    use crate::le::LeFields;
+    use xxhash_rust::xxh3::xxh3_64;
+    let started = Instant::now();
+    let io = |e| crate::Error::io(path, "cannot read", e);
+    let file = std::fs::File::open(path)
+        .map_err(|e| crate::blockdev::file::open_error(path, "image", e))?;
+    let file_len = file.metadata().map_err(io)?.len();
+    let mut head = vec![0u8; HEADER_SIZE.min(usize::try_from(file_len).unwrap_or(HEADER_SIZE))];
+    crate::blockdev::file::read_exact_at(&file, &mut head, 0).map_err(io)?;
+    let header = Header::decode(&head, false).map_err(|e| match e {
+        crate::container::header::HeaderError::NotAnImage(reason) => crate::Error::NotAnImage {
+            path: path.into(),
+            reason,
+        },
+        crate::container::header::HeaderError::Unsupported(detail) => crate::Error::Unsupported {
+            path: path.into(),
+            detail,
+        },
+        crate::container::header::HeaderError::Corrupt { offset, detail } => {
+            crate::Error::corrupt(path, "header", offset, detail)
+        }
+    })?;
+    let mut problems = Vec::new();
+    let mut problem = |what: String, detail: String| {
+        problems.push(Problem {
+            what,
+            disk_ranges: Vec::new(),
+            detail,
+        });
+    };
+    if Header::compute_checksum(&head) != Header::stored_checksum(&head) {
+        problem("header".into(), "checksum mismatch".into());
+    }
+    let trailer = read_trailer(path)?;
+    let index_end = trailer.index_offset.checked_add(trailer.index_length);
+    if trailer.index_offset < HEADER_SIZE as u64 || index_end != Some(file_len - 64) {
+        return Err(crate::Error::corrupt(
+            path,
+            "trailer",
+            file_len - 64,
+            "the index it names does not end where the trailer starts",
+        ));
+    }
+    let mut index = vec![0u8; crate::le::usize_of(trailer.index_length)?];
+    crate::blockdev::file::read_exact_at(&file, &mut index, trailer.index_offset).map_err(io)?;
+    if *blake3::hash(&index).as_bytes() != trailer.index_digest {
+        problem("index".into(), "digest mismatch".into());
+    }
+    // The chunk records, one after the other from the header on.
+    let limit = u64::from(crate::container::MAX_CHUNK_SIZE) + 65536 + SEAL_OVERHEAD as u64;
+    let (mut pos, mut chunks, mut data_bytes) = (HEADER_SIZE as u64, 0u64, 0u64);
+    let mut rec = [0u8; CHUNK_RECORD_HEADER];
+    let mut payload = Vec::new();
+    while pos + CHUNK_RECORD_HEADER as u64 <= trailer.index_offset {
+        crate::blockdev::file::read_exact_at(&file, &mut rec, pos).map_err(io)?;
+        if rec[..4] != CHUNK_MAGIC {
+            break;
+        }
+        check_interrupt()?;
+        let f = LeFields(&rec);
+        let stored = u64::from(f.u32(8));
+        let end = pos + CHUNK_RECORD_HEADER as u64 + stored;
+        if stored > limit || end > trailer.index_offset {
+            problem(
+                format!("chunk {chunks} at byte {pos}"),
+                format!("record header: impossible stored length {stored}"),
+            );
+            break;
+        }
+        payload.resize(crate::le::usize_of(stored)?, 0);
+        crate::blockdev::file::read_exact_at(&file, &mut payload, pos + CHUNK_RECORD_HEADER as u64)
+            .map_err(io)?;
+        let computed = xxh3_64(&payload);
+        if computed != f.u64(16) {
+            problem(
+                format!("chunk {chunks} at byte {pos}"),
+                format!(
+                    "stored-bytes checksum mismatch (expected {:016x}, computed {computed:016x})",
+                    f.u64(16)
+                ),
+            );
+        }
+        chunks += 1;
+        data_bytes += u64::from(f.u32(12));
+        pos = end;
+    }
+    // Then the catalog section, if any, and the sealed block-hash table up to the index.
+    let mut sect = [0u8; 64];
+    if pos + 64 <= trailer.index_offset {
+        crate::blockdev::file::read_exact_at(&file, &mut sect, pos).map_err(io)?;
+        if sect[..8] == crate::container::catalog::SECTION_MAGIC {
+            let f = LeFields(&sect);
+            let stored = f.u64(16);
+            if f.u64(48) != xxh3_64(&sect[..48]) {
+                problem("catalog".into(), "section header checksum mismatch".into());
+            } else if stored > trailer.index_offset - pos - 64 {
+                problem("catalog".into(), format!("impossible length {stored}"));
+            } else {
+                payload.resize(crate::le::usize_of(stored)?, 0);
+                crate::blockdev::file::read_exact_at(&file, &mut payload, pos + 64).map_err(io)?;
+                if xxh3_64(&payload) != f.u64(32) {
+                    problem("catalog".into(), "payload checksum mismatch".into());
+                }
+                pos += 64 + stored;
+            }
+        }
+    }
+    let table = trailer.index_offset.saturating_sub(pos);
+    let segment = HASH_SEGMENT_ENTRIES * 8 + SEAL_OVERHEAD as u64;
+    let entries = table
+        .div_ceil(segment)
+        .checked_mul(SEAL_OVERHEAD as u64)
+        .and_then(|o| table.checked_sub(o))
+        .map(|b| b / 8);
+    if entries.and_then(|n| hash_table_len(n, true)) != Some(table) {
+        problem(
+            format!("chunk records (from byte {pos})"),
+            format!(
+                "the {table} bytes before the index are no sealed block-hash table: a chunk \
+                 record there is damaged"
+            ),
+        );
+    }
+    let report = VerifyReport {
+        image: path.to_path_buf(),
+        kind: header.kind,
+        chunks,
+        data_bytes,
+        image_bytes: file_len,
+        seconds: started.elapsed().as_secs_f64(),
+        problems,
+        damaged_files: Vec::new(),
+        files_note: None,
+        unreadable: Vec::new(),
+        content_checked: false,
+    };
+    Ok((report, header))
 }

@@ -80,6 +80,8 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
         ));
     }
     let points = points::Points::new(opts.roots.clone(), opts.resolve.clone(), opts.cache_bytes)?;
+    points.unlock_all();
+    crate::container::keyring::stop_asking();
     let listen = opts
         .listen
         .unwrap_or(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0));
@@ -351,6 +353,7 @@ fn error_response(e: &Error) -> Response {
         }
         Error::Ambiguous(_) => StatusCode::CONFLICT,
         Error::UnsupportedFeature(_) => StatusCode::NOT_IMPLEMENTED,
+        Error::Key { .. } => StatusCode::FORBIDDEN,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     let mut r = refuse(status, &e.to_string());

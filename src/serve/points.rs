@@ -88,6 +88,26 @@ impl Points {
         *self.ids.lock().expect("lock") = ids;
     }
 
+    /// Unlocks every encrypted chain served, once, before the server starts: a passphrase
+    /// is asked on the terminal now rather than in the middle of a request. A chain that
+    /// stays locked is reported, and its pages answer with the reason.
+    pub fn unlock_all(&self) {
+        let known: Vec<PathBuf> = self.known.lock().expect("lock").values().cloned().collect();
+        let mut done = std::collections::HashSet::new();
+        for p in known {
+            let Some(h) = crate::chain::resolve::peek_header(&p) else {
+                continue;
+            };
+            if let Some(e) = h.encryption {
+                if done.insert(e.key_id) {
+                    if let Err(err) = crate::container::keyring::unlock(&p, &e.key_id, &e.slots) {
+                        eprintln!("strata: warning: {err}");
+                    }
+                }
+            }
+        }
+    }
+
     /// The file of image `id`, if it is served.
     pub fn path(&self, id: &str) -> Option<PathBuf> {
         if let Some(p) = self.known.lock().expect("lock").get(id) {
