@@ -456,7 +456,20 @@ pub struct Listed {
 
 /// `strata ls IMAGE ROOT -R --json`, keyed by path below ROOT.
 pub fn ls_tree(img: &Path, root: &str) -> (BTreeMap<String, Listed>, bool) {
-    let o = run(&[&"ls", &img, &root, &"-R", &"--json"]);
+    ls_tree_with(img, root, &[])
+}
+
+/// [`ls_tree`] with `extra` arguments (an encrypted image's `--passphrase-file FILE`).
+pub fn ls_tree_with(
+    img: &Path,
+    root: &str,
+    extra: &[&std::ffi::OsStr],
+) -> (BTreeMap<String, Listed>, bool) {
+    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"ls", &img, &root, &"-R", &"--json"];
+    for e in extra {
+        args.push(e);
+    }
+    let o = run(&args);
     let (code, out, err) = outcome(&o);
     assert!(code == 0 || code == 1, "ls failed: {err}");
     let mut map = BTreeMap::new();
@@ -552,6 +565,18 @@ pub fn third_party(rel: &str, dir: &Path) -> PathBuf {
 /// sha256 of contents, link targets and streams (`x` lines, as ntfs-3g shows them).
 #[cfg(unix)]
 pub fn compare_with_manifest(img: &Path, manifest: &str, parts: &[&str]) {
+    compare_with_manifest_with(img, manifest, parts, &[]);
+}
+
+/// [`compare_with_manifest`] with `extra` arguments given to every strata run (an
+/// encrypted image's `--passphrase-file FILE`). The copies stay in `IMG.out`.
+#[cfg(unix)]
+pub fn compare_with_manifest_with(
+    img: &Path,
+    manifest: &str,
+    parts: &[&str],
+    extra: &[&std::ffi::OsStr],
+) {
     let out = img.with_extension("out");
     std::fs::create_dir(&out).unwrap();
     let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"cp", &"-r", &"--quiet", &img];
@@ -560,11 +585,14 @@ pub fn compare_with_manifest(img: &Path, manifest: &str, parts: &[&str]) {
         args.push(r);
     }
     args.push(&out);
+    for e in extra {
+        args.push(e);
+    }
     let (code, _, cp_err) = outcome(&run(&args));
     assert_eq!(code, 0, "{cp_err}");
 
     for part in parts {
-        let (seen, clean) = ls_tree(img, &format!("/{part}"));
+        let (seen, clean) = ls_tree_with(img, &format!("/{part}"), extra);
         assert!(clean, "{part}: ls reported errors");
         let mut got = BTreeSet::new();
         for (path, s) in &seen {
@@ -600,7 +628,12 @@ pub fn compare_with_manifest(img: &Path, manifest: &str, parts: &[&str]) {
             let mut x: BTreeMap<String, Vec<u8>> = on_copy.clone();
             for st in s.json["streams"].as_array().into_iter().flatten() {
                 let name = st["name"].as_str().unwrap();
-                let o = run(&[&"cat", &img, &format!("/{part}{path}:{name}")]);
+                let stream = format!("/{part}{path}:{name}");
+                let mut cat: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"cat", &img, &stream];
+                for e in extra {
+                    cat.push(e);
+                }
+                let o = run(&cat);
                 assert!(o.status.success(), "{part}{path}:{name}");
                 assert_eq!(o.stdout.len() as u64, st["size"].as_u64().unwrap());
                 let key = format!("user.{name}");
