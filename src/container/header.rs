@@ -201,8 +201,10 @@ impl Header {
             w.u8(PARAMS_OFFSET, CIPHER_AES256_GCM);
             w.put(PARAMS_OFFSET + 8, &e.key_id);
             w.put(PARAMS_OFFSET + 24, &e.salt);
-            let at = super::crypto::SLOT_COPY_OFFSETS[0];
-            w.put(at, &e.slots.encode());
+            // Both copies, so that one damaged copy still leaves the key reachable.
+            for at in super::crypto::SLOT_COPY_OFFSETS {
+                w.put(at, &e.slots.encode());
+            }
         }
         let sum = Header::compute_checksum(&buf);
         LeWriter(&mut buf).u64(CHECKSUM_OFFSET, sum);

@@ -188,7 +188,21 @@ impl Image {
         let key = match &header.encryption {
             None => None,
             Some(e) => {
-                let master = super::keyring::unlock(path, &e.key_id, &e.slots)?;
+                let master = match super::keyring::unlock(path, &e.key_id, &e.slots) {
+                    Ok(m) => m,
+                    // A damaged key id or slot fails like a wrong key: with a header that
+                    // fails its checksum, say it is damage (verify goes this far).
+                    Err(Error::Key { .. }) if header_problem.is_some() => {
+                        return Err(Error::corrupt(
+                            path,
+                            "header",
+                            (HEADER_SIZE - 8) as u64,
+                            "checksum mismatch: its key id or salt may be damaged, so no key \
+                             can open it",
+                        ))
+                    }
+                    Err(e) => return Err(e),
+                };
                 let key = master.image_key(header.image_uuid, &e.salt);
                 let source = key
                     .open(Piece::Source, &e.sealed_source)
@@ -215,7 +229,8 @@ impl Image {
                         path,
                         "index",
                         trailer.index_offset,
-                        "authentication failed: the index or the header was changed, or                          the image was sealed with another key",
+                        "authentication failed: the index or the header was changed, or \
+                         the image was sealed with another key",
                     )
                 })?;
                 &plain_index

@@ -81,7 +81,8 @@ fn encryption_of(
             ..e
         })),
         (None, Some(_)) if parent.is_some() => Err(Error::Invalid(format!(
-            "{}: the parent is not encrypted, and a chain has one key: start a new chain              with a full image to encrypt",
+            "{}: the parent is not encrypted, and a chain has one key: start a new chain \
+             with a full image to encrypt",
             parent.expect("checked").top().path().display()
         ))),
         (None, Some(new)) => Ok(Some(Encryption {
