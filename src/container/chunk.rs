@@ -27,6 +27,9 @@ pub struct SealedChunk {
     pub content_hash: u64,
     /// xxh3-64 of each block of the uncompressed data, in order.
     pub block_hashes: Vec<u64>,
+    /// In an encrypted image: the chunk number the payload was sealed as (None: not
+    /// sealed yet; the writer seals it).
+    pub sealed_as: Option<u32>,
 }
 
 impl SealedChunk {
@@ -57,7 +60,16 @@ impl SealedChunk {
             raw_len: u32::try_from(raw.len()).map_err(std::io::Error::other)?,
             content_hash,
             block_hashes,
+            sealed_as: None,
         })
+    }
+
+    /// Seals the payload as chunk number `index` of the image `key` belongs to. Done by
+    /// the compression workers, so that sealing runs on every core.
+    pub fn encrypt(&mut self, key: &ImageKey, index: u32) {
+        self.payload = key.seal(Piece::Chunk { index }, &self.payload);
+        self.payload_checksum = xxh3_64(&self.payload);
+        self.sealed_as = Some(index);
     }
 
     /// The 24-byte record header that precedes the payload in the file.
@@ -154,7 +166,7 @@ impl std::fmt::Display for ChunkFault {
 /// with its image key and its number.
 pub fn open_record(
     entry: &ChunkEntry,
-    record: &[u8],
+    record: &mut [u8],
     key: Option<(&ImageKey, u32)>,
 ) -> Result<Arc<[u8]>, ChunkFault> {
     let f = LeFields(record);
@@ -176,7 +188,7 @@ pub fn open_record(
     {
         return Err(ChunkFault::Header("fields disagree with the index".into()));
     }
-    let payload = &record[CHUNK_RECORD_HEADER..];
+    let payload = &mut record[CHUNK_RECORD_HEADER..];
     let computed = xxh3_64(payload);
     if computed != entry.payload_checksum {
         return Err(ChunkFault::PayloadChecksum {
@@ -184,16 +196,12 @@ pub fn open_record(
             computed,
         });
     }
-    let opened;
-    let payload = match key {
+    let payload: &[u8] = match key {
         None => payload,
         Some((key, index)) => {
-            let piece = Piece::Chunk {
-                index,
-                offset: entry.offset,
-            };
-            opened = key
-                .open(piece, payload)
+            let piece = Piece::Chunk { index };
+            let opened = key
+                .open_in_place(piece, payload)
                 .map_err(|_| ChunkFault::NotAuthentic)?;
             // The plaintext of a raw chunk is as long as the index says its data is.
             if entry.method == Method::Raw && opened.len() != entry.raw_len as usize {
@@ -202,7 +210,7 @@ pub fn open_record(
                     got: opened.len(),
                 });
             }
-            opened.as_slice()
+            opened
         }
     };
     // Decoded straight into the shared buffer the chain's cache keeps, without a copy.
@@ -269,7 +277,7 @@ mod tests {
         let c = SealedChunk::seal(&text, 4096, None, &mut z).unwrap();
         assert_eq!(c.method, Method::Zstd);
         assert_eq!(
-            *open_record(&entry_for(&c), &record(&c), None).unwrap(),
+            *open_record(&entry_for(&c), &mut record(&c), None).unwrap(),
             *text
         );
 
@@ -286,7 +294,7 @@ mod tests {
         assert_eq!(c.method, Method::Raw);
         assert_eq!(c.block_hashes.len(), 2);
         assert_eq!(
-            *open_record(&entry_for(&c), &record(&c), None).unwrap(),
+            *open_record(&entry_for(&c), &mut record(&c), None).unwrap(),
             *noise
         );
     }
@@ -301,7 +309,7 @@ mod tests {
             let mut r = good.clone();
             r[i] ^= 0x10;
             assert!(
-                open_record(&entry_for(&c), &r, None).is_err(),
+                open_record(&entry_for(&c), &mut r, None).is_err(),
                 "flip at {i}"
             );
         }

@@ -109,12 +109,10 @@ impl MasterKey {
 /// position or image does not open.
 #[derive(Debug, Clone, Copy)]
 pub enum Piece {
-    /// Chunk number `index`, whose record starts at file offset `offset`.
+    /// Chunk number `index` (the index, which is sealed too, says where its record is).
     Chunk {
         /// The chunk's number in the chunk table.
         index: u32,
-        /// File offset of its record.
-        offset: u64,
     },
     /// Segment `n` of the block-hash table.
     HashSegment(u64),
@@ -124,7 +122,7 @@ pub enum Piece {
     Source,
 }
 
-/// The sealing key of one image.
+/// The sealing key of one image (shared by the writer's compression workers).
 pub struct ImageKey {
     cipher: Aes256Gcm,
     uuid: Uuid,
@@ -140,10 +138,9 @@ impl ImageKey {
         ad[..16].copy_from_slice(self.uuid.as_bytes());
         let mut w = LeWriter(&mut ad[16..]);
         match piece {
-            Piece::Chunk { index, offset } => {
+            Piece::Chunk { index } => {
                 w.u8(0, 1);
                 w.u64(1, u64::from(index));
-                w.u64(9, offset);
             }
             Piece::HashSegment(n) => {
                 w.u8(0, 2);
@@ -163,6 +160,32 @@ impl ImageKey {
     /// Opens what [`ImageKey::seal`] sealed as `piece`.
     pub fn open(&self, piece: Piece, sealed: &[u8]) -> Result<Vec<u8>, NotAuthentic> {
         self.open_with(&self.associated(piece), sealed)
+    }
+
+    /// Opens what [`ImageKey::seal`] sealed as `piece` where it lies, without a copy:
+    /// the plaintext is the returned part of `sealed`.
+    pub fn open_in_place<'a>(
+        &self,
+        piece: Piece,
+        sealed: &'a mut [u8],
+    ) -> Result<&'a [u8], NotAuthentic> {
+        if sealed.len() < SEAL_OVERHEAD {
+            return Err(NotAuthentic);
+        }
+        let (nonce, rest) = sealed.split_at_mut(NONCE_LEN);
+        let body_len = rest.len() - TAG_LEN;
+        let (body, tag) = rest.split_at_mut(body_len);
+        let nonce: [u8; NONCE_LEN] = (&*nonce).try_into().expect("split at NONCE_LEN");
+        let tag: [u8; TAG_LEN] = (&*tag).try_into().expect("split at TAG_LEN");
+        self.cipher
+            .decrypt_inout_detached(
+                &nonce.into(),
+                &self.associated(piece),
+                (&mut *body).into(),
+                &tag.into(),
+            )
+            .map_err(|_| NotAuthentic)?;
+        Ok(body)
     }
 
     /// Seals the index, bound to the header region it belongs to (bytes 0..1024, which
@@ -489,17 +512,11 @@ mod tests {
         let uuid = Uuid::from_bytes([7; 16]);
         let salt = [1u8; 32];
         let k = m.image_key(uuid, &salt);
-        let piece = Piece::Chunk {
-            index: 3,
-            offset: 4096,
-        };
+        let piece = Piece::Chunk { index: 3 };
         let s = k.seal(piece, b"hello");
         assert_eq!(s.len(), 5 + SEAL_OVERHEAD);
         assert_eq!(k.open(piece, &s).unwrap(), b"hello");
-        let moved = Piece::Chunk {
-            index: 4,
-            offset: 4096,
-        };
+        let moved = Piece::Chunk { index: 4 };
         assert_eq!(k.open(moved, &s), Err(NotAuthentic));
         let other = m.image_key(Uuid::from_bytes([8; 16]), &salt);
         assert_eq!(other.open(piece, &s), Err(NotAuthentic));

@@ -338,7 +338,7 @@ impl Image {
         let entry = &self.index.chunks[i as usize];
         let mut record = vec![0u8; CHUNK_RECORD_HEADER + entry.stored_len as usize];
         read_exact_at(&self.file, &mut record, entry.offset).map_err(ChunkLoadError::Io)?;
-        open_record(entry, &record, self.key.as_ref().map(|k| (k, i)))
+        open_record(entry, &mut record, self.key.as_ref().map(|k| (k, i)))
             .map_err(ChunkLoadError::Fault)
     }
 

@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use std::fs::File;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use xxhash_rust::xxh3::xxh3_64;
 
 /// Writes one image front to back. The caller hands chunks and extents in ascending disk
@@ -30,7 +31,7 @@ pub struct ImageWriter {
     hash_count: u64,
     hasher: blake3::Hasher,
     /// The sealing key of an encrypted image.
-    key: Option<ImageKey>,
+    key: Option<Arc<ImageKey>>,
     /// Header bytes 0..1024, which an encrypted image's index is bound to.
     header_region: Vec<u8>,
 }
@@ -68,7 +69,7 @@ impl ImageWriter {
                 })?;
                 let key = master.image_key(header.image_uuid, &e.salt);
                 e.sealed_source = key.seal(Piece::Source, header.source.as_bytes());
-                Some(key)
+                Some(Arc::new(key))
             }
         };
         let encoded = header.encode();
@@ -104,6 +105,12 @@ impl ImageWriter {
         &self.header
     }
 
+    /// The key chunks are sealed with (encrypted images), and the number the next chunk
+    /// appended will have: workers seal chunks as `next + k` for the k-th chunk after it.
+    pub fn sealing(&self) -> Option<(Arc<ImageKey>, usize)> {
+        self.key.as_ref().map(|k| (k.clone(), self.chunks.len()))
+    }
+
     /// Bytes written so far.
     pub fn position(&self) -> u64 {
         self.pos
@@ -130,11 +137,18 @@ impl ImageWriter {
             .map_err(|_| Error::Invalid("image would exceed 2^32 chunks".into()))?;
         let offset = self.pos;
         let sealed;
-        let (payload, payload_checksum) = match &self.key {
-            None => (&chunk.payload, chunk.payload_checksum),
-            Some(k) => {
-                sealed = k.seal(Piece::Chunk { index, offset }, &chunk.payload);
+        let (payload, payload_checksum) = match (&self.key, chunk.sealed_as) {
+            (None, None) => (&chunk.payload, chunk.payload_checksum),
+            (Some(_), Some(n)) if n == index => (&chunk.payload, chunk.payload_checksum),
+            (Some(k), None) => {
+                sealed = k.seal(Piece::Chunk { index }, &chunk.payload);
                 (&sealed, xxh3_64(&sealed))
+            }
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "{}: chunk {index} was sealed for another place",
+                    self.path.display()
+                )))
             }
         };
         let stored_len = u32::try_from(payload.len())

@@ -5,10 +5,12 @@
 //! appended in that order, so the image bytes do not depend on the number of workers.
 
 use crate::container::chunk::SealedChunk;
+use crate::container::crypto::ImageKey;
 use crate::container::writer::ImageWriter;
 use crate::error::{Error, Result};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 struct Job {
     seq: u64,
@@ -113,6 +115,7 @@ where
     let (done_tx, done_rx) = bounded::<Sealed>(threads * 2);
     let block_size = writer.header().block_size as usize;
     let chunk_size = writer.header().chunk_size as usize;
+    let sealing = writer.sealing();
     std::thread::scope(|s| {
         let producer = s.spawn(move || {
             let meta_size = META_CHUNK_SIZE.min(chunk_size) / block_size * block_size;
@@ -132,7 +135,8 @@ where
         let mut workers = Vec::new();
         for _ in 0..threads {
             let (rx, tx) = (job_rx.clone(), done_tx.clone());
-            workers.push(s.spawn(move || compress(rx, tx, block_size, level)));
+            let sealing = sealing.clone();
+            workers.push(s.spawn(move || compress(rx, tx, block_size, level, sealing)));
         }
         drop((job_rx, done_tx));
         let written = write_in_order(done_rx, writer);
@@ -145,7 +149,14 @@ where
     })
 }
 
-fn compress(jobs: Receiver<Job>, done: Sender<Sealed>, block_size: usize, level: i32) {
+/// Compresses each job, and seals it in an encrypted image (as chunk `first + seq`).
+fn compress(
+    jobs: Receiver<Job>,
+    done: Sender<Sealed>,
+    block_size: usize,
+    level: i32,
+    sealing: Option<(Arc<ImageKey>, usize)>,
+) {
     let mut compressor = match zstd::bulk::Compressor::new(level) {
         Ok(c) => c,
         Err(e) => {
@@ -161,7 +172,17 @@ fn compress(jobs: Receiver<Job>, done: Sender<Sealed>, block_size: usize, level:
         }
     };
     for job in jobs {
-        let chunk = SealedChunk::seal(&job.raw, block_size, Some(job.hashes), &mut compressor);
+        let mut chunk = SealedChunk::seal(&job.raw, block_size, Some(job.hashes), &mut compressor);
+        if let (Ok(c), Some((key, first))) = (&mut chunk, &sealing) {
+            // A number past 2^32 is left unsealed: the writer refuses it with its message.
+            let index = usize::try_from(job.seq)
+                .ok()
+                .and_then(|s| s.checked_add(*first))
+                .and_then(|n| u32::try_from(n).ok());
+            if let Some(index) = index {
+                c.encrypt(key, index);
+            }
+        }
         let sealed = Sealed {
             seq: job.seq,
             chunk,
