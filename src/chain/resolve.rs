@@ -86,6 +86,43 @@ pub fn check_link(child: &Image, parent: &Image) -> Result<()> {
             ),
         });
     }
+    same_key(child.path(), c, parent.path(), p)
+}
+
+/// A chain has one key: strata writes a child with its parent's key. A child in clear (or
+/// under another key) over an encrypted parent could be written by anyone who only holds
+/// the files, and would lay their blocks over the real ones, so it is refused.
+pub fn same_key(
+    child: &Path,
+    c: &crate::container::header::Header,
+    parent: &Path,
+    p: &crate::container::header::Header,
+) -> Result<()> {
+    let key = |h: &crate::container::header::Header| h.encryption.as_ref().map(|e| e.key_id);
+    if key(c) != key(p) {
+        let what = |h: &crate::container::header::Header| {
+            if h.encryption.is_some() {
+                "encrypted"
+            } else {
+                "not encrypted"
+            }
+        };
+        return Err(Error::BrokenChain {
+            path: child.into(),
+            detail: format!(
+                "is {} and its parent {} is {}{}: a chain has one key, so this image was not \
+                 made from that parent by strata",
+                what(c),
+                parent.display(),
+                what(p),
+                if c.encryption.is_some() && p.encryption.is_some() {
+                    " under another key"
+                } else {
+                    ""
+                }
+            ),
+        });
+    }
     Ok(())
 }
 
@@ -161,6 +198,8 @@ fn find_parent(
     dirs.extend(opts.parent_dirs.iter().cloned());
     let mut tried = HashSet::new();
     let mut impostor: Option<(PathBuf, String)> = None;
+    // The parent was found but could not be unlocked: that is what to say (exit code 4).
+    let mut key_error: Option<Error> = None;
     // The hint alone first (the usual case, one file opened); the directories only when it
     // does not lead to the parent.
     let hint = (!h.parent_hint.is_empty()).then(|| child_dir.join(&h.parent_hint));
@@ -171,6 +210,12 @@ fn find_parent(
     let mut try_one = |cand: PathBuf| -> Option<(Image, PathBuf)> {
         let canon = std::fs::canonicalize(&cand).ok()?;
         if Some(&canon) == me || !tried.insert(canon.clone()) {
+            return None;
+        }
+        // An image of another encrypted chain is passed over before it is opened, which
+        // would ask for its key.
+        if peek_header(&cand).is_some_and(|ph| ph.encryption.is_some() && ph.image_uuid != want)
+        {
             return None;
         }
         match Image::open(&cand) {
@@ -188,6 +233,9 @@ fn find_parent(
                 ));
             }
             Err(_) if peek_header(&cand).is_none_or(|ph| ph.image_uuid != want) => {}
+            Err(e @ Error::Key { .. }) => {
+                key_error.get_or_insert(e);
+            }
             Err(e) => {
                 impostor.get_or_insert((cand, format!("it cannot be used: {e}")));
             }
@@ -203,6 +251,9 @@ fn find_parent(
                 return Ok(found);
             }
         }
+    }
+    if let Some(e) = key_error {
+        return Err(e);
     }
     if let Some((p, why)) = impostor {
         return Err(Error::BrokenChain {

@@ -80,14 +80,21 @@ pub enum KeyCommand {
         #[command(flatten)]
         kdf: KdfArgs,
     },
-    /// Remove a key slot (its number from `key list`), unlocking the image with any of its
-    /// keys first. The last slot cannot be removed.
+    /// Remove a key slot (its number from `key list` of IMAGE, or of the first image of
+    /// DIR: the same slot is removed from every image holding it), unlocking with any of
+    /// the image's keys first. The last slot cannot be removed.
     Remove {
         /// An image file, or a directory of images.
         image: PathBuf,
         /// The slot number.
         slot: usize,
     },
+}
+
+fn warn_skipped(done: &keys::Outcome) {
+    for (p, why) in &done.skipped {
+        eprintln!("strata: warning: {}: left alone: {why}", p.display());
+    }
 }
 
 /// Runs a `key` subcommand.
@@ -132,15 +139,19 @@ pub fn run(cmd: KeyCommand) -> Result<()> {
                 new_key_file.as_deref(),
                 false,
             )?;
-            for p in keys::add(&image, &secret, kdf.cost())? {
+            let done = keys::add(&image, &secret, kdf.cost())?;
+            for p in &done.changed {
                 out(&format!("{}: {} added", p.display(), secret.what()))?;
             }
+            warn_skipped(&done);
             Ok(())
         }
         KeyCommand::Remove { image, slot } => {
-            for p in keys::remove(&image, slot)? {
-                out(&format!("{}: key slot {slot} removed", p.display()))?;
+            let done = keys::remove(&image, slot)?;
+            for p in &done.changed {
+                out(&format!("{}: key slot removed", p.display()))?;
             }
+            warn_skipped(&done);
             Ok(())
         }
     }

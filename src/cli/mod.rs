@@ -363,19 +363,28 @@ fn new_chain_key(
     kdf: crate::container::crypto::KdfCost,
 ) -> Result<create::NewKey> {
     use crate::container::crypto::{KeySlot, KeySlots, MasterKey};
-    let secret = crate::container::keyring::new_secret(
+    use crate::container::keyring::{new_secret, read_passphrase_file};
+    // Both a key file and a passphrase file given: a slot for each, so either opens it.
+    let mut secrets = Vec::new();
+    if let (Some(_), Some(p)) = (&keys.key_file, &keys.passphrase_file) {
+        secrets.push(read_passphrase_file(p)?);
+    }
+    secrets.push(new_secret(
         keys.passphrase_file.as_deref(),
         keys.key_file.as_deref(),
         true,
-    )?;
+    )?);
     let master = MasterKey::generate();
     crate::container::keyring::remember(&master);
-    let slot = KeySlot::new(&master, &secret, kdf, create::creation_time().0);
+    let now = create::creation_time().0;
     Ok(create::NewKey {
         key_id: master.key_id(),
         slots: KeySlots {
             generation: 0,
-            slots: vec![slot],
+            slots: secrets
+                .iter()
+                .map(|s| KeySlot::new(&master, s, kdf, now))
+                .collect(),
         },
     })
 }

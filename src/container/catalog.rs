@@ -48,7 +48,7 @@ fn encode(raw: &[u8], key: Option<&ImageKey>) -> Result<Vec<u8>> {
     };
     let payload = match key {
         None => payload,
-        Some(k) => k.seal(Piece::Catalog, &payload),
+        Some(k) => k.seal(Piece::Catalog { method, raw_len }, &payload),
     };
     if raw_len > MAX_RAW_LEN {
         return Err(Error::Invalid(format!(
@@ -183,7 +183,7 @@ pub fn load(image: &Image) -> std::result::Result<Option<Vec<u8>>, CatalogError>
     }
     let payload = match image.key() {
         None => payload,
-        Some(k) => match k.open(Piece::Catalog, &payload) {
+        Some(k) => match k.open(Piece::Catalog { method, raw_len }, &payload) {
             Ok(p) => p,
             Err(_) => return damaged("authentication failed: changed or damaged".into()),
         },

@@ -116,8 +116,14 @@ pub enum Piece {
     },
     /// Segment `n` of the block-hash table.
     HashSegment(u64),
-    /// The catalog section's payload.
-    Catalog,
+    /// The catalog section's payload, with the section header's method and uncompressed
+    /// length (in clear, so bound here).
+    Catalog {
+        /// 0 raw, 1 zstd.
+        method: u8,
+        /// Bytes once opened and decompressed.
+        raw_len: u64,
+    },
     /// The source description in the header.
     Source,
 }
@@ -146,7 +152,11 @@ impl ImageKey {
                 w.u8(0, 2);
                 w.u64(1, n);
             }
-            Piece::Catalog => w.u8(0, 3),
+            Piece::Catalog { method, raw_len } => {
+                w.u8(0, 3);
+                w.u64(1, raw_len);
+                w.u64(9, u64::from(method));
+            }
             Piece::Source => w.u8(0, 4),
         }
         ad
@@ -357,6 +367,12 @@ impl KeySlot {
         ad.extend_from_slice(key_id);
         ad.extend_from_slice(&buf[..56]);
         ad
+    }
+
+    /// True when `other` is this slot (the same random salt): slots copied between the
+    /// images of a chain are matched this way, whatever their number.
+    pub fn same_slot(&self, other: &KeySlot) -> bool {
+        self.salt == other.salt
     }
 
     /// The master key, when `secret` opens this slot.

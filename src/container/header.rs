@@ -231,6 +231,10 @@ impl Header {
         } else {
             MAX_STRINGS
         };
+        if self.parent_hint.len() > total {
+            // Only a hint: resolution also looks beside the image and in --parent-dir.
+            self.parent_hint.clear();
+        }
         let room = total.saturating_sub(self.parent_hint.len());
         if self.source.len() > room {
             let mut cut = room;

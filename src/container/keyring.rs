@@ -32,6 +32,8 @@ struct Keyring {
     secrets: Vec<Secret>,
     sources: KeySources,
     loaded: bool,
+    /// A file or the environment gave a secret (not only the terminal).
+    named: bool,
 }
 
 static KEYRING: Mutex<Keyring> = Mutex::new(Keyring {
@@ -43,6 +45,7 @@ static KEYRING: Mutex<Keyring> = Mutex::new(Keyring {
         prompt: false,
     },
     loaded: false,
+    named: false,
 });
 
 fn keyring() -> std::sync::MutexGuard<'static, Keyring> {
@@ -165,6 +168,7 @@ fn load_sources(k: &mut Keyring) -> Result<()> {
         let bytes = v.into_encoded_bytes();
         k.secrets.push(Secret::Passphrase(Zeroizing::new(bytes)));
     }
+    k.named = !k.secrets.is_empty();
     Ok(())
 }
 
@@ -189,7 +193,9 @@ pub fn unlock(path: &Path, key_id: &[u8; 16], slots: &KeySlots) -> Result<Master
         return Ok(m);
     }
     let given = !k.secrets.is_empty();
-    if k.sources.prompt {
+    // A secret the user named that does not fit is the answer; asking on the terminal
+    // then would hide that the file or the environment holds the wrong one.
+    if k.sources.prompt && !k.named {
         for attempt in 0..3 {
             let question = if attempt == 0 {
                 format!("Passphrase for {}: ", path.display())

@@ -34,6 +34,11 @@ pub struct ImageWriter {
     key: Option<Arc<ImageKey>>,
     /// Header bytes 0..1024, which an encrypted image's index is bound to.
     header_region: Vec<u8>,
+    /// Block hashes of an encrypted image not yet sealed into a segment of the spill (the
+    /// spill lies on the destination's storage, so it holds sealed segments only).
+    segment: Vec<u8>,
+    /// Segments sealed so far.
+    segments: u64,
 }
 
 /// Totals of a finished image.
@@ -97,6 +102,8 @@ impl ImageWriter {
             hasher: blake3::Hasher::new(),
             key,
             header_region,
+            segment: Vec::new(),
+            segments: 0,
         })
     }
 
@@ -170,6 +177,13 @@ impl ImageWriter {
         });
         for h in &chunk.block_hashes {
             let b = h.to_le_bytes();
+            if self.key.is_some() {
+                self.segment.extend_from_slice(&b);
+                if self.segment.len() as u64 == HASH_SEGMENT_ENTRIES * BLOCK_HASH_SIZE {
+                    self.seal_segment()?;
+                }
+                continue;
+            }
             self.hasher.update(&b);
             self.hashes
                 .write_all(&b)
@@ -189,6 +203,19 @@ impl ImageWriter {
                 },
             );
         }
+        Ok(())
+    }
+
+    /// Seals the pending block hashes as the next segment of the table and spills it.
+    fn seal_segment(&mut self) -> Result<()> {
+        let key = self.key.as_ref().expect("encrypted images only");
+        let sealed = key.seal(Piece::HashSegment(self.segments), &self.segment);
+        self.hasher.update(&sealed);
+        self.hashes
+            .write_all(&sealed)
+            .map_err(|e| Error::io(&self.path, "cannot write the block-hash spill", e))?;
+        self.segment.clear();
+        self.segments += 1;
         Ok(())
     }
 
@@ -236,6 +263,12 @@ impl ImageWriter {
     pub fn finish(mut self) -> Result<(File, Trailer, WriteSummary)> {
         let extents = self.sorted_extents()?;
         let block_hashes_offset = self.pos;
+        if self.key.is_some() && !self.segment.is_empty() {
+            self.seal_segment()?;
+        }
+        // The spill holds the table as it is stored (sealed segments when encrypted).
+        let table_len = super::crypto::hash_table_len(self.hash_count, self.key.is_some())
+            .ok_or_else(|| Error::Invalid("a block-hash table beyond 2^64 bytes".into()))?;
         let spill_err = |e| Error::io(&self.path, "cannot read back the block-hash spill", e);
         let mut spill = self.hashes.into_inner().map_err(|e| {
             Error::io(
@@ -245,51 +278,17 @@ impl ImageWriter {
             )
         })?;
         spill.seek(SeekFrom::Start(0)).map_err(spill_err)?;
-        let block_hashes_digest = match &self.key {
-            None => {
-                let copied = std::io::copy(
-                    &mut (&mut spill).take(self.hash_count * BLOCK_HASH_SIZE),
-                    &mut self.out,
-                )
-                .map_err(spill_err)?;
-                if copied != self.hash_count * BLOCK_HASH_SIZE {
-                    return Err(Error::io(
-                        &self.path,
-                        "block-hash spill is short",
-                        std::io::ErrorKind::UnexpectedEof.into(),
-                    ));
-                }
-                self.pos += copied;
-                *self.hasher.finalize().as_bytes()
-            }
-            Some(_) => {
-                // Sealed in segments, so that a reader opens only the part it needs; the
-                // digest names the stored bytes.
-                let mut hasher = blake3::Hasher::new();
-                let mut seg = 0u64;
-                let mut left = self.hash_count;
-                let mut buf =
-                    vec![0u8; crate::le::usize_of(HASH_SEGMENT_ENTRIES * BLOCK_HASH_SIZE)?];
-                while left > 0 {
-                    let n = left.min(HASH_SEGMENT_ENTRIES);
-                    let part = &mut buf[..crate::le::usize_of(n * BLOCK_HASH_SIZE)?];
-                    spill.read_exact(part).map_err(spill_err)?;
-                    let sealed = self
-                        .key
-                        .as_ref()
-                        .expect("matched Some")
-                        .seal(Piece::HashSegment(seg), part);
-                    hasher.update(&sealed);
-                    self.out
-                        .write_all(&sealed)
-                        .map_err(|e| Error::io(&self.path, "cannot write", e))?;
-                    self.pos += sealed.len() as u64;
-                    left -= n;
-                    seg += 1;
-                }
-                *hasher.finalize().as_bytes()
-            }
-        };
+        let copied =
+            std::io::copy(&mut (&mut spill).take(table_len), &mut self.out).map_err(spill_err)?;
+        if copied != table_len {
+            return Err(Error::io(
+                &self.path,
+                "block-hash spill is short",
+                std::io::ErrorKind::UnexpectedEof.into(),
+            ));
+        }
+        self.pos += copied;
+        let block_hashes_digest = *self.hasher.finalize().as_bytes();
         let index = Index {
             image_uuid: self.header.image_uuid,
             header_checksum: self.header_checksum,

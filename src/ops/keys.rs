@@ -135,59 +135,156 @@ fn write_slots(file: &mut File, path: &Path, buf: &[u8], slots: &KeySlots) -> Re
     Ok(())
 }
 
-fn unlock(path: &Path, header: &Header) -> Result<MasterKey> {
-    let e = header.encryption.as_ref().expect("checked by read_header");
-    keyring::unlock(path, &e.key_id, &e.slots)
+/// An image a key command changes, read and locked.
+struct Target {
+    path: PathBuf,
+    file: File,
+    buf: Vec<u8>,
+    slots: KeySlots,
 }
 
-/// `key add`: a slot for `secret` in every image `target` names (each unlocked with the
-/// keys given). Returns the images changed.
-pub fn add(target: &Path, secret: &Secret, kdf: KdfCost) -> Result<Vec<PathBuf>> {
+/// Images a key command left alone, and why.
+type Skipped = Vec<(PathBuf, String)>;
+
+/// What a key command did: the images changed, and those left alone with the reason.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Images whose slots were rewritten.
+    pub changed: Vec<PathBuf>,
+    /// Images not touched, and why.
+    pub skipped: Skipped,
+}
+
+/// The images `target` names that share one chain key, each locked against another key
+/// command, and the master key (unlocked once). In a directory, images in clear or under
+/// another key are skipped; a single image must be encrypted.
+fn gather(target: &Path) -> Result<(Vec<Target>, MasterKey, Skipped)> {
+    let paths = targets(target)?;
+    let single = paths.len() == 1 && !target.is_dir();
+    let mut skipped = Vec::new();
+    let mut chosen: Vec<Target> = Vec::new();
+    let mut key: Option<([u8; 16], MasterKey)> = None;
+    for path in paths {
+        let (file, buf, header) = match read_header(&path) {
+            Ok(t) => t,
+            Err(e) if !single => {
+                skipped.push((path, e.to_string()));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let e = header.encryption.expect("checked by read_header");
+        match &key {
+            None => {
+                let master = keyring::unlock(&path, &e.key_id, &e.slots)?;
+                key = Some((e.key_id, master));
+            }
+            Some((id, _)) if *id != e.key_id => {
+                skipped.push((path, "another chain's key".into()));
+                continue;
+            }
+            Some(_) => {}
+        }
+        // Two key commands at once would each write slots the other did not see.
+        file.try_lock().map_err(|_| {
+            Error::Invalid(format!(
+                "{}: another command is changing its key slots",
+                path.display()
+            ))
+        })?;
+        chosen.push(Target {
+            path,
+            file,
+            buf,
+            slots: e.slots,
+        });
+    }
+    let Some((_, master)) = key else {
+        return Err(Error::Invalid(format!(
+            "{}: no encrypted image here",
+            target.display()
+        )));
+    };
+    Ok((chosen, master, skipped))
+}
+
+fn next_generation(t: &Target) -> Result<u64> {
+    t.slots.generation.checked_add(1).ok_or_else(|| {
+        Error::corrupt(&t.path, "key slots", 1024, "the slot generation cannot grow")
+    })
+}
+
+/// `key add`: a slot for `secret` in every image `target` names that shares the first
+/// one's key (unlocked with the keys given). Checks every image before changing any.
+pub fn add(target: &Path, secret: &Secret, kdf: KdfCost) -> Result<Outcome> {
     let now = crate::ops::create::creation_time().0;
-    let mut changed = Vec::new();
-    for path in targets(target)? {
-        let (mut file, buf, header) = read_header(&path)?;
-        let master = unlock(&path, &header)?;
-        let mut slots = header.encryption.expect("checked").slots;
-        if slots.slots.len() >= MAX_SLOTS {
+    let (mut targets, master, skipped) = gather(target)?;
+    for t in &targets {
+        if t.slots.slots.len() >= MAX_SLOTS {
             return Err(Error::Invalid(format!(
-                "{}: all {MAX_SLOTS} key slots are in use; remove one first",
-                path.display()
+                "{}: all {MAX_SLOTS} key slots are in use; remove one first (nothing was \
+                 changed)",
+                t.path.display()
             )));
         }
-        slots.slots.push(KeySlot::new(&master, secret, kdf, now));
-        slots.generation += 1;
-        write_slots(&mut file, &path, &buf, &slots)?;
-        changed.push(path);
+        next_generation(t)?;
     }
-    Ok(changed)
+    // One new slot, the same in every image, so that `key remove` finds it everywhere.
+    let slot = KeySlot::new(&master, secret, kdf, now);
+    let mut out = Outcome {
+        skipped,
+        ..Outcome::default()
+    };
+    for t in &mut targets {
+        let mut slots = t.slots.clone();
+        slots.slots.push(slot.clone());
+        slots.generation = next_generation(t)?;
+        write_slots(&mut t.file, &t.path, &t.buf, &slots)?;
+        out.changed.push(t.path.clone());
+    }
+    Ok(out)
 }
 
-/// `key remove`: slot `slot` of every image `target` names, after unlocking each with
-/// the keys given (so that only a key holder removes one). The last slot stays.
-pub fn remove(target: &Path, slot: usize) -> Result<Vec<PathBuf>> {
-    let mut changed = Vec::new();
-    for path in targets(target)? {
-        let (mut file, buf, header) = read_header(&path)?;
-        unlock(&path, &header)?;
-        let mut slots = header.encryption.expect("checked").slots;
-        if slot >= slots.slots.len() {
+/// `key remove`: slot `slot` as `key list` numbers it in the first image `target` names,
+/// removed from every image that holds that same slot (and shares its key), after
+/// unlocking with the keys given. An image whose only slot it is keeps it, and nothing
+/// is changed.
+pub fn remove(target: &Path, slot: usize) -> Result<Outcome> {
+    let (mut targets, _, mut skipped) = gather(target)?;
+    let first = &targets[0];
+    let Some(gone) = first.slots.slots.get(slot).cloned() else {
+        return Err(Error::Invalid(format!(
+            "{}: there is no key slot {slot} (`strata key list` shows them)",
+            first.path.display()
+        )));
+    };
+    let mut work = Vec::new();
+    for (i, t) in targets.iter().enumerate() {
+        let Some(at) = t.slots.slots.iter().position(|s| s.same_slot(&gone)) else {
+            skipped.push((t.path.clone(), "does not hold that slot".into()));
+            continue;
+        };
+        if t.slots.slots.len() == 1 {
             return Err(Error::Invalid(format!(
-                "{}: there is no key slot {slot} (`strata key list` shows them)",
-                path.display()
+                "{}: slot {at} is its last one; add another key first, or the image can \
+                 never be opened again (nothing was changed)",
+                t.path.display()
             )));
         }
-        if slots.slots.len() == 1 {
-            return Err(Error::Invalid(format!(
-                "{}: slot {slot} is the last one; add another key first, or the image \
-                 can never be opened again",
-                path.display()
-            )));
-        }
-        slots.slots.remove(slot);
-        slots.generation += 1;
-        write_slots(&mut file, &path, &buf, &slots)?;
-        changed.push(path);
+        next_generation(t)?;
+        work.push((i, at));
     }
-    Ok(changed)
+    let mut out = Outcome {
+        skipped,
+        ..Outcome::default()
+    };
+    for (i, at) in work {
+        let t = &mut targets[i];
+        let mut slots = t.slots.clone();
+        slots.slots.remove(at);
+        slots.generation = next_generation(t)?;
+        write_slots(&mut t.file, &t.path, &t.buf, &slots)?;
+        out.changed.push(t.path.clone());
+    }
+    Ok(out)
 }

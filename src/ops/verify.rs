@@ -230,6 +230,7 @@ pub fn verify_stored_chain(
 ) -> Result<Vec<VerifyReport>> {
     let mut reports = Vec::new();
     let mut at = path.to_path_buf();
+    let mut seen = std::collections::HashSet::new();
     loop {
         let (report, header) = verify_stored(&at)?;
         let ok = report.ok();
@@ -237,7 +238,19 @@ pub fn verify_stored_chain(
         if !ok || header.kind == crate::container::header::ImageKind::Full {
             return Ok(reports);
         }
-        at = stored_parent(&at, &header, opts)?;
+        seen.insert(header.image_uuid);
+        let parent = stored_parent(&at, &header, opts)?;
+        if !seen.insert(header.parent_uuid) || seen.len() > crate::chain::MAX_CHAIN_LEN {
+            return Err(crate::Error::BrokenChain {
+                path: at,
+                detail: format!(
+                    "the chain loops or is longer than {} images: parent {} is already in it",
+                    crate::chain::MAX_CHAIN_LEN,
+                    header.parent_uuid
+                ),
+            });
+        }
+        at = parent;
     }
 }
 
@@ -255,10 +268,18 @@ fn stored_parent(
     for d in &opts.parent_dirs {
         candidates.extend(images_in(d));
     }
+    let me = std::fs::canonicalize(child).ok();
     for c in candidates {
-        let fits = peek_header(&c).is_some_and(|h| h.image_uuid == header.parent_uuid)
+        if me.is_some() && std::fs::canonicalize(&c).ok() == me {
+            continue;
+        }
+        let Some(ph) = peek_header(&c) else {
+            continue;
+        };
+        let fits = ph.image_uuid == header.parent_uuid
             && read_trailer(&c).is_ok_and(|t| t.index_digest == header.parent_index_digest);
         if fits {
+            crate::chain::resolve::same_key(child, header, &c, &ph)?;
             return Ok(c);
         }
     }
