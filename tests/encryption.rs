@@ -1498,3 +1498,434 @@ fn a_changed_header_field_fails_verify_with_a_clean_message() {
     let err = failed(&o, 3, &damaged, "verify of a changed header");
     assert!(err.contains("index"), "{err}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Chains rewritten by hand, long parent paths, key commands on a directory.
+
+/// The little-endian u64 at `at` of `b`.
+fn le64(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
+}
+
+/// The index digest in the trailer of an image's bytes: what a child records to name it.
+fn trailer_digest(b: &[u8]) -> [u8; 32] {
+    let t = b.len() - 64;
+    b[t + 24..t + 56].try_into().unwrap()
+}
+
+/// Recomputes the header checksum of an image's bytes; returns it.
+fn reseal_header(b: &mut [u8]) -> u64 {
+    let sum = strata::container::header::Header::compute_checksum(&b[..4096]);
+    b[4088..4096].copy_from_slice(&sum.to_le_bytes());
+    sum
+}
+
+/// Rewrites the header of an image's bytes `b` to make it an incremental child of the
+/// image `parent` (its UUID and index digest); returns the new header checksum.
+fn name_parent(b: &mut [u8], parent: &[u8]) -> u64 {
+    b[48..64].copy_from_slice(&parent[32..48]);
+    b[64..96].copy_from_slice(&trailer_digest(parent));
+    b[128] = 2;
+    reseal_header(b)
+}
+
+/// Brings the index and trailer of an unencrypted image's bytes in line with a header
+/// whose checksum is now `header_sum`: the index's copy of it, the trailer's index digest
+/// and the trailer checksum, as anyone holding the file can.
+fn rebind_clear_index(b: &mut [u8], header_sum: u64) {
+    use strata::container::index::Trailer;
+    let t = b.len() - 64;
+    let mut trailer = Trailer::decode(&b[t..]).unwrap();
+    let (at, len) = (trailer.index_offset as usize, trailer.index_length as usize);
+    b[at + 24..at + 32].copy_from_slice(&header_sum.to_le_bytes());
+    trailer.index_digest = *blake3::hash(&b[at..at + len]).as_bytes();
+    b[t..].copy_from_slice(&trailer.encode());
+}
+
+/// An unencrypted full image rewritten (header, index, trailer) into an incremental child
+/// of an encrypted full image is refused by restore, ls and verify with the key, which
+/// would otherwise lay its blocks over the parent's; an encrypted child rewritten to name
+/// an unencrypted parent is refused by verify without the key. The same rewrite over an
+/// unencrypted parent verifies and lists, so it is the key that is refused.
+#[cfg(unix)]
+#[test]
+fn a_forged_child_in_clear_over_an_encrypted_parent_is_refused() {
+    let d = tempdir();
+    let s = secrets(d.path());
+    let disk = sample_disk(d.path());
+    let set = d.path().join("set");
+    std::fs::create_dir(&set).unwrap();
+    let locked = set.join("locked-full.strata");
+    let plain = set.join("plain-full.strata");
+    create_encrypted(&disk, &locked, &s.pass, &[]);
+    ok(st(&[&"create", &"-q", &disk, &plain]));
+    let host = d.path().join("host.txt");
+    std::fs::write(&host, text(30_000, 41)).unwrap();
+    fat_put(&disk, SAMPLE_P1, &host, "added later.txt");
+    let newer = d.path().join("newer.strata");
+    ok(st(&[&"create", &"-q", &disk, &newer]));
+    let child = set.join("child.strata");
+    create_child(&disk, &child, "--incremental", &locked, &s.pass, &[]);
+
+    let newer_bytes = std::fs::read(&newer).unwrap();
+    let forge = |parent: &Path, name: &str| {
+        let mut b = newer_bytes.clone();
+        let sum = name_parent(&mut b, &std::fs::read(parent).unwrap());
+        rebind_clear_index(&mut b, sum);
+        let p = set.join(name);
+        std::fs::write(&p, b).unwrap();
+        p
+    };
+    let over_plain = forge(&plain, "forged-a.strata");
+    let over_locked = forge(&locked, "forged-b.strata");
+
+    // Over the unencrypted parent the rewritten image is a sound child.
+    assert_eq!(info_json(&over_plain)["kind"], "incremental");
+    ok(st(&[&"verify", &"-q", &over_plain]));
+    let listed = ok(st(&[&"ls", &over_plain, &"/p1"]));
+    assert!(listed.contains("added later.txt"), "{listed}");
+
+    // Over the encrypted one it is refused, before anything is written.
+    let target = d.path().join("out.img");
+    let pf: [&dyn AsRef<OsStr>; 2] = [&"--passphrase-file", &s.pass];
+    for (mut args, what) in [
+        (
+            vec![&"restore" as &dyn AsRef<OsStr>, &over_locked, &target],
+            "restore",
+        ),
+        (vec![&"ls", &over_locked, &"/"], "ls"),
+        (vec![&"verify", &"-q", &over_locked], "verify"),
+    ] {
+        args.extend_from_slice(&pf);
+        let err = failed(&st(&args), 3, &over_locked, what);
+        assert!(
+            err.contains("not encrypted") && err.contains("locked-full.strata"),
+            "{what}: {err}"
+        );
+        assert!(!target.exists(), "{what}: wrote {}", target.display());
+    }
+    // Without a key the encrypted parent cannot even be opened.
+    let (code, out, err) = outcome(&st(&[&"verify", &"-q", &over_locked]));
+    assert!(
+        code != 0 && code != 101,
+        "keyless verify: {code}\n{out}{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("locked-full.strata"), "{err}");
+
+    // An encrypted child naming the unencrypted image, verified without the key.
+    let mut b = std::fs::read(&child).unwrap();
+    name_parent(&mut b, &std::fs::read(&plain).unwrap());
+    let forged = set.join("forged-c.strata");
+    std::fs::write(&forged, b).unwrap();
+    let err = failed(
+        &st(&[&"verify", &"-q", &forged]),
+        3,
+        &forged,
+        "keyless verify of an encrypted child over a parent in clear",
+    );
+    assert!(
+        err.contains("not encrypted") && err.contains("plain-full.strata"),
+        "{err}"
+    );
+}
+
+/// Runs strata with `args`, no key and stdin from /dev/null; fails the test if it is still
+/// running after `secs` seconds (it is killed then).
+fn st_within(args: &[&dyn AsRef<OsStr>], secs: u64) -> Output {
+    use std::process::Stdio;
+    let mut child = strata()
+        .env_remove("STRATA_PASSPHRASE")
+        .args(args.iter().map(|a| a.as_ref()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("strata runs");
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > std::time::Duration::from_secs(secs) {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("{}: still running after {secs} s", show(args));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// `verify` without the key of an encrypted child whose header names itself as its
+/// parent, and of two children naming each other, ends with one line instead of going
+/// round the chain for ever.
+#[test]
+fn keyless_verify_of_a_chain_that_names_itself_ends() {
+    let d = tempdir();
+    let s = secrets(d.path());
+    let disk = sample_disk(d.path());
+    let one = d.path().join("one");
+    let two = d.path().join("two");
+    std::fs::create_dir(&one).unwrap();
+    std::fs::create_dir(&two).unwrap();
+    let full = one.join("full.strata");
+    create_encrypted(&disk, &full, &s.pass, &[]);
+    let own = one.join("own-parent.strata");
+    create_child(&disk, &own, "--incremental", &full, &s.pass, &[]);
+    let pair = [two.join("left.strata"), two.join("right.strata")];
+    for p in &pair {
+        create_child(&disk, p, "--incremental", &full, &s.pass, &[]);
+    }
+
+    let mut b = std::fs::read(&own).unwrap();
+    let me = b.clone();
+    name_parent(&mut b, &me);
+    assert_eq!(b[48..64], b[32..48]);
+    std::fs::write(&own, b).unwrap();
+    // Its only candidate is itself: no parent is found (exit 1, as for any missing parent).
+    let err = failed(&st_within(&[&"verify", &own], 30), 1, &own, "names itself");
+    assert!(err.contains("not found"), "{err}");
+
+    let bytes = [
+        std::fs::read(&pair[0]).unwrap(),
+        std::fs::read(&pair[1]).unwrap(),
+    ];
+    for (i, p) in pair.iter().enumerate() {
+        let mut b = bytes[i].clone();
+        name_parent(&mut b, &bytes[1 - i]);
+        std::fs::write(p, b).unwrap();
+    }
+    // The loop shows at the second image, whose parent is the first again.
+    let err = failed(
+        &st_within(&[&"verify", &pair[0]], 30),
+        3,
+        &pair[1],
+        "two naming each other",
+    );
+    assert!(err.contains("loops"), "{err}");
+}
+
+/// The catalog section's method and uncompressed length are sealed with its payload: set
+/// to "raw" and the sealed payload's length (checksums fixed), the catalog fails to open,
+/// `find` warns and answers as from the intact image by walking it, and `verify` reports
+/// the catalog (exit 3).
+#[test]
+fn the_catalog_method_and_length_are_authenticated() {
+    let d = tempdir();
+    let s = secrets(d.path());
+    let disk = sample_disk(d.path());
+    let good = d.path().join("good.strata");
+    create_encrypted(&disk, &good, &s.pass, &[]);
+    let (at, _) = layout(&good).catalog.expect("a catalog");
+    let at = at as usize;
+    let mut b = std::fs::read(&good).unwrap();
+    assert_eq!(&b[at..at + 8], b"STRATCAT");
+    assert_eq!(b[at + 12], 1, "the catalog is not compressed");
+    let stored = le64(&b, at + 16);
+    b[at + 12] = 0;
+    b[at + 24..at + 32].copy_from_slice(&(stored - 28).to_le_bytes());
+    let sum = xxhash_rust::xxh3::xxh3_64(&b[at..at + 48]);
+    b[at + 48..at + 56].copy_from_slice(&sum.to_le_bytes());
+    let changed = d.path().join("changed.strata");
+    std::fs::write(&changed, b).unwrap();
+
+    let find = |image: &Path| {
+        let (code, out, err) =
+            outcome(&st(&[&"find", &image, &"*", &"--passphrase-file", &s.pass]));
+        assert_eq!(code, 0, "find: {err}");
+        let name = image.file_name().unwrap().to_str().unwrap();
+        let rows: Vec<String> = out.lines().map(|l| l.replace(name, "IMAGE")).collect();
+        (rows, err)
+    };
+    let (want, err) = find(&good);
+    assert!(err.trim().is_empty(), "{err}");
+    assert!(want.len() > 10, "{want:?}");
+    let (rows, err) = find(&changed);
+    assert!(
+        err.contains("catalog") && err.contains("authentication failed"),
+        "no warning: {err:?}"
+    );
+    assert!(rows == want, "find without the catalog differs");
+
+    let (code, out, err) = outcome(&st(&[&"verify", &changed, &"--passphrase-file", &s.pass]));
+    assert_eq!(code, 3, "{out}{err}");
+    let all = format!("{out}{err}");
+    assert!(
+        all.contains("catalog") && all.contains("authentication failed"),
+        "{all}"
+    );
+}
+
+/// A parent whose path from the child's directory does not fit the header (over 1000
+/// bytes) is left out of the child's header: create succeeds, the child has no parent
+/// hint and opens with `--parent-dir`.
+#[cfg(unix)]
+#[test]
+fn a_parent_path_too_long_for_the_header_is_left_out() {
+    let d = tempdir();
+    let s = secrets(d.path());
+    let disk = sample_disk(d.path());
+    let want = sha256(&disk);
+    let x = d.path().join("x");
+    let mut deep = x.clone();
+    for c in ['a', 'b', 'c', 'd', 'e'] {
+        deep.push(c.to_string().repeat(200));
+    }
+    std::fs::create_dir_all(&deep).unwrap();
+    let full = deep.join("full.strata");
+    create_encrypted(&disk, &full, &s.pass, &[]);
+    let child = x.join("child.strata");
+    let (code, out, err) = outcome(&st(&[
+        &"create",
+        &"-q",
+        &"--incremental",
+        &full,
+        &"--passphrase-file",
+        &s.pass,
+        &disk,
+        &child,
+    ]));
+    assert_eq!(code, 0, "create: {out}{err}");
+
+    let with_dir: [&dyn AsRef<OsStr>; 4] = [&"--parent-dir", &deep, &"--passphrase-file", &s.pass];
+    let mut args: Vec<&dyn AsRef<OsStr>> = vec![&"info", &child, &"--json"];
+    args.extend_from_slice(&with_dir);
+    let info: serde_json::Value = serde_json::from_str(&ok(st(&args))).unwrap();
+    assert_eq!(info["kind"], "incremental");
+    assert!(
+        info["parent_hint"].is_null() || info["parent_hint"] == "",
+        "{}",
+        info["parent_hint"]
+    );
+    let target = d.path().join("restored.img");
+    let mut args: Vec<&dyn AsRef<OsStr>> = vec![&"restore", &"-q", &child, &target];
+    args.extend_from_slice(&with_dir);
+    ok(st(&args));
+    assert_eq!(sha256(&target), want);
+    std::fs::remove_file(&target).unwrap();
+    // Without the directory there is nothing to find it by.
+    let (code, out, err) = outcome(&st(&[
+        &"restore",
+        &child,
+        &target,
+        &"--passphrase-file",
+        &s.pass,
+    ]));
+    assert!(code != 0 && code != 101, "{code}\n{out}{err}");
+    assert!(!target.exists());
+}
+
+/// On a directory holding two chains, `key add` changes the chain of the passphrase given
+/// and says which image it left alone; `key remove` removes the same slot (matched as that
+/// slot, whatever its number) from every image of the chain.
+#[test]
+fn key_commands_on_a_directory_change_one_chain_and_match_slots_by_identity() {
+    let d = tempdir();
+    let s = secrets(d.path());
+    let disk = sample_disk(d.path());
+    let want = sha256(&disk);
+    let set = d.path().join("set");
+    std::fs::create_dir(&set).unwrap();
+    let full = set.join("a0-full.strata");
+    let inc = set.join("a1-inc.strata");
+    let other = set.join("b-other.strata");
+    let pass_b = d.path().join("pass-b.txt");
+    std::fs::write(&pass_b, "the other chain's passphrase").unwrap();
+    create_encrypted(&disk, &full, &s.pass, &[]);
+    create_child(&disk, &inc, "--incremental", &full, &s.pass, &[]);
+    create_encrypted(&disk, &other, &pass_b, &[]);
+    // A key file on the full image only: the slot added next has another number in each.
+    ok(st(&[
+        &"key",
+        &"add",
+        &full,
+        &"--new-key-file",
+        &s.key,
+        &"--passphrase-file",
+        &s.pass,
+    ]));
+    let other_before = (sha256(&other), key_list(&other));
+
+    let mut args: Vec<&dyn AsRef<OsStr>> = vec![
+        &"key",
+        &"add",
+        &set,
+        &"--new-passphrase-file",
+        &s.pass2,
+        &"--passphrase-file",
+        &s.pass,
+    ];
+    args.extend(CHEAP.iter().map(|c| c as &dyn AsRef<OsStr>));
+    let (code, out, err) = outcome(&st(&args));
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert!(out.contains("a0-full.strata") && out.contains("a1-inc.strata"));
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("b-other.strata") && err.contains("another chain"),
+        "{err}"
+    );
+    assert_eq!(
+        key_list(&full)[0].2,
+        ["passphrase", "key file", "passphrase"]
+    );
+    assert_eq!(key_list(&inc)[0].2, ["passphrase", "passphrase"]);
+    assert_eq!(restored_sha(&inc, "--passphrase-file", &s.pass2), want);
+    assert_eq!((sha256(&other), key_list(&other)), other_before);
+
+    // Slot 2 of the first image is the new passphrase: slot 1 of the child.
+    let (code, out, err) = outcome(&st(&[
+        &"key",
+        &"remove",
+        &set,
+        &"2",
+        &"--passphrase-file",
+        &s.pass,
+    ]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert!(err.contains("b-other.strata"), "{err}");
+    assert_eq!(key_list(&full)[0].2, ["passphrase", "key file"]);
+    assert_eq!(key_list(&inc)[0].2, ["passphrase"]);
+    let target = d.path().join("out.img");
+    for image in [&full, &inc] {
+        let err = failed(
+            &st(&[&"restore", image, &target, &"--passphrase-file", &s.pass2]),
+            4,
+            image,
+            "removed passphrase",
+        );
+        assert!(err.contains("wrong key"), "{err}");
+        assert!(!target.exists());
+        assert_eq!(restored_sha(image, "--passphrase-file", &s.pass), want);
+    }
+    assert_eq!(restored_sha(&full, "--key-file", &s.key), want);
+    assert_eq!((sha256(&other), key_list(&other)), other_before);
+    assert_eq!(restored_sha(&other, "--passphrase-file", &pass_b), want);
+}
+
+/// `create --encrypt` given both a key file and a passphrase file makes a slot for each:
+/// either alone opens the image.
+#[test]
+fn a_key_file_and_a_passphrase_at_creation_make_two_slots() {
+    let d = tempdir();
+    let s = secrets(d.path());
+    let disk = sample_disk(d.path());
+    let image = d.path().join("both.strata");
+    create_encrypted(
+        &disk,
+        &image,
+        &s.pass,
+        &["--key-file", s.key.to_str().unwrap()],
+    );
+    let mut kinds = key_list(&image)[0].2.clone();
+    kinds.sort();
+    assert_eq!(kinds, ["key file", "passphrase"]);
+    let want = sha256(&disk);
+    assert_eq!(restored_sha(&image, "--key-file", &s.key), want);
+    assert_eq!(restored_sha(&image, "--passphrase-file", &s.pass), want);
+    failed(
+        &st(&[&"info", &image, &"--passphrase-file", &s.wrong]),
+        4,
+        &image,
+        "wrong passphrase",
+    );
+}

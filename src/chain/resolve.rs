@@ -198,8 +198,9 @@ fn find_parent(
     dirs.extend(opts.parent_dirs.iter().cloned());
     let mut tried = HashSet::new();
     let mut impostor: Option<(PathBuf, String)> = None;
-    // The parent was found but could not be unlocked: that is what to say (exit code 4).
-    let mut key_error: Option<Error> = None;
+    // The parent was found but cannot be used for its key: it could not be unlocked (exit
+    // code 4), or it is under another key than this image (exit code 3).
+    let mut refused: Option<Error> = None;
     // The hint alone first (the usual case, one file opened); the directories only when it
     // does not lead to the parent.
     let hint = (!h.parent_hint.is_empty()).then(|| child_dir.join(&h.parent_hint));
@@ -213,10 +214,19 @@ fn find_parent(
             return None;
         }
         // An image of another encrypted chain is passed over before it is opened, which
-        // would ask for its key.
-        if peek_header(&cand).is_some_and(|ph| ph.encryption.is_some() && ph.image_uuid != want)
-        {
-            return None;
+        // would ask for its key; the parent under another key than this image's is refused
+        // from its header alone, without asking for a key either.
+        let peeked = peek_header(&cand);
+        if let Some(ph) = &peeked {
+            if ph.encryption.is_some() && ph.image_uuid != want {
+                return None;
+            }
+            if ph.image_uuid == want {
+                if let Err(e) = same_key(child.path(), h, &cand, ph) {
+                    refused.get_or_insert(e);
+                    return None;
+                }
+            }
         }
         match Image::open(&cand) {
             Ok(img) if img.header().image_uuid != want => {}
@@ -234,7 +244,7 @@ fn find_parent(
             }
             Err(_) if peek_header(&cand).is_none_or(|ph| ph.image_uuid != want) => {}
             Err(e @ Error::Key { .. }) => {
-                key_error.get_or_insert(e);
+                refused.get_or_insert(e);
             }
             Err(e) => {
                 impostor.get_or_insert((cand, format!("it cannot be used: {e}")));
@@ -252,7 +262,7 @@ fn find_parent(
             }
         }
     }
-    if let Some(e) = key_error {
+    if let Some(e) = refused {
         return Err(e);
     }
     if let Some((p, why)) = impostor {

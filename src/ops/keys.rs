@@ -210,7 +210,12 @@ fn gather(target: &Path) -> Result<(Vec<Target>, MasterKey, Skipped)> {
 
 fn next_generation(t: &Target) -> Result<u64> {
     t.slots.generation.checked_add(1).ok_or_else(|| {
-        Error::corrupt(&t.path, "key slots", 1024, "the slot generation cannot grow")
+        Error::corrupt(
+            &t.path,
+            "key slots",
+            1024,
+            "the slot generation cannot grow",
+        )
     })
 }
 
