@@ -1532,6 +1532,7 @@ fn name_parent(b: &mut [u8], parent: &[u8]) -> u64 {
 /// Brings the index and trailer of an unencrypted image's bytes in line with a header
 /// whose checksum is now `header_sum`: the index's copy of it, the trailer's index digest
 /// and the trailer checksum, as anyone holding the file can.
+#[cfg(unix)]
 fn rebind_clear_index(b: &mut [u8], header_sum: u64) {
     use strata::container::index::Trailer;
     let t = b.len() - 64;
