@@ -147,6 +147,26 @@ pub enum HeaderError {
     },
 }
 
+impl HeaderError {
+    /// The crate's error for the header of the image at `path`.
+    pub fn at(self, path: &std::path::Path) -> crate::error::Error {
+        use crate::error::Error;
+        match self {
+            HeaderError::NotAnImage(reason) => Error::NotAnImage {
+                path: path.into(),
+                reason,
+            },
+            HeaderError::Unsupported(detail) => Error::Unsupported {
+                path: path.into(),
+                detail,
+            },
+            HeaderError::Corrupt { offset, detail } => {
+                Error::corrupt(path, "header", offset, detail)
+            }
+        }
+    }
+}
+
 impl Header {
     /// Encodes the header into its 4096-byte region, checksum included.
     ///

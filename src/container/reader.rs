@@ -2,7 +2,7 @@
 
 use super::chunk::{open_record, ChunkFault, CHUNK_RECORD_HEADER};
 use super::crypto::{ImageKey, Piece, HASH_SEGMENT_ENTRIES, SEAL_OVERHEAD, SLOTS_OFFSET};
-use super::header::{Header, HeaderError, HEADER_SIZE};
+use super::header::{Header, HEADER_SIZE};
 use super::index::{ExtentKind, Index, Trailer, BLOCK_HASH_SIZE, TRAILER_SIZE};
 use crate::blockdev::file::read_exact_at;
 use crate::error::{Error, Result};
@@ -98,24 +98,7 @@ impl Image {
         } else {
             read_exact_at(&file, &mut head, 0).map_err(|e| Error::io(path, "cannot read", e))?;
         }
-        let mut header = match Header::decode(&head, strict) {
-            Ok(h) => h,
-            Err(HeaderError::NotAnImage(reason)) => {
-                return Err(Error::NotAnImage {
-                    path: path.into(),
-                    reason,
-                })
-            }
-            Err(HeaderError::Unsupported(detail)) => {
-                return Err(Error::Unsupported {
-                    path: path.into(),
-                    detail,
-                })
-            }
-            Err(HeaderError::Corrupt { offset, detail }) => {
-                return Err(Error::corrupt(path, "header", offset, detail))
-            }
-        };
+        let mut header = Header::decode(&head, strict).map_err(|e| e.at(path))?;
         let header_sum = Header::stored_checksum(&head);
         let computed = Header::compute_checksum(&head);
         let mut header_problem = (header_sum != computed).then(|| {

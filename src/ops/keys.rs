@@ -65,19 +65,7 @@ fn read_header(path: &Path) -> Result<(File, Vec<u8>, Header)> {
     let mut buf = vec![0u8; HEADER_SIZE];
     crate::blockdev::file::read_exact_at(&file, &mut buf, 0)
         .map_err(|e| Error::io(path, "cannot read the header of", e))?;
-    let header = Header::decode(&buf, true).map_err(|e| match e {
-        crate::container::header::HeaderError::NotAnImage(reason) => Error::NotAnImage {
-            path: path.into(),
-            reason,
-        },
-        crate::container::header::HeaderError::Unsupported(detail) => Error::Unsupported {
-            path: path.into(),
-            detail,
-        },
-        crate::container::header::HeaderError::Corrupt { offset, detail } => {
-            Error::corrupt(path, "header", offset, detail)
-        }
-    })?;
+    let header = Header::decode(&buf, true).map_err(|e| e.at(path))?;
     if header.encryption.is_none() {
         return Err(Error::Invalid(format!(
             "{}: the image is not encrypted",

@@ -329,19 +329,7 @@ fn verify_stored(path: &Path) -> Result<(VerifyReport, crate::container::header:
     let file_len = file.metadata().map_err(io)?.len();
     let mut head = vec![0u8; HEADER_SIZE.min(usize::try_from(file_len).unwrap_or(HEADER_SIZE))];
     crate::blockdev::file::read_exact_at(&file, &mut head, 0).map_err(io)?;
-    let header = Header::decode(&head, false).map_err(|e| match e {
-        crate::container::header::HeaderError::NotAnImage(reason) => crate::Error::NotAnImage {
-            path: path.into(),
-            reason,
-        },
-        crate::container::header::HeaderError::Unsupported(detail) => crate::Error::Unsupported {
-            path: path.into(),
-            detail,
-        },
-        crate::container::header::HeaderError::Corrupt { offset, detail } => {
-            crate::Error::corrupt(path, "header", offset, detail)
-        }
-    })?;
+    let header = Header::decode(&head, false).map_err(|e| e.at(path))?;
     let mut problems = Vec::new();
     let mut problem = |what: String, detail: String| {
         problems.push(Problem {
