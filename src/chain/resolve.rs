@@ -205,31 +205,21 @@ fn find_parent(
     // does not lead to the parent.
     let hint = (!h.parent_hint.is_empty()).then(|| child_dir.join(&h.parent_hint));
     // Only a file whose header carries the wanted UUID counts (a wrong one is reported as
-    // such); any other is passed over. The directory scan knows the UUIDs beforehand; the
-    // hint is opened straight away (one open per link of a long chain, not two) and its
-    // header looked at afterwards.
+    // such); any other is passed over. Its header is read before the image is opened: an
+    // image of another encrypted chain would otherwise ask for that chain's key.
     let mut try_one = |cand: PathBuf| -> Option<(Image, PathBuf)> {
         let canon = std::fs::canonicalize(&cand).ok()?;
         if Some(&canon) == me || !tried.insert(canon.clone()) {
             return None;
         }
-        // An image of another encrypted chain is passed over before it is opened, which
-        // would ask for its key; the parent under another key than this image's is refused
-        // from its header alone, without asking for a key either.
-        let peeked = peek_header(&cand);
-        if let Some(ph) = &peeked {
-            if ph.encryption.is_some() && ph.image_uuid != want {
-                return None;
-            }
-            if ph.image_uuid == want {
-                if let Err(e) = same_key(child.path(), h, &cand, ph) {
-                    refused.get_or_insert(e);
-                    return None;
-                }
-            }
+        // The header alone says whether this is the parent, and whether it has this
+        // image's key, before opening it would ask for a key.
+        let ph = peek_header(&cand).filter(|ph| ph.image_uuid == want)?;
+        if let Err(e) = same_key(child.path(), h, &cand, &ph) {
+            refused.get_or_insert(e);
+            return None;
         }
         match Image::open(&cand) {
-            Ok(img) if img.header().image_uuid != want => {}
             Ok(img) if img.answers_to(want, &digest) => return Some((img, canon)),
             Ok(img) => {
                 impostor.get_or_insert((
@@ -242,7 +232,6 @@ fn find_parent(
                     ),
                 ));
             }
-            Err(_) if peek_header(&cand).is_none_or(|ph| ph.image_uuid != want) => {}
             Err(e @ Error::Key { .. }) => {
                 refused.get_or_insert(e);
             }
