@@ -179,23 +179,7 @@ impl ImageKey {
         piece: Piece,
         sealed: &'a mut [u8],
     ) -> Result<&'a [u8], NotAuthentic> {
-        if sealed.len() < SEAL_OVERHEAD {
-            return Err(NotAuthentic);
-        }
-        let (nonce, rest) = sealed.split_at_mut(NONCE_LEN);
-        let body_len = rest.len() - TAG_LEN;
-        let (body, tag) = rest.split_at_mut(body_len);
-        let nonce: [u8; NONCE_LEN] = (&*nonce).try_into().expect("split at NONCE_LEN");
-        let tag: [u8; TAG_LEN] = (&*tag).try_into().expect("split at TAG_LEN");
-        self.cipher
-            .decrypt_inout_detached(
-                &nonce.into(),
-                &self.associated(piece),
-                (&mut *body).into(),
-                &tag.into(),
-            )
-            .map_err(|_| NotAuthentic)?;
-        Ok(body)
+        open_in_place(&self.cipher, &self.associated(piece), sealed)
     }
 
     /// Seals the index, bound to the header region it belongs to (bytes 0..1024, which
@@ -231,18 +215,33 @@ fn seal(cipher: &Aes256Gcm, ad: &[u8], plain: &[u8]) -> Vec<u8> {
     out
 }
 
-fn open(cipher: &Aes256Gcm, ad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, NotAuthentic> {
+/// Opens `sealed` (nonce, ciphertext, tag) where it lies: the plaintext is the returned
+/// part of it.
+fn open_in_place<'a>(
+    cipher: &Aes256Gcm,
+    ad: &[u8],
+    sealed: &'a mut [u8],
+) -> Result<&'a [u8], NotAuthentic> {
     if sealed.len() < SEAL_OVERHEAD {
         return Err(NotAuthentic);
     }
-    let (nonce, rest) = sealed.split_at(NONCE_LEN);
-    let (body, tag) = rest.split_at(rest.len() - TAG_LEN);
-    let nonce: [u8; NONCE_LEN] = nonce.try_into().expect("split at NONCE_LEN");
-    let tag: [u8; TAG_LEN] = tag.try_into().expect("split at TAG_LEN");
-    let mut out = body.to_vec();
+    let (nonce, rest) = sealed.split_at_mut(NONCE_LEN);
+    let body_len = rest.len() - TAG_LEN;
+    let (body, tag) = rest.split_at_mut(body_len);
+    let nonce: [u8; NONCE_LEN] = (&*nonce).try_into().expect("split at NONCE_LEN");
+    let tag: [u8; TAG_LEN] = (&*tag).try_into().expect("split at TAG_LEN");
     cipher
-        .decrypt_inout_detached(&nonce.into(), ad, out.as_mut_slice().into(), &tag.into())
+        .decrypt_inout_detached(&nonce.into(), ad, (&mut *body).into(), &tag.into())
         .map_err(|_| NotAuthentic)?;
+    Ok(body)
+}
+
+/// Opens `sealed` into a new buffer.
+fn open(cipher: &Aes256Gcm, ad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, NotAuthentic> {
+    let mut out = sealed.to_vec();
+    let len = open_in_place(cipher, ad, &mut out)?.len();
+    out.truncate(NONCE_LEN + len);
+    out.drain(..NONCE_LEN);
     Ok(out)
 }
 

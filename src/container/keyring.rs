@@ -65,13 +65,25 @@ pub fn configure(sources: KeySources) {
 /// True when a secret can be had: a file or the environment gives one, or there is a
 /// terminal to ask on.
 pub fn has_source() -> bool {
-    use std::io::IsTerminal;
     let k = keyring();
     !k.secrets.is_empty()
         || k.sources.key_file.is_some()
         || k.sources.passphrase_file.is_some()
-        || std::env::var_os(PASSPHRASE_ENV).is_some_and(|v| !v.is_empty())
-        || (k.sources.prompt && (std::io::stdin().is_terminal() || std::io::stderr().is_terminal()))
+        || env_passphrase().is_some()
+        || (k.sources.prompt && has_terminal())
+}
+
+/// The passphrase in the environment, if set and not empty.
+fn env_passphrase() -> Option<Secret> {
+    std::env::var_os(PASSPHRASE_ENV)
+        .filter(|v| !v.is_empty())
+        .map(|v| Secret::Passphrase(Zeroizing::new(v.into_encoded_bytes())))
+}
+
+/// True when a passphrase can be asked on a terminal.
+fn has_terminal() -> bool {
+    use std::io::IsTerminal;
+    std::io::stdin().is_terminal() || std::io::stderr().is_terminal()
 }
 
 /// Asks on the terminal no more (a server, once it has started).
@@ -141,8 +153,7 @@ pub fn read_key_file(path: &Path) -> Result<Secret> {
 
 /// Asks for a passphrase on the terminal (without echo), or None when there is none.
 pub fn prompt(question: &str) -> Result<Option<Secret>> {
-    use std::io::IsTerminal;
-    if !std::io::stdin().is_terminal() && !std::io::stderr().is_terminal() {
+    if !has_terminal() {
         return Ok(None);
     }
     let answer = rpassword::prompt_password(question)
@@ -164,10 +175,7 @@ fn load_sources(k: &mut Keyring) -> Result<()> {
     if let Some(p) = k.sources.passphrase_file.clone() {
         k.secrets.push(read_passphrase_file(&p)?);
     }
-    if let Some(v) = std::env::var_os(PASSPHRASE_ENV).filter(|v| !v.is_empty()) {
-        let bytes = v.into_encoded_bytes();
-        k.secrets.push(Secret::Passphrase(Zeroizing::new(bytes)));
-    }
+    k.secrets.extend(env_passphrase());
     k.named = !k.secrets.is_empty();
     Ok(())
 }
@@ -257,8 +265,8 @@ pub fn new_secret(
     if let Some(p) = passphrase_file {
         return read_passphrase_file(p);
     }
-    if let Some(v) = std::env::var_os(PASSPHRASE_ENV).filter(|v| env && !v.is_empty()) {
-        return Ok(Secret::Passphrase(Zeroizing::new(v.into_encoded_bytes())));
+    if let Some(s) = env_passphrase().filter(|_| env) {
+        return Ok(s);
     }
     let Some(first) = prompt("New passphrase: ")? else {
         return Err(Error::Invalid(format!(
