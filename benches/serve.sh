@@ -254,31 +254,30 @@ cli() {
     add "$name.rss" $((m / 1024))
 }
 CHECK=$WORK/check
-step_ls_serve() {
-    local t0 t1
+# NAME: a server for IMG started and URL listed, timed from the start (NAME.serve.first)
+# and as a request (NAME.serve.req); the answer goes to $WORK/NAME.json, and in round 1
+# also to the check directory. The server is left running.
+first_listing() {
+    local name=$1 img=$2 url=$3 t0 t1
     t0=$EPOCHREALTIME
-    start_serve "$NTFS_IMG"
-    get "/api/ls/$NTFS_ID/p1" "$WORK/ls.json" || die "$CERR"
+    start_serve "$img"
+    get "$url" "$WORK/$name.json" || die "$CERR"
     t1=$EPOCHREALTIME
-    add ls.serve.first "$(sub "$t0" "$t1")"
-    add ls.serve.req "$CT"
+    add "$name.serve.first" "$(sub "$t0" "$t1")"
+    add "$name.serve.req" "$CT"
+    if [ "$round" = 1 ]; then cp "$WORK/$name.json" "$CHECK/$name.json"; fi
+}
+step_ls_serve() {
+    first_listing ls "$NTFS_IMG" "/api/ls/$NTFS_ID/p1"
     get "/api/ls/$NTFS_ID/p1" /dev/null || die "$CERR"
     add ls.serve.again "$CT"
     stop_serve
-    if [ "$round" = 1 ]; then cp "$WORK/ls.json" "$CHECK/ls.json"; fi
 }
 # The 10 000-entry folder: its JSON holds every entry's type, size and time, so the peer
 # is `ls -l`.
 step_lsmany_serve() {
-    local t0 t1
-    t0=$EPOCHREALTIME
-    start_serve "$MANY_IMG"
-    get "/api/ls/$MANY_ID/p1/many" "$WORK/lsmany.json" || die "$CERR"
-    t1=$EPOCHREALTIME
-    add lsmany.serve.first "$(sub "$t0" "$t1")"
-    add lsmany.serve.req "$CT"
+    first_listing lsmany "$MANY_IMG" "/api/ls/$MANY_ID/p1/many"
     stop_serve
-    if [ "$round" = 1 ]; then cp "$WORK/lsmany.json" "$CHECK/lsmany.json"; fi
 }
 step_lsmany_cli() {
     cli lsmany.cli "$WORK/lsmany.txt" "$S" ls -l "$MANY_IMG" /p1/many
