@@ -11,7 +11,6 @@
 use super::crypto::{ImageKey, Piece};
 use super::index::{Index, Trailer};
 use super::reader::Image;
-use crate::blockdev::file::read_exact_at;
 use crate::error::{Error, Result};
 use crate::le::{LeFields, LeWriter};
 use std::fs::File;
@@ -139,9 +138,9 @@ pub fn load(image: &Image) -> std::result::Result<Option<Vec<u8>>, CatalogError>
     if at == 0 {
         return Ok(None);
     }
-    let file = image.file();
     let mut head = [0u8; 64];
-    read_exact_at(file, &mut head, at)
+    image
+        .read_exact_at(&mut head, at)
         .map_err(|e| CatalogError::Io(Error::io(image.path(), "cannot read the catalog of", e)))?;
     let damaged = |what: String| Err(CatalogError::Damaged(format!("catalog at {at}: {what}")));
     let f = LeFields(&head);
@@ -176,7 +175,8 @@ pub fn load(image: &Image) -> std::result::Result<Option<Vec<u8>>, CatalogError>
         return damaged(format!("impossible length {stored_len}"));
     };
     let mut payload = vec![0u8; stored_usize];
-    read_exact_at(file, &mut payload, at + SECTION_HEADER_SIZE)
+    image
+        .read_exact_at(&mut payload, at + SECTION_HEADER_SIZE)
         .map_err(|e| CatalogError::Io(Error::io(image.path(), "cannot read the catalog of", e)))?;
     if xxh3_64(&payload) != f.u64(32) {
         return damaged("payload checksum mismatch".into());

@@ -4,9 +4,8 @@ use super::chunk::{open_record, ChunkFault, CHUNK_RECORD_HEADER};
 use super::crypto::{ImageKey, Piece, HASH_SEGMENT_ENTRIES, SEAL_OVERHEAD, SLOTS_OFFSET};
 use super::header::{Header, HEADER_SIZE};
 use super::index::{ExtentKind, Index, Trailer, BLOCK_HASH_SIZE, TRAILER_SIZE};
-use crate::blockdev::file::read_exact_at;
 use crate::error::{Error, Result};
-use std::fs::File;
+use crate::storage::Blob;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -15,7 +14,7 @@ use std::sync::Arc;
 /// whose cache holds the decompressed chunks.
 pub struct Image {
     path: PathBuf,
-    file: File,
+    blob: Blob,
     file_len: u64,
     header: Header,
     trailer: Trailer,
@@ -73,30 +72,21 @@ impl Image {
     }
 
     fn open_inner(path: &Path, strict: bool) -> Result<(Image, Option<HeaderProblem>)> {
-        let meta = std::fs::metadata(path)
-            .map_err(|e| crate::blockdev::file::open_error(path, "image", e))?;
-        if meta.is_dir() {
-            return Err(Error::Invalid(format!(
-                "{}: is a directory, not a strata image",
-                path.display()
-            )));
-        }
-        let file =
-            File::open(path).map_err(|e| crate::blockdev::file::open_error(path, "image", e))?;
-        let file_len = meta.len();
+        let (blob, file_len) = Blob::open(path)?;
         // The end of the file in one read: the trailer, and the whole index of a small
         // image (and its header too when the file is that small). The images of a long
         // chain are mostly small, and each is opened whenever the chain is.
         let tail_at = file_len.saturating_sub(TAIL_READ as u64);
         let mut tail_buf = vec![0u8; crate::le::clamp_len(file_len - tail_at, TAIL_READ)];
-        read_exact_at(&file, &mut tail_buf, tail_at)
+        blob.read_exact_at(&mut tail_buf, tail_at)
             .map_err(|e| Error::io(path, "cannot read", e))?;
         let mut head = vec![0u8; crate::le::clamp_len(file_len, HEADER_SIZE)];
         if tail_at == 0 {
             let n = head.len();
             head.copy_from_slice(&tail_buf[..n]);
         } else {
-            read_exact_at(&file, &mut head, 0).map_err(|e| Error::io(path, "cannot read", e))?;
+            blob.read_exact_at(&mut head, 0)
+                .map_err(|e| Error::io(path, "cannot read", e))?;
         }
         let mut header = Header::decode(&head, strict).map_err(|e| e.at(path))?;
         let header_sum = Header::stored_checksum(&head);
@@ -151,7 +141,7 @@ impl Image {
             tail_buf[at..at + index_len].to_vec()
         } else {
             let mut ibuf = vec![0u8; index_len];
-            read_exact_at(&file, &mut ibuf, trailer.index_offset)
+            blob.read_exact_at(&mut ibuf, trailer.index_offset)
                 .map_err(|e| Error::io(path, "cannot read", e))?;
             ibuf
         };
@@ -253,7 +243,7 @@ impl Image {
         Ok((
             Image {
                 path: path.into(),
-                file,
+                blob,
                 file_len,
                 header,
                 trailer,
@@ -270,9 +260,9 @@ impl Image {
     pub fn path(&self) -> &Path {
         &self.path
     }
-    /// The open image file (read only).
-    pub fn file(&self) -> &File {
-        &self.file
+    /// Fills `buf` from byte `offset` of the image file.
+    pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.blob.read_exact_at(buf, offset)
     }
 
     /// Size of the image file.
@@ -320,7 +310,9 @@ impl Image {
     pub fn load_chunk(&self, i: u32) -> Result<Arc<[u8]>, ChunkLoadError> {
         let entry = &self.index.chunks[i as usize];
         let mut record = vec![0u8; CHUNK_RECORD_HEADER + entry.stored_len as usize];
-        read_exact_at(&self.file, &mut record, entry.offset).map_err(ChunkLoadError::Io)?;
+        self.blob
+            .read_exact_at(&mut record, entry.offset)
+            .map_err(ChunkLoadError::Io)?;
         open_record(entry, &mut record, self.key.as_ref().map(|k| (k, i)))
             .map_err(ChunkLoadError::Fault)
     }
@@ -383,12 +375,12 @@ impl Image {
             return self.sealed_block_hashes(first, count);
         }
         let mut buf = vec![0u8; crate::le::usize_of(count * BLOCK_HASH_SIZE)?];
-        read_exact_at(
-            &self.file,
-            &mut buf,
-            self.index.block_hashes_offset + first * BLOCK_HASH_SIZE,
-        )
-        .map_err(|e| Error::io(&self.path, "cannot read block hashes", e))?;
+        self.blob
+            .read_exact_at(
+                &mut buf,
+                self.index.block_hashes_offset + first * BLOCK_HASH_SIZE,
+            )
+            .map_err(|e| Error::io(&self.path, "cannot read block hashes", e))?;
         Ok(buf
             .chunks_exact(8)
             .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
@@ -430,7 +422,8 @@ impl Image {
         let offset = self.index.block_hashes_offset
             + seg * (HASH_SEGMENT_ENTRIES * BLOCK_HASH_SIZE + SEAL_OVERHEAD as u64);
         let mut buf = vec![0u8; crate::le::usize_of(stored_len)?];
-        read_exact_at(&self.file, &mut buf, offset)
+        self.blob
+            .read_exact_at(&mut buf, offset)
             .map_err(|e| Error::io(&self.path, "cannot read block hashes", e))?;
         let plain = key.open(Piece::HashSegment(seg), &buf).map_err(|_| {
             Error::corrupt(
@@ -457,12 +450,9 @@ impl Image {
         let mut done = 0u64;
         while done < total {
             let n = crate::le::clamp_len(total - done, buf.len());
-            read_exact_at(
-                &self.file,
-                &mut buf[..n],
-                self.index.block_hashes_offset + done,
-            )
-            .map_err(|e| Error::io(&self.path, "cannot read block hashes", e))?;
+            self.blob
+                .read_exact_at(&mut buf[..n], self.index.block_hashes_offset + done)
+                .map_err(|e| Error::io(&self.path, "cannot read block hashes", e))?;
             hasher.update(&buf[..n]);
             done += n as u64;
         }
