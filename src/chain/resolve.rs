@@ -196,7 +196,13 @@ fn find_parent(
     let mut refused: Option<Error> = None;
     // The hint alone first (the usual case, one file opened); the directories only when it
     // does not lead to the parent.
-    let hint = (!h.parent_hint.is_empty()).then(|| child_dir.join(&h.parent_hint));
+    let hint = (!h.parent_hint.is_empty()).then(|| {
+        if crate::storage::is_remote(Path::new(&h.parent_hint)) {
+            PathBuf::from(&h.parent_hint)
+        } else {
+            child_dir.join(&h.parent_hint)
+        }
+    });
     // Only a file whose header carries the wanted UUID counts (a wrong one is reported as
     // such); any other is passed over. Its header is read before the image is opened: an
     // image of another encrypted chain would otherwise ask for that chain's key.

@@ -71,12 +71,29 @@ impl Image {
         Self::open_inner(path, false)
     }
 
+    /// Opens an image still being written to `path` whose bytes are readable through
+    /// `blob` (of `len` bytes): a writer's view of its own upload.
+    pub fn open_staged(path: &Path, blob: Blob, len: u64) -> Result<Image> {
+        Self::open_blob(path, blob, len, false).map(|(img, _)| img)
+    }
+
     fn open_inner(path: &Path, strict: bool) -> Result<(Image, Option<HeaderProblem>)> {
         let (blob, file_len) = Blob::open(path)?;
+        Self::open_blob(path, blob, file_len, strict)
+    }
+
+    fn open_blob(
+        path: &Path,
+        blob: Blob,
+        file_len: u64,
+        strict: bool,
+    ) -> Result<(Image, Option<HeaderProblem>)> {
         // The end of the file in one read: the trailer, and the whole index of a small
         // image (and its header too when the file is that small). The images of a long
         // chain are mostly small, and each is opened whenever the chain is.
-        let tail_at = file_len.saturating_sub(TAIL_READ as u64);
+        let tail_at = file_len
+            .saturating_sub(TAIL_READ as u64)
+            .max(blob.tail_start().min(file_len));
         let mut tail_buf = vec![0u8; crate::le::clamp_len(file_len - tail_at, TAIL_READ)];
         blob.read_exact_at(&mut tail_buf, tail_at)
             .map_err(|e| Error::io(path, "cannot read", e))?;

@@ -17,6 +17,7 @@ use crate::container::reader::Image;
 use crate::container::writer::ImageWriter;
 use crate::error::{Error, Result};
 use crate::progress::{check_interrupt, Progress};
+use crate::storage::Output;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use uuid::Uuid;
@@ -132,7 +133,7 @@ pub fn consolidate(opts: &ConsolidateOptions) -> Result<ConsolidateSummary> {
     let merged = Chain::merge(layers, lo, top);
     let mut out = AtomicFile::create(&target, force)?;
     let file = out.take();
-    let mut writer = ImageWriter::new(file, out.partial_path(), header)?;
+    let mut writer = ImageWriter::new(Output::File(file), out.partial_path(), header)?;
     let bs = chain.block_size() as usize;
     let data_bytes: u64 = merged
         .iter()
@@ -176,7 +177,8 @@ pub fn consolidate(opts: &ConsolidateOptions) -> Result<ConsolidateSummary> {
         }
     }
     writer.set_aliases(aliases);
-    let (mut file, _, mut summary) = writer.finish()?;
+    let (output, _, mut summary) = writer.finish()?;
+    let mut file = output.into_file().expect("written to a local file");
     // The merged image is the top image's point: its catalog describes it unchanged.
     if let Ok(Some(raw)) = crate::container::catalog::load(chain.top()) {
         summary.file_bytes =

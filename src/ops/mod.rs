@@ -21,6 +21,9 @@ pub(crate) fn ratio(a: u64, b: u64) -> f64 {
 
 /// True when `a` and `b` name the same existing file (so an output never overwrites its input).
 pub(crate) fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    if crate::storage::is_remote(a) || crate::storage::is_remote(b) {
+        return a == b;
+    }
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;

@@ -12,6 +12,14 @@ use std::path::{Path, PathBuf};
 pub enum Blob {
     File(File),
     Object(s3::Object),
+    /// An image still being uploaded: its header, and what follows its chunk records
+    /// (block hashes, index, trailer) from `tail_at` on, kept locally until the upload
+    /// completes. Its chunks are not readable.
+    Staged {
+        head: Vec<u8>,
+        tail_at: u64,
+        tail: File,
+    },
 }
 
 impl Blob {
@@ -34,11 +42,76 @@ impl Blob {
         Ok((Blob::File(file), meta.len()))
     }
 
+    /// Where the bytes readable at the end start: 0, except in an upload's staged view.
+    pub fn tail_start(&self) -> u64 {
+        match self {
+            Blob::Staged { tail_at, .. } => *tail_at,
+            _ => 0,
+        }
+    }
+
     /// Fills `buf` from byte `offset`.
     pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         match self {
             Blob::File(f) => crate::blockdev::file::read_exact_at(f, buf, offset),
             Blob::Object(o) => o.read_exact_at(buf, offset),
+            Blob::Staged {
+                head,
+                tail_at,
+                tail,
+            } => {
+                let end = offset.saturating_add(buf.len() as u64);
+                if end <= head.len() as u64 {
+                    let at = crate::le::usize_of(offset).map_err(io::Error::other)?;
+                    buf.copy_from_slice(&head[at..at + buf.len()]);
+                    Ok(())
+                } else if offset >= *tail_at {
+                    crate::blockdev::file::read_exact_at(tail, buf, offset - *tail_at)
+                } else {
+                    Err(io::Error::other(
+                        "its chunks cannot be read while it is being uploaded",
+                    ))
+                }
+            }
+        }
+    }
+}
+
+/// Where a new image is written: a local file, or an upload to a bucket.
+pub enum Output {
+    File(File),
+    Upload(Box<s3::Upload>),
+}
+
+impl Output {
+    /// The local file written (None for an upload).
+    pub fn into_file(self) -> Option<File> {
+        match self {
+            Output::File(f) => Some(f),
+            Output::Upload(_) => None,
+        }
+    }
+}
+
+impl io::Write for Output {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Output::File(f) => f.write(buf),
+            Output::Upload(u) => u.write(buf),
+        }
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match self {
+            Output::File(f) => f.write_all(buf),
+            Output::Upload(u) => u.write_all(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Output::File(f) => f.flush(),
+            Output::Upload(u) => u.flush(),
         }
     }
 }

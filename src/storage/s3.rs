@@ -183,24 +183,36 @@ pub struct Object {
     url: PathBuf,
     etag: Option<String>,
     len: u64,
+    /// Pages of the object read for small reads ([`PAGE`]).
+    pages: quick_cache::sync::Cache<u64, Arc<[u8]>>,
+}
+
+/// Small reads (block hashes, metadata chunks, which lie together, parts of the index) are
+/// served from whole pages of this size, each fetched once: a request costs milliseconds,
+/// and change detection and a filesystem walk make many small reads close together.
+const PAGE: u64 = 256 << 10;
+/// Pages kept per object (16 MiB).
+const PAGES: usize = 64;
+
+/// The client of `url`'s bucket and the object key, or an error if `url` names no object.
+fn object_client(url: &Path) -> Result<(Arc<Client>, String)> {
+    let (bucket, key) = parse(url).expect("called with s3:// URLs");
+    if bucket.is_empty() || key.is_empty() || key.ends_with('/') {
+        return Err(Error::Invalid(format!(
+            "{}: not an object URL (expected s3://BUCKET/KEY)",
+            url.display()
+        )));
+    }
+    Ok((client(&bucket, url)?, key))
 }
 
 impl Object {
-    /// Looks the object up (HEAD): its size and entity tag.
+    /// Looks the object up: its size and entity tag. A GET of its first byte rather than
+    /// a HEAD, because an error answer to HEAD has no body, and only the body's code tells
+    /// a missing bucket from a missing object, or a wrong secret from a missing permission.
     pub fn open(url: &Path) -> Result<Object> {
-        let (bucket, key) = parse(url).expect("called with s3:// URLs");
-        if bucket.is_empty() || key.is_empty() || key.ends_with('/') {
-            return Err(Error::Invalid(format!(
-                "{}: not an object URL (expected s3://BUCKET/KEY)",
-                url.display()
-            )));
-        }
-        let client = client(&bucket, url)?;
-        let signed = client
-            .bucket
-            .head_object(client.credentials.as_ref(), &key)
-            .sign(SIGNED_FOR);
-        let resp = send(url, || client.agent.head(signed.as_str()).call())
+        let (client, key) = object_client(url)?;
+        let resp = first_byte(&client, &key, url, &[416])
             .map_err(|e| Error::io(url, "cannot open image", e))?;
         let header = |n: &str| {
             resp.headers()
@@ -208,22 +220,33 @@ impl Object {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string)
         };
-        let len = header("content-length")
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| {
-                Error::io(
-                    url,
-                    "cannot open image",
-                    io::Error::other("the server gave no object size"),
-                )
-            })?;
+        // `bytes 0-0/LEN`; an empty object cannot satisfy the range (416) and has length 0.
+        let len = if resp.status().as_u16() == 416 {
+            Some(0)
+        } else {
+            header("content-range")
+                .and_then(|v| v.rsplit_once('/').and_then(|(_, n)| n.parse().ok()))
+        }
+        .ok_or_else(|| {
+            Error::io(
+                url,
+                "cannot open image",
+                io::Error::other("the server gave no object size"),
+            )
+        })?;
         Ok(Object {
             etag: header("etag"),
             client,
             key,
             url: url.to_path_buf(),
             len,
+            pages: quick_cache::sync::Cache::new(PAGES),
         })
+    }
+
+    /// Whether the object is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 
     /// The object's size when it was opened.
@@ -231,7 +254,8 @@ impl Object {
         self.len
     }
 
-    /// Fills `buf` from `offset` with one ranged GET (retried on server and network errors).
+    /// Fills `buf` from `offset`: a small read from cached pages, a large one with one
+    /// ranged GET (retried on server and network errors).
     pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         if buf.is_empty() {
             return Ok(());
@@ -240,6 +264,33 @@ impl Object {
             .checked_add(buf.len() as u64)
             .filter(|&e| e <= self.len)
             .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+        if (buf.len() as u64) < PAGE / 2 {
+            let mut at = offset;
+            while at < end {
+                let n = at / PAGE;
+                let page = self
+                    .pages
+                    .get_or_insert_with(&n, || -> io::Result<Arc<[u8]>> {
+                        let start = n * PAGE;
+                        let mut p =
+                            vec![0u8; crate::le::clamp_len(self.len - start, PAGE as usize)];
+                        self.fetch(&mut p, start)?;
+                        Ok(p.into())
+                    })?;
+                let from = (at - n * PAGE) as usize;
+                let take = ((end - at) as usize).min(page.len() - from);
+                let to = (at - offset) as usize;
+                buf[to..to + take].copy_from_slice(&page[from..from + take]);
+                at += take as u64;
+            }
+            return Ok(());
+        }
+        self.fetch(buf, offset)
+    }
+
+    /// Fills `buf` from `offset` (inside the object) with one ranged GET.
+    fn fetch(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let end = offset + buf.len() as u64;
         let signed = self
             .client
             .bucket
@@ -315,12 +366,23 @@ fn send(
     url: &Path,
     call: impl Fn() -> std::result::Result<ureq::http::Response<ureq::Body>, ureq::Error>,
 ) -> io::Result<ureq::http::Response<ureq::Body>> {
+    send_ok(url, &[], call)
+}
+
+/// [`send`], with the statuses in `also_ok` returned as answers rather than errors.
+fn send_ok(
+    url: &Path,
+    also_ok: &[u16],
+    call: impl Fn() -> std::result::Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+) -> io::Result<ureq::http::Response<ureq::Body>> {
     let mut wait = FIRST_BACKOFF;
     let mut attempt = 1;
     loop {
         let last = attempt == ATTEMPTS;
         match call() {
-            Ok(resp) if resp.status().is_success() => return Ok(resp),
+            Ok(resp) if resp.status().is_success() || also_ok.contains(&resp.status().as_u16()) => {
+                return Ok(resp)
+            }
             Ok(resp) if resp.status().is_server_error() && !last => {}
             Ok(mut resp) => return Err(status_error(url, &mut resp)),
             Err(e) if last || !transient(&e) => return Err(transport_error(&e)),
@@ -453,4 +515,416 @@ fn status_error(url: &Path, resp: &mut ureq::http::Response<ureq::Body>) -> io::
         ),
     };
     io::Error::new(kind, msg)
+}
+
+/// Parts the uploaders send at once; with the part being filled, an upload holds at most
+/// `UPLOADERS + 1` parts in memory.
+const UPLOADERS: usize = 2;
+/// S3's limit on parts per upload.
+const MAX_PARTS: u32 = 10_000;
+
+/// Size of part `number` (from 1): 8 MiB, doubling after every 1,000 parts up to 512 MiB.
+/// Small images keep small buffers (24 MiB in all below 7.8 GiB), and the 10,000 parts S3
+/// allows still hold 2.4 TiB.
+fn part_size(number: u32) -> usize {
+    let doublings = (number.saturating_sub(1) / 1000).min(6);
+    (8usize << 20) << doublings
+}
+
+/// What the uploader threads share with the writer.
+#[derive(Default)]
+struct Parts {
+    /// Entity tags by part number - 1.
+    etags: Vec<Option<String>>,
+    /// The first failure; later parts are dropped unsent.
+    error: Option<io::Error>,
+}
+
+/// An object being written with a multipart upload. It appears in the bucket only when
+/// [`Upload::complete`] succeeds: readers never see a partial object. Dropped before
+/// that, the upload is aborted; a run that was killed instead leaves an incomplete upload,
+/// which the next upload of the same key aborts.
+pub struct Upload {
+    client: Arc<Client>,
+    key: String,
+    url: PathBuf,
+    id: String,
+    buf: Vec<u8>,
+    /// Parts handed to the uploaders.
+    parts: u32,
+    tx: Option<std::sync::mpsc::SyncSender<(u32, Vec<u8>)>>,
+    workers: Vec<std::thread::JoinHandle<()>>,
+    shared: Arc<Mutex<Parts>>,
+    /// Where bytes go after [`Upload::hold`], and the object offset it starts at.
+    held: Option<(u64, std::fs::File)>,
+    written: u64,
+    completed: bool,
+}
+
+impl Upload {
+    /// Starts writing `url`. An existing object is refused unless `force`.
+    pub fn create(url: &Path, force: bool) -> Result<Upload> {
+        let (client, key) = object_client(url)?;
+        if !force && exists(&client, &key, url)? {
+            return Err(Error::Invalid(format!(
+                "{}: already exists; use --force to replace it",
+                url.display()
+            )));
+        }
+        abort_stale(&client, &key, url);
+        let signed = client
+            .bucket
+            .create_multipart_upload(client.credentials.as_ref(), &key)
+            .sign(SIGNED_FOR);
+        let body = send(url, || client.agent.post(signed.as_str()).send_empty())
+            .and_then(|mut r| read_small(&mut r))
+            .map_err(|e| Error::io(url, "cannot start the upload of", e))?;
+        let id = rusty_s3::actions::CreateMultipartUpload::parse_response(&body)
+            .map_err(|e| {
+                Error::io(
+                    url,
+                    "cannot start the upload of",
+                    io::Error::other(format!("unreadable answer: {e}")),
+                )
+            })?
+            .upload_id()
+            .to_string();
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(u32, Vec<u8>)>(0);
+        let rx = Arc::new(Mutex::new(rx));
+        let shared = Arc::new(Mutex::new(Parts::default()));
+        let workers = (0..UPLOADERS)
+            .map(|_| {
+                let (rx, shared, client) = (rx.clone(), shared.clone(), client.clone());
+                let (key, id, url) = (key.clone(), id.clone(), url.to_path_buf());
+                std::thread::spawn(move || loop {
+                    let next = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                    let Ok((number, data)) = next else { return };
+                    if lock(&shared).error.is_some() {
+                        continue;
+                    }
+                    let got = upload_part(&client, &key, &id, &url, number, &data);
+                    let mut s = lock(&shared);
+                    match got {
+                        Ok(tag) => {
+                            let i = usize::try_from(number - 1).unwrap_or(usize::MAX);
+                            if s.etags.len() <= i {
+                                s.etags.resize(i + 1, None);
+                            }
+                            s.etags[i] = Some(tag);
+                        }
+                        Err(e) => {
+                            s.error.get_or_insert(e);
+                        }
+                    }
+                })
+            })
+            .collect();
+        Ok(Upload {
+            client,
+            key,
+            url: url.to_path_buf(),
+            id,
+            buf: Vec::new(),
+            parts: 0,
+            tx: Some(tx),
+            workers,
+            shared,
+            held: None,
+            written: 0,
+            completed: false,
+        })
+    }
+
+    /// Bytes written so far (sent, queued or held).
+    pub fn position(&self) -> u64 {
+        self.written
+    }
+
+    /// From here on, bytes are kept in a local temporary file instead of being sent, until
+    /// [`Upload::release`] sends them or [`Upload::discard`] drops them: what follows the
+    /// chunk records (block hashes, index, trailer) can then still be read, and replaced.
+    pub fn hold(&mut self) -> io::Result<()> {
+        if self.held.is_none() {
+            self.held = Some((self.written, tempfile::tempfile()?));
+        }
+        Ok(())
+    }
+
+    /// The held bytes: the object offset they start at and the file holding them.
+    pub fn held(&self) -> Option<(u64, &std::fs::File)> {
+        self.held.as_ref().map(|(at, f)| (*at, f))
+    }
+
+    /// Drops the held bytes; writing continues where they started.
+    pub fn discard(&mut self) {
+        if let Some((at, _)) = self.held.take() {
+            self.written = at;
+        }
+    }
+
+    /// Sends the held bytes, and writes go to the object again.
+    pub fn release(&mut self) -> io::Result<()> {
+        if let Some((at, mut f)) = self.held.take() {
+            use std::io::Seek;
+            self.written = at;
+            f.seek(io::SeekFrom::Start(0))?;
+            io::copy(&mut f, self)?;
+        }
+        Ok(())
+    }
+
+    fn failure(&self) -> Option<io::Error> {
+        lock(&self.shared)
+            .error
+            .as_ref()
+            .map(|e| io::Error::new(e.kind(), e.to_string()))
+    }
+
+    /// Hands the first `n` buffered bytes to the uploaders as the next part.
+    fn send_part(&mut self, n: usize) -> io::Result<()> {
+        if let Some(e) = self.failure() {
+            return Err(e);
+        }
+        if self.parts >= MAX_PARTS {
+            return Err(io::Error::other(format!(
+                "the image is larger than an upload of {MAX_PARTS} parts can hold"
+            )));
+        }
+        let rest = self.buf.split_off(n);
+        let part = std::mem::replace(&mut self.buf, rest);
+        self.parts += 1;
+        let tx = self.tx.as_ref().expect("open until completed");
+        if tx.send((self.parts, part)).is_err() {
+            return Err(self
+                .failure()
+                .unwrap_or_else(|| io::Error::other("the uploader threads stopped")));
+        }
+        Ok(())
+    }
+
+    /// Sends what is left, waits for every part and completes the upload: only now does
+    /// the object exist (replacing any object of that name).
+    pub fn complete(mut self) -> Result<()> {
+        let url = self.url.clone();
+        let fail = |e| Error::io(&url, "cannot upload", e);
+        self.release().map_err(fail)?;
+        if !self.buf.is_empty() || self.parts == 0 {
+            self.send_part(self.buf.len()).map_err(fail)?;
+        }
+        self.tx = None;
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+        if let Some(e) = self.failure() {
+            return Err(fail(e));
+        }
+        let etags: Vec<String> = {
+            let s = lock(&self.shared);
+            let n = usize::try_from(self.parts).unwrap_or(usize::MAX);
+            if s.etags.len() != n || s.etags.iter().any(Option::is_none) {
+                return Err(fail(io::Error::other("a part of the upload was lost")));
+            }
+            s.etags.iter().flatten().cloned().collect()
+        };
+        let action = rusty_s3::actions::CompleteMultipartUpload::new(
+            &self.client.bucket,
+            self.client.credentials.as_ref(),
+            &self.key,
+            &self.id,
+            etags.iter().map(String::as_str),
+        );
+        let signed = action.sign(SIGNED_FOR);
+        let body = action.body();
+        let answer = send(&url, || {
+            self.client
+                .agent
+                .post(signed.as_str())
+                .send(body.as_bytes())
+        })
+        .and_then(|mut r| read_small(&mut r))
+        .map_err(fail)?;
+        // The server may answer 200 and still report a failure in the body.
+        if answer.contains("<Error>") {
+            let code = answer
+                .split_once("<Code>")
+                .and_then(|(_, r)| r.split_once("</Code>"))
+                .map_or("unknown", |(c, _)| c);
+            return Err(fail(io::Error::other(format!(
+                "the server did not complete the upload ({code})"
+            ))));
+        }
+        self.completed = true;
+        Ok(())
+    }
+}
+
+impl io::Write for Upload {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.written += data.len() as u64;
+        if let Some((_, f)) = &mut self.held {
+            f.write_all(data)?;
+            return Ok(data.len());
+        }
+        self.buf.extend_from_slice(data);
+        loop {
+            let size = part_size(self.parts + 1);
+            if self.buf.len() < size {
+                break;
+            }
+            self.send_part(size)?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.held {
+            Some((_, f)) => f.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        if self.completed {
+            return;
+        }
+        self.tx = None;
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+        let signed = self
+            .client
+            .bucket
+            .abort_multipart_upload(self.client.credentials.as_ref(), &self.key, &self.id)
+            .sign(SIGNED_FOR);
+        let _ = send(&self.url, || {
+            self.client.agent.delete(signed.as_str()).call()
+        });
+    }
+}
+
+fn lock(shared: &Mutex<Parts>) -> std::sync::MutexGuard<'_, Parts> {
+    shared
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Sends part `number` of upload `id`; returns its entity tag.
+fn upload_part(
+    client: &Client,
+    key: &str,
+    id: &str,
+    url: &Path,
+    number: u32,
+    data: &[u8],
+) -> io::Result<String> {
+    let number = u16::try_from(number).map_err(|_| io::Error::other("too many parts"))?;
+    let signed = client
+        .bucket
+        .upload_part(client.credentials.as_ref(), key, number, id)
+        .sign(SIGNED_FOR);
+    let resp = send(url, || client.agent.put(signed.as_str()).send(data))?;
+    resp.headers()
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .ok_or_else(|| io::Error::other("the server gave no entity tag for a part"))
+}
+
+/// Reads an answer's body (an XML document of a few KiB).
+fn read_small(resp: &mut ureq::http::Response<ureq::Body>) -> io::Result<String> {
+    resp.body_mut()
+        .with_config()
+        .limit(16 << 20)
+        .read_to_string()
+        .map_err(io::Error::other)
+}
+
+/// A GET of the first byte of object `key`, with the statuses in `also_ok` answered rather
+/// than turned into errors.
+fn first_byte(
+    client: &Client,
+    key: &str,
+    url: &Path,
+    also_ok: &[u16],
+) -> io::Result<ureq::http::Response<ureq::Body>> {
+    let signed = client
+        .bucket
+        .get_object(client.credentials.as_ref(), key)
+        .sign(SIGNED_FOR);
+    send_ok(url, also_ok, || {
+        client
+            .agent
+            .get(signed.as_str())
+            .header("range", "bytes=0-0")
+            .call()
+    })
+}
+
+/// Whether object `key` exists; a missing bucket is an error.
+fn exists(client: &Client, key: &str, url: &Path) -> Result<bool> {
+    let mut resp = first_byte(client, key, url, &[404, 416])
+        .map_err(|e| Error::io(url, "cannot check", e))?;
+    if resp.status().as_u16() != 404 {
+        return Ok(true);
+    }
+    if error_code(&mut resp) == "NoSuchBucket" {
+        let bucket = parse(url).map(|(b, _)| b).unwrap_or_default();
+        return Err(Error::io(
+            url,
+            "cannot write",
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("bucket `{bucket}` does not exist"),
+            ),
+        ));
+    }
+    Ok(false)
+}
+
+/// Aborts the incomplete uploads of `key` that killed runs left behind (their parts
+/// would otherwise be kept, and billed, until the bucket's lifecycle rules remove them).
+/// Best effort: a server that cannot list uploads keeps them.
+fn abort_stale(client: &Client, key: &str, url: &Path) {
+    let mut action = client.bucket.list_objects_v2(client.credentials.as_ref());
+    // ListMultipartUploads is GET ?uploads on the bucket, which rusty-s3 has no action
+    // for: the listing action's query is replaced.
+    let q = action.query_mut();
+    q.remove("list-type");
+    q.remove("encoding-type");
+    q.insert("uploads", "");
+    q.insert("prefix", key);
+    let signed = action.sign(SIGNED_FOR);
+    let Ok(body) =
+        send(url, || client.agent.get(signed.as_str()).call()).and_then(|mut r| read_small(&mut r))
+    else {
+        return;
+    };
+    for upload in body.split("<Upload>").skip(1) {
+        let field = |name: &str| {
+            upload
+                .split_once(&format!("<{name}>"))
+                .and_then(|(_, r)| r.split_once(&format!("</{name}>")))
+                .map(|(v, _)| xml_unescape(v))
+        };
+        if let (Some(k), Some(id)) = (field("Key"), field("UploadId")) {
+            if k == key {
+                let signed = client
+                    .bucket
+                    .abort_multipart_upload(client.credentials.as_ref(), key, &id)
+                    .sign(SIGNED_FOR);
+                let _ = send(url, || client.agent.delete(signed.as_str()).call());
+            }
+        }
+    }
+}
+
+/// The text of an XML element (the five predefined entities).
+fn xml_unescape(s: &str) -> String {
+    s.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&amp;", "&")
 }
