@@ -17,8 +17,7 @@ use crate::container::writer::ImageWriter;
 use crate::container::{DEFAULT_BLOCK_SIZE, DEFAULT_CHUNK_SIZE};
 use crate::error::{Error, Result};
 use crate::progress::{check_interrupt, Progress};
-use crate::storage::{Blob, Output};
-use std::io::{Seek, SeekFrom};
+use crate::storage::Output;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -395,34 +394,12 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary> {
             if opts.catalog {
                 // What follows the chunk records is held locally: the catalog is built
                 // through the image as it will read, with its chunks taken from the source.
-                let (at, held) = upload.held().expect("held by hold_tail");
-                let clone = || {
-                    held.try_clone()
-                        .map_err(|e| Error::io(&opts.dest, "cannot reopen the held end of", e))
-                };
-                let staged = || -> Result<Image> {
-                    let blob = Blob::Staged {
-                        head: header_bytes.clone(),
-                        tail_at: at,
-                        tail: clone()?,
-                    };
-                    Image::open_staged(&opts.dest, blob, upload.position())
-                };
-                let (image, mut hashes) = (staged()?, clone()?);
-                let catalog = staged().and_then(|i| catalog_of(opts, i, src, true));
+                let image = super::staged_image(&upload, &header_bytes, &opts.dest)?;
+                let catalog = super::staged_image(&upload, &header_bytes, &opts.dest)
+                    .and_then(|i| catalog_of(opts, i, src, true));
                 if let Some(raw) = catalog_or_warning(catalog)? {
-                    let ioerr = |e| Error::io(&opts.dest, "cannot read back the held end of", e);
-                    hashes
-                        .seek(SeekFrom::Start(image.index().block_hashes_offset - at))
-                        .map_err(ioerr)?;
-                    upload.discard();
                     let before = summary.file_bytes;
-                    summary.file_bytes = crate::container::catalog::write_tail(
-                        &image,
-                        &raw,
-                        &mut hashes,
-                        &mut *upload,
-                    )?;
+                    summary.file_bytes = super::upload_catalog(&mut upload, &image, &raw)?;
                     catalog_bytes = summary.file_bytes - before;
                 }
             }

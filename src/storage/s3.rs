@@ -726,6 +726,13 @@ impl Upload {
             }
             s.etags.iter().flatten().cloned().collect()
         };
+        self.complete_with(etags)
+    }
+
+    /// Completes the upload with the parts whose entity tags are `etags`, in order.
+    fn complete_with(mut self, etags: Vec<String>) -> Result<()> {
+        let url = self.url.clone();
+        let fail = |e| Error::io(&url, "cannot upload", e);
         let action = rusty_s3::actions::CompleteMultipartUpload::new(
             &self.client.bucket,
             self.client.credentials.as_ref(),
@@ -743,16 +750,7 @@ impl Upload {
         })
         .and_then(|mut r| read_small(&mut r))
         .map_err(fail)?;
-        // The server may answer 200 and still report a failure in the body.
-        if answer.contains("<Error>") {
-            let code = answer
-                .split_once("<Code>")
-                .and_then(|(_, r)| r.split_once("</Code>"))
-                .map_or("unknown", |(c, _)| c);
-            return Err(fail(io::Error::other(format!(
-                "the server did not complete the upload ({code})"
-            ))));
-        }
+        failed_in_body(&answer).map_err(fail)?;
         self.completed = true;
         Ok(())
     }
@@ -864,8 +862,8 @@ fn first_byte(
 
 /// Whether object `key` exists; a missing bucket is an error.
 fn exists(client: &Client, key: &str, url: &Path) -> Result<bool> {
-    let mut resp = first_byte(client, key, url, &[404, 416])
-        .map_err(|e| Error::io(url, "cannot check", e))?;
+    let mut resp =
+        first_byte(client, key, url, &[404, 416]).map_err(|e| Error::io(url, "cannot check", e))?;
     if resp.status().as_u16() != 404 {
         return Ok(true);
     }
@@ -927,4 +925,121 @@ fn xml_unescape(s: &str) -> String {
         .replace("&quot;", "\"")
         .replace("&apos;", "'")
         .replace("&amp;", "&")
+}
+
+/// Whether the object `url` exists (a missing bucket is an error).
+pub fn exists_url(url: &Path) -> Result<bool> {
+    let (client, key) = object_client(url)?;
+    exists(&client, &key, url)
+}
+
+/// Removes the object `url`.
+pub fn delete(url: &Path) -> Result<()> {
+    let (client, key) = object_client(url)?;
+    let signed = client
+        .bucket
+        .delete_object(client.credentials.as_ref(), &key)
+        .sign(SIGNED_FOR);
+    send(url, || client.agent.delete(signed.as_str()).call())
+        .map(drop)
+        .map_err(|e| Error::io(url, "cannot remove", e))
+}
+
+/// The largest object one CopyObject request copies; larger ones are copied in parts.
+const COPY_MAX: u64 = 5 << 30;
+/// Bytes per part of a copy in parts.
+const COPY_PART: u64 = 1 << 30;
+
+/// Copies the object `from` to `to` in the same bucket, on the server (nothing is
+/// downloaded). `to` is replaced in one step: readers see the old object or the new one.
+pub fn copy(from: &Path, to: &Path) -> Result<()> {
+    let (client, key) = object_client(to)?;
+    let source = Object::open(from)?;
+    let (bucket, from_key) = parse(from).expect("an object URL");
+    let copy_source = format!(
+        "/{bucket}/{}",
+        percent_encoding::utf8_percent_encode(&from_key, COPY_SOURCE_SET)
+    );
+    let fail = |e| Error::io(to, "cannot copy to", e);
+    let source_header = ("x-amz-copy-source", copy_source.as_str());
+    if source.len <= COPY_MAX {
+        let action = client.bucket.put_object(client.credentials.as_ref(), &key);
+        return copy_request(&client, to, action, &[source_header])
+            .map(drop)
+            .map_err(fail);
+    }
+    // A copy in parts: an upload whose parts are ranges of the source.
+    let upload = Upload::create(to, true)?;
+    let mut etags = Vec::new();
+    let mut at = 0;
+    while at < source.len {
+        let end = (at + COPY_PART).min(source.len);
+        let number =
+            u16::try_from(etags.len() + 1).map_err(|_| fail(io::Error::other("too many parts")))?;
+        let action =
+            client
+                .bucket
+                .upload_part(client.credentials.as_ref(), &key, number, &upload.id);
+        let range = format!("bytes={at}-{}", end - 1);
+        let answer = copy_request(
+            &client,
+            to,
+            action,
+            &[source_header, ("x-amz-copy-source-range", range.as_str())],
+        )
+        .map_err(fail)?;
+        let tag = answer
+            .split_once("<ETag>")
+            .and_then(|(_, r)| r.split_once("</ETag>"))
+            .map(|(t, _)| xml_unescape(t))
+            .ok_or_else(|| fail(io::Error::other("the server gave no entity tag for a part")))?;
+        etags.push(tag);
+        at = end;
+    }
+    upload.complete_with(etags)
+}
+
+/// Sends `action` (a PUT) with `headers` signed and sent; returns the answer's body.
+fn copy_request<'a>(
+    client: &Client,
+    to: &Path,
+    mut action: impl S3Action<'a>,
+    headers: &[(&'a str, &'a str)],
+) -> io::Result<String> {
+    for (k, v) in headers {
+        action.headers_mut().insert(*k, *v);
+    }
+    let signed = action.sign(SIGNED_FOR);
+    let answer = send(to, || {
+        let mut req = client.agent.put(signed.as_str());
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.send_empty()
+    })
+    .and_then(|mut r| read_small(&mut r))?;
+    failed_in_body(&answer)?;
+    Ok(answer)
+}
+
+/// Characters of a key escaped in `x-amz-copy-source` (all but unreserved ones and `/`).
+const COPY_SOURCE_SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'/');
+
+/// An error for an answer that reports a failure in its body (S3 may answer 200 and fail).
+fn failed_in_body(answer: &str) -> io::Result<()> {
+    if !answer.contains("<Error>") {
+        return Ok(());
+    }
+    let code = answer
+        .split_once("<Code>")
+        .and_then(|(_, r)| r.split_once("</Code>"))
+        .map_or("unknown", |(c, _)| c);
+    Err(io::Error::other(format!(
+        "the server reported a failure ({code})"
+    )))
 }
