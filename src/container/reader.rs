@@ -277,6 +277,12 @@ impl Image {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Whether the image is an object in a bucket: each read is a request whose latency,
+    /// not its size, is most of its cost, so readers keep more of them in flight.
+    pub fn is_remote(&self) -> bool {
+        matches!(self.blob, Blob::Object(_))
+    }
     /// Fills `buf` from byte `offset` of the image file.
     pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
         self.blob.read_exact_at(buf, offset)
