@@ -332,6 +332,10 @@ fn parse_sector_size(s: &str) -> std::result::Result<u32, String> {
 /// `--parent-dir`: a directory that exists (a typo would otherwise be searched in vain).
 fn parse_existing_dir(s: &str) -> std::result::Result<PathBuf, String> {
     let p = PathBuf::from(s);
+    if crate::storage::is_remote(&p) {
+        // A bucket prefix: listed when a parent is looked for there.
+        return Ok(p);
+    }
     match std::fs::metadata(&p) {
         Ok(m) if m.is_dir() => Ok(p),
         Ok(_) => Err("not a directory".into()),
