@@ -157,9 +157,9 @@ struct Prefetcher {
 /// Prefetch threads: two, so that decompression of a sequential read is not bound to one
 /// core while the reader copies.
 const PREFETCH_THREADS: usize = 2;
-/// Prefetch threads, and chunks read ahead, of a chain with an image in a bucket: requests
-/// wait on the network, so more of them run at once, and further ahead.
-const REMOTE_PREFETCH_THREADS: usize = 8;
+/// Chunks read ahead in a chain with an image in a bucket (by
+/// [`crate::storage::REMOTE_READERS`] threads): requests wait on the network, so more of
+/// them run at once, and further ahead.
 const REMOTE_READ_AHEAD: u64 = 8;
 
 /// A resolved chain: images from the full one (index 0) to the point that was opened.
@@ -252,7 +252,7 @@ impl Chain {
         let (queue, rx) = std::sync::mpsc::sync_channel::<(u16, u32)>(PREFETCH_QUEUE);
         let rx = Arc::new(std::sync::Mutex::new(rx));
         let n = if self.is_remote() {
-            REMOTE_PREFETCH_THREADS
+            crate::storage::REMOTE_READERS
         } else {
             PREFETCH_THREADS
         };

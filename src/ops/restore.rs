@@ -173,9 +173,6 @@ fn open_device(path: &Path, disk: u64) -> Result<File> {
     Ok(dev)
 }
 
-/// Chunk readers of a restore from a bucket.
-const REMOTE_READERS: usize = 8;
-
 /// Loads chunks on worker threads and writes each one's extents, in the order the merged
 /// map first needs them (disk order for a full image). Returns the data bytes written.
 fn write_chunks(
@@ -204,7 +201,7 @@ fn write_chunks(
     }
     // Chunks from a bucket wait on the network more than on decompression.
     let threads = if chain.is_remote() {
-        threads.max(REMOTE_READERS)
+        threads.max(crate::storage::REMOTE_READERS)
     } else {
         threads.max(1)
     };

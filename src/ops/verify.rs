@@ -110,9 +110,14 @@ fn verify_opened(
     let next = AtomicUsize::new(0);
     let found = Mutex::new(Vec::new());
     let fatal = Mutex::new(None);
+    let threads = if image.is_remote() {
+        threads.max(crate::storage::REMOTE_READERS)
+    } else {
+        threads.max(1)
+    };
     std::thread::scope(|s| {
         let mut workers = Vec::new();
-        for _ in 0..threads.max(1) {
+        for _ in 0..threads {
             workers.push(s.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= index.chunks.len() || check_interrupt().is_err() {

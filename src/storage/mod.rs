@@ -77,6 +77,10 @@ impl Blob {
     }
 }
 
+/// Chunk readers (threads, requests in flight) of a command that reads a whole image from
+/// a bucket (restore, verify): each waits on the network more than on decompression.
+pub const REMOTE_READERS: usize = 8;
+
 /// Where a new image is written: a local file, or an upload to a bucket.
 pub enum Output {
     File(File),
