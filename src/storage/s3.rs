@@ -212,7 +212,7 @@ impl Object {
     /// a missing bucket from a missing object, or a wrong secret from a missing permission.
     pub fn open(url: &Path) -> Result<Object> {
         let (client, key) = object_client(url)?;
-        let resp = first_byte(&client, &key, url, &[416])
+        let mut resp = first_byte(&client, &key, url, &[416])
             .map_err(|e| Error::io(url, "cannot open image", e))?;
         let header = |n: &str| {
             resp.headers()
@@ -234,8 +234,10 @@ impl Object {
                 io::Error::other("the server gave no object size"),
             )
         })?;
+        let etag = header("etag");
+        drain(&mut resp);
         Ok(Object {
-            etag: header("etag"),
+            etag,
             client,
             key,
             url: url.to_path_buf(),
@@ -415,7 +417,10 @@ fn send_and_read(
         }
         let mut reader = resp.body_mut().as_reader();
         match reader.read_exact(buf) {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                drain(&mut resp);
+                return Ok(());
+            }
             Err(e) if attempt == ATTEMPTS => return Err(e),
             Err(_) => {}
         }
@@ -822,12 +827,24 @@ fn upload_part(
         .bucket
         .upload_part(client.credentials.as_ref(), key, number, id)
         .sign(SIGNED_FOR);
-    let resp = send(url, || client.agent.put(signed.as_str()).send(data))?;
-    resp.headers()
+    let mut resp = send(url, || client.agent.put(signed.as_str()).send(data))?;
+    let tag = resp
+        .headers()
         .get("etag")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
-        .ok_or_else(|| io::Error::other("the server gave no entity tag for a part"))
+        .ok_or_else(|| io::Error::other("the server gave no entity tag for a part"));
+    drain(&mut resp);
+    tag
+}
+
+/// Reads the rest of an answer's body: only a body read to its end gives its connection
+/// back to the pool, and a new connection per request costs a TCP (and TLS) handshake.
+fn drain(resp: &mut ureq::http::Response<ureq::Body>) {
+    let _ = io::copy(
+        &mut resp.body_mut().as_reader().take(64 << 10),
+        &mut io::sink(),
+    );
 }
 
 /// Reads an answer's body (an XML document of a few KiB).
@@ -865,6 +882,7 @@ fn exists(client: &Client, key: &str, url: &Path) -> Result<bool> {
     let mut resp =
         first_byte(client, key, url, &[404, 416]).map_err(|e| Error::io(url, "cannot check", e))?;
     if resp.status().as_u16() != 404 {
+        drain(&mut resp);
         return Ok(true);
     }
     if error_code(&mut resp) == "NoSuchBucket" {
@@ -941,7 +959,7 @@ pub fn delete(url: &Path) -> Result<()> {
         .delete_object(client.credentials.as_ref(), &key)
         .sign(SIGNED_FOR);
     send(url, || client.agent.delete(signed.as_str()).call())
-        .map(drop)
+        .map(|mut r| drain(&mut r))
         .map_err(|e| Error::io(url, "cannot remove", e))
 }
 
