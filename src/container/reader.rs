@@ -340,6 +340,61 @@ impl Image {
             .map_err(ChunkLoadError::Fault)
     }
 
+    /// How many chunks from `first` (at most `max`, together at most `max_bytes` stored)
+    /// lie one after another in the file, so [`Image::load_run`] reads them at once.
+    pub fn run_len(&self, first: u32, max: u32, max_bytes: u64) -> u32 {
+        let chunks = &self.index.chunks;
+        let record = |i: usize| CHUNK_RECORD_HEADER as u64 + u64::from(chunks[i].stored_len);
+        let start = first as usize;
+        let mut bytes = record(start);
+        let mut n = 1;
+        while n < max {
+            let i = start + n as usize;
+            let Some(next) = chunks.get(i) else { break };
+            bytes += record(i);
+            if next.offset != chunks[i - 1].offset + record(i - 1) || bytes > max_bytes {
+                break;
+            }
+            n += 1;
+        }
+        n
+    }
+
+    /// Reads and checks chunks `first..first + n`, which lie one after another in the file
+    /// ([`Image::run_len`]), with one read: for an image in a bucket, one request.
+    pub fn load_run(&self, first: u32, n: u32) -> Vec<Result<Arc<[u8]>, ChunkLoadError>> {
+        if n <= 1 {
+            return vec![self.load_chunk(first)];
+        }
+        let entries = &self.index.chunks[first as usize..(first + n) as usize];
+        let start = entries[0].offset;
+        let last = &entries[entries.len() - 1];
+        let end = last.offset + CHUNK_RECORD_HEADER as u64 + u64::from(last.stored_len);
+        // Bounded by the caller's byte limit, so the run fits in memory.
+        let mut all = vec![0u8; crate::le::clamp_len(end - start, usize::MAX)];
+        if let Err(e) = self.blob.read_exact_at(&mut all, start) {
+            return (0..n)
+                .map(|_| {
+                    Err(ChunkLoadError::Io(std::io::Error::new(
+                        e.kind(),
+                        e.to_string(),
+                    )))
+                })
+                .collect();
+        }
+        entries
+            .iter()
+            .zip(first..)
+            .map(|(entry, i)| {
+                let at = crate::le::clamp_len(entry.offset - start, usize::MAX);
+                let mut record =
+                    all[at..at + CHUNK_RECORD_HEADER + entry.stored_len as usize].to_vec();
+                open_record(entry, &mut record, self.key.as_ref().map(|k| (k, i)))
+                    .map_err(ChunkLoadError::Fault)
+            })
+            .collect()
+    }
+
     /// Turns a chunk failure into an error naming the chunk, its file offset and disk range.
     pub fn chunk_error(&self, i: u32, e: ChunkLoadError) -> Error {
         let entry = &self.index.chunks[i as usize];
