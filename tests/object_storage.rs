@@ -1,23 +1,30 @@
 //! Images in an S3-compatible bucket (`s3://BUCKET/KEY`), served by a real Garage started by
-//! each test (tests/common/s3.rs) and filled with curl, never with strata.
+//! each test (tests/common/s3.rs) and inspected with curl.
 //!
-//! Chains of an ext4 disk changed through the kernel, full, differential and incremental,
-//! clones and used blocks, are made locally and uploaded under one prefix: from the bucket,
-//! `info` gives what it gives for the local files, `verify` passes, every point restores to
-//! the same bytes as its local copy (clones: the disk as it was), `ls`, `cat` and `cp` give
-//! the files the kernel showed (`fixtures/manifest.sh`), a FUSE mount shows the same tree,
-//! and nothing is written to the bucket. Wrong credentials, a missing bucket or object, a
-//! parent object replaced, deleted or in another prefix, and a stopped server each give one
-//! clear line naming the `s3://` URL, a non-zero exit, no output file and no hang.
+//! Reading: chains of an ext4 disk changed through the kernel, full, differential and
+//! incremental, clones and used blocks, are made locally and uploaded with curl under one
+//! prefix: from the bucket, `info` gives what it gives for the local files, `verify` passes,
+//! every point restores to the same bytes as its local copy (clones: the disk as it was),
+//! `ls`, `cat` and `cp` give the files the kernel showed (`fixtures/manifest.sh`), a FUSE
+//! mount shows the same tree, and nothing is written to the bucket. Wrong credentials, a
+//! missing bucket or object, a parent object replaced, deleted or in another prefix, and a
+//! stopped server each give one clear line naming the `s3://` URL, a non-zero exit, no
+//! output file and no hang.
 //!
-//! The round trip needs root (loop mounts for the kernel's ext4 and the manifests), the
-//! mount test /dev/fuse too; every test needs garage 2.5.0 and curl (tests/run-all.sh
-//! installs them). Under `CI=true` nothing is skipped.
+//! Writing: the same chains made by `create` straight into the bucket (and mixed with local
+//! files) read exactly as the chains made locally, catalogs included; an existing object is
+//! kept unless `--force`; a server killed during an upload, or strata killed or interrupted,
+//! leaves no object, and incomplete uploads are aborted (by the run, or by the next one).
+//! Mounts outlive a stopped server and stay responsive on a slow one.
+//!
+//! The round trips and mounts need root (loop mounts for the kernel's ext4 and the
+//! manifests), the mounts /dev/fuse too; every test needs garage 2.5.0 and curl
+//! (tests/run-all.sh installs them). Under `CI=true` nothing is skipped.
 #![cfg(target_os = "linux")]
 
 mod common;
 
-use common::s3::{Garage, BUCKET};
+use common::s3::{Garage, SlowProxy, BUCKET};
 use common::*;
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -84,38 +91,85 @@ fn cmd(args: &[&dyn AsRef<OsStr>]) -> Command {
 
 /// Runs `c` and returns its output; fails the test if it takes longer than [`LIMIT`] (the
 /// process is killed).
-fn within(mut c: Command) -> Output {
-    let mut child = c
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("strata runs");
-    let drain = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut v = Vec::new();
-            let _ = r.read_to_end(&mut v);
-            v
-        })
-    };
-    let out = drain(Box::new(child.stdout.take().unwrap()));
-    let err = drain(Box::new(child.stderr.take().unwrap()));
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
+fn within(c: Command) -> Output {
+    Running::start(c).wait(LIMIT)
+}
+
+/// A command started in the background, its output collected as it comes.
+struct Running {
+    child: std::process::Child,
+    what: String,
+    out: Option<std::thread::JoinHandle<Vec<u8>>>,
+    err: Option<std::thread::JoinHandle<Vec<u8>>>,
+}
+
+impl Running {
+    fn start(mut c: Command) -> Running {
+        let mut child = c
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{c:?}: {e}"));
+        let drain = |mut r: Box<dyn Read + Send>| {
+            std::thread::spawn(move || {
+                let mut v = Vec::new();
+                let _ = r.read_to_end(&mut v);
+                v
+            })
+        };
+        let out = drain(Box::new(child.stdout.take().unwrap()));
+        let err = drain(Box::new(child.stderr.take().unwrap()));
+        Running {
+            child,
+            what: format!("{c:?}"),
+            out: Some(out),
+            err: Some(err),
         }
-        if start.elapsed() > LIMIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{c:?} did not end within {LIMIT:?}");
+    }
+
+    /// Whether it still runs.
+    fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Sends `signal` to it (this process only).
+    fn signal(&self, signal: libc::c_int) {
+        // SAFETY: kill has no memory-safety preconditions; the pid is our own child, not
+        // yet waited for, so it cannot have been reused.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, signal);
         }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Output {
-        status,
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
+    }
+
+    /// Its output once it ends; fails the test if it runs `limit` from now (it is killed).
+    fn wait(mut self, limit: Duration) -> Output {
+        let start = Instant::now();
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            if start.elapsed() > limit {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("{} did not end within {limit:?}", self.what);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Output {
+            status,
+            stdout: self.out.take().unwrap().join().unwrap(),
+            stderr: self.err.take().unwrap().join().unwrap(),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.running() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 
@@ -306,6 +360,16 @@ struct Points {
 /// kernel point by point and images each point into every chain of `chains` (a directory
 /// and `create` options), as [`NAMES`] and [`PARENTS`] say.
 fn build_points(dir: &Path, chains: &[(&Path, &[&str])]) -> Points {
+    build_points_with(dir, chains, |_, _| {})
+}
+
+/// [`build_points`], calling `also(i, disk)` once point `i` is imaged into the chains (for
+/// images made otherwise).
+fn build_points_with(
+    dir: &Path,
+    chains: &[(&Path, &[&str])],
+    mut also: impl FnMut(usize, &Path),
+) -> Points {
     let tree = dir.join("tree");
     first_tree(&tree);
     let vol = dir.join("vol.ext4");
@@ -342,6 +406,7 @@ fn build_points(dir: &Path, chains: &[(&Path, &[&str])]) -> Points {
             }
             ok(c.output().unwrap());
         }
+        also(i, &disk);
         p.shas.push(sha256(&disk));
         p.manifests
             .push(manifest(&disk, None, &dir.join(format!("{name}.manifest"))));
@@ -495,9 +560,14 @@ struct Mounted(PathBuf);
 
 impl Mounted {
     fn new(image: &str, dir: &Path) -> Mounted {
+        Mounted::by(cmd(&[&"mount", &image, &dir]), dir)
+    }
+
+    /// Mounted by `mount`, a `strata mount IMAGE DIR` command.
+    fn by(mount: Command, dir: &Path) -> Mounted {
         std::fs::create_dir_all(dir).unwrap();
         let m = Mounted(dir.to_path_buf());
-        ok(within(cmd(&[&"mount", &image, &dir])));
+        ok(within(mount));
         assert!(is_mounted(dir), "mount returned before the mount was there");
         m
     }
@@ -875,4 +945,684 @@ fn garage_serves_what_curl_puts() {
     assert_eq!(s3.head("harness/blob.bin"), None);
     assert!(s3.get("harness/blob.bin").is_none());
     assert!(s3.dir().join("server.log").exists());
+}
+
+// ---------------------------------------------------------------------------------------
+// Images written by strata into a bucket.
+
+/// `find IMAGE '*' --json` of the chain of `image`, each row keyed by the name of its
+/// point's image (the last part of its path or URL) instead of where it is and when it was
+/// made, in order. Every point must have a catalog: nothing on stderr (a point without one
+/// is walked, with a note).
+fn found(image: &Path, what: &str) -> Vec<(String, serde_json::Value)> {
+    let o = within(cmd(&[&"find", &image, &"*", &"--json"]));
+    let (code, out, err) = outcome(&o);
+    assert_eq!(code, 0, "{what}: find: {err}");
+    assert!(err.is_empty(), "{what}: find said: {err}");
+    let mut rows: Vec<(String, serde_json::Value)> = out
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).expect("one JSON object a line");
+            let o = v.as_object_mut().unwrap();
+            let image = o.remove("image").unwrap();
+            o.remove("point");
+            let name = image.as_str().unwrap().rsplit('/').next().unwrap();
+            (name.to_string(), v)
+        })
+        .collect();
+    rows.sort_by_key(|(n, v)| (n.clone(), v.to_string()));
+    rows
+}
+
+/// The parent `info --json` says `image` recorded (`parent_hint`).
+fn parent_hint(image: &Path) -> String {
+    info_json(image)["parent_hint"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// A chain of the ext4 disk changed through the kernel (full, differential, incremental)
+/// written by `create` straight into a bucket, each parent an object beside its child, of
+/// used blocks and of clones, and the same chain written to local files: every object is
+/// whole (its size is the one `info` gives), every point restores byte for byte as the
+/// local point does (clones: as the disk was), `ls -R --json` lists what it lists locally,
+/// `cp -r` gives the kernel's files, and `find` finds in every point exactly the entries it
+/// finds locally, from catalogs (nothing walked), the files being the kernel's: the
+/// catalog built during the upload is right. A child records a parent in its prefix by
+/// name. Mixed chains restore as well: a full image on disk, a differential of it in the
+/// bucket (recording the local parent's absolute path), an incremental of that on disk
+/// (recording the parent's URL).
+#[test]
+fn chains_written_into_a_bucket_read_as_the_same_chains_written_locally() {
+    let test = "chains_written_into_a_bucket_read_as_the_same_chains_written_locally";
+    if !require_root(test) {
+        return;
+    }
+    let Some(s3) = Garage::start(test) else {
+        return;
+    };
+    let d = tempdir();
+    let local = d.path().join("local");
+    let mixed = d.path().join("mixed");
+    std::fs::create_dir(&local).unwrap();
+    std::fs::create_dir(&mixed).unwrap();
+    let (used_url, clones_url) = (s3.url("written/used"), s3.url("written/clones"));
+    let (used, clones) = (Path::new(&used_url), Path::new(&clones_url));
+    // Mixed: the local full image, a differential of it in the bucket, an incremental of
+    // that in a local directory.
+    let mixed_diff = PathBuf::from(s3.url(&format!("mixed/{}.strata", NAMES[1])));
+    let mixed_inc = img(&mixed, NAMES[2]);
+    let points = build_points_with(
+        d.path(),
+        &[(&local, &[]), (used, &[]), (clones, &["--clone"])],
+        |i, disk| {
+            let (target, flag, parent) = match i {
+                1 => (&mixed_diff, "--differential", img(&local, NAMES[0])),
+                2 => (&mixed_inc, "--incremental", mixed_diff.clone()),
+                _ => return,
+            };
+            ok(within(cmd(&[
+                &"create", &disk, target, &"-q", &flag, &parent,
+            ])));
+        },
+    );
+
+    // Six objects, each as large as the image it holds.
+    let objects = s3.list("written/");
+    assert_eq!(objects.len(), 6, "{objects:?}");
+    for (key, size, _) in &objects {
+        let v = info_json(Path::new(&s3.url(key)));
+        assert_eq!(v["image_bytes"].as_u64(), Some(*size), "{key}: object size");
+        assert_eq!(v["chain_error"], serde_json::Value::Null, "{key}");
+        assert!(
+            v["catalog"].is_object(),
+            "{key}: no catalog: {}",
+            v["catalog"]
+        );
+    }
+    assert!(s3.uploads("").is_empty(), "incomplete uploads left");
+
+    for (i, n) in NAMES.iter().enumerate() {
+        let what = format!("written/used/{n}");
+        let l = img(&local, n);
+        let (u, c) = (img(used, n), img(clones, n));
+        let sha = restored_sha(&l, d.path());
+        assert_eq!(restored_sha(&u, d.path()), sha, "{what}: restored");
+        assert_eq!(
+            restored_sha(&c, d.path()),
+            points.shas[i],
+            "written/clones/{n}: restored"
+        );
+        if let Some((_, parent)) = PARENTS[i] {
+            let want = format!("{}.strata", NAMES[parent]);
+            assert_eq!(parent_hint(&u), want, "{what}: parent recorded");
+        }
+
+        let (lt, l_clean) = ls_tree(&l, "/p1");
+        let (ut, u_clean) = ls_tree(&u, "/p1");
+        assert!(l_clean && u_clean, "{what}: ls reported errors");
+        let json = |m: &BTreeMap<String, Listed>| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.json.clone()))
+                .collect::<BTreeMap<_, _>>()
+        };
+        assert_eq!(json(&ut), json(&lt), "{what}: ls -R --json");
+        let out = d.path().join(format!("used-{n}.out"));
+        compare_with_manifest_into(&u, &out, &points.manifests[i], &["p1"], &[]);
+    }
+
+    // The catalogs: the same entries in every point as locally, and the kernel's files.
+    let top = NAMES[2];
+    let want = found(&img(&local, top), "local");
+    for chain in [used, clones] {
+        let got = found(&img(chain, top), &chain.display().to_string());
+        assert_eq!(got, want, "{}: find rows", chain.display());
+    }
+    for (i, n) in NAMES.iter().enumerate() {
+        let listed: BTreeMap<String, u64> = want
+            .iter()
+            .filter(|(image, v)| *image == format!("{n}.strata") && v["type"] == "file")
+            .filter_map(|(_, v)| {
+                let path = v["path"].as_str()?.strip_prefix("/p1")?;
+                Some((path.to_string(), v["size"].as_u64()?))
+            })
+            .collect();
+        let kernel: BTreeMap<String, u64> = points.manifests[i]
+            .lines()
+            .map(|l| l.split('\t').collect::<Vec<_>>())
+            .filter(|f| f[0] == "p1" && f[2] == "f")
+            .map(|f| (f[1].to_string(), f[3].parse().unwrap()))
+            .collect();
+        assert_eq!(listed, kernel, "{n}: files found");
+    }
+
+    // The mixed chain: each point restores as the local one, each parent recorded as it
+    // was given.
+    assert_eq!(
+        restored_sha(&mixed_diff, d.path()),
+        restored_sha(&img(&local, NAMES[1]), d.path()),
+        "a differential in the bucket of a local full image: restored"
+    );
+    assert_eq!(
+        parent_hint(&mixed_diff),
+        img(&local, NAMES[0]).display().to_string(),
+        "a local parent is recorded by its absolute path"
+    );
+    assert_eq!(
+        restored_sha(&mixed_inc, d.path()),
+        restored_sha(&img(&local, NAMES[2]), d.path()),
+        "a local incremental of a differential in the bucket: restored"
+    );
+    assert_eq!(
+        parent_hint(&mixed_inc),
+        mixed_diff.display().to_string(),
+        "a parent in a bucket is recorded by its URL"
+    );
+}
+
+/// `create` to a key that holds an object: without `--force` it fails as it does over an
+/// existing local file (the same exit code) with one line naming the URL, starts no upload
+/// and leaves the object byte for byte as it was; with `--force` the object is replaced
+/// and reads as the new image. A missing bucket, with or without `--force`: one line
+/// naming the URL that says "bucket", the exit code of a missing local directory, and
+/// nothing written to the bucket that exists.
+#[test]
+fn an_existing_object_is_kept_unless_forced_and_a_missing_bucket_is_named() {
+    let test = "an_existing_object_is_kept_unless_forced_and_a_missing_bucket_is_named";
+    let Some(s3) = Garage::start(test) else {
+        return;
+    };
+    let d = tempdir();
+    let first = raw_disk(d.path(), "first.img", 6 << 20, 500);
+    let second = raw_disk(d.path(), "second.img", 6 << 20, 600);
+    let key = "existing/disk.strata";
+    let url = s3.url(key);
+    ok(within(cmd(&[&"create", &first, &url, &"-q"])));
+    let before = s3.get(key).expect("the object written");
+    let first_uuid = info_json(Path::new(&url))["uuid"].clone();
+
+    // The local case, for its exit code.
+    let local = d.path().join("disk.strata");
+    ok(within(cmd(&[&"create", &first, &local, &"-q"])));
+    let (exists_code, _, lerr) = outcome(&within(cmd(&[&"create", &second, &local, &"-q"])));
+    assert_ne!(exists_code, 0, "local create over a file: {lerr}");
+
+    let o = within(cmd(&[&"create", &second, &url, &"-q"]));
+    refused(
+        &o,
+        exists_code,
+        &[&url],
+        &["exists", "force"],
+        "create over an object",
+    );
+    let after = s3.get(key).expect("the object kept");
+    assert_eq!(hex_sha(&after), hex_sha(&before), "the object changed");
+    assert!(s3.uploads("").is_empty(), "an upload was started");
+
+    ok(within(cmd(&[&"create", &second, &url, &"-q", &"--force"])));
+    let replaced = s3.get(key).expect("the object replaced");
+    assert_ne!(
+        hex_sha(&replaced),
+        hex_sha(&before),
+        "--force: not replaced"
+    );
+    assert_ne!(
+        info_json(Path::new(&url))["uuid"],
+        first_uuid,
+        "--force: still the first image"
+    );
+    assert_eq!(
+        restored_sha(Path::new(&url), d.path()),
+        sha256(&second),
+        "--force: restored"
+    );
+    ok(within(cmd(&[&"verify", &url, &"-q"])));
+
+    // A missing bucket.
+    let objects = s3.list("");
+    let no_dir = d.path().join("no such dir/disk.strata");
+    let (missing_code, _, lerr) = outcome(&within(cmd(&[&"create", &first, &no_dir, &"-q"])));
+    assert_ne!(
+        missing_code, 0,
+        "local create into a missing directory: {lerr}"
+    );
+    let no_bucket = format!("s3://{BUCKET}-no-such-bucket/existing/disk.strata");
+    for force in [false, true] {
+        let what = format!("create into a missing bucket (--force: {force})");
+        let mut c = cmd(&[&"create", &first, &no_bucket, &"-q"]);
+        if force {
+            c.arg("--force");
+        }
+        refused(&within(c), missing_code, &[&no_bucket], NO_BUCKET, &what);
+    }
+    assert_eq!(s3.list(""), objects, "the bucket changed");
+    assert!(s3.uploads("").is_empty(), "an upload was started");
+}
+
+/// A raw disk file `name` of `len` bytes of noise: incompressible, its image is as large.
+fn random_disk(dir: &Path, name: &str, len: usize, seed: u64) -> PathBuf {
+    use std::io::Write;
+    let path = dir.join(name);
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    let block = 8 << 20;
+    for (k, at) in (0..len).step_by(block).enumerate() {
+        f.write_all(&noise(block.min(len - at), seed + k as u64))
+            .unwrap();
+    }
+    f.flush().unwrap();
+    path
+}
+
+/// A source whose upload takes seconds (a clone of it is ~400 MB).
+const LARGE: usize = 400 << 20;
+
+/// Waits until `run`, a `create` to `key`, has an upload of `key` holding at least one
+/// part; returns the upload's id. Fails if `run` ends first or no part shows within
+/// [`LIMIT`].
+fn upload_under_way(s3: &Garage, key: &str, run: &mut Running) -> String {
+    let start = Instant::now();
+    loop {
+        for (k, id) in s3.uploads(key) {
+            if k == key && s3.parts(key, &id) > 0 {
+                return id;
+            }
+        }
+        assert!(
+            run.running(),
+            "the upload of {key} ended before it was seen under way"
+        );
+        assert!(
+            start.elapsed() < LIMIT,
+            "no part of {key} uploaded within {LIMIT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The server killed (SIGKILL) while `create` uploads a large image: strata fails within
+/// [`LIMIT`] with one line naming the URL that says the server cannot be reached, and no
+/// object appears (looked for once the server is back). Garage restarted on its data, the
+/// same `create` succeeds, the object restores to the source byte for byte, and no
+/// incomplete upload of the key is left.
+#[test]
+fn a_server_killed_during_an_upload_fails_it_and_the_rerun_completes() {
+    let test = "a_server_killed_during_an_upload_fails_it_and_the_rerun_completes";
+    let Some(mut s3) = Garage::start(test) else {
+        return;
+    };
+    let d = tempdir();
+    let disk = random_disk(d.path(), "random.img", LARGE, 70);
+    let key = "killed/server.strata";
+    let url = s3.url(key);
+    let create = || cmd(&[&"create", &disk, &url, &"-q", &"--clone"]);
+    let mut run = Running::start(create());
+    upload_under_way(&s3, key, &mut run);
+    s3.kill();
+    let killed = Instant::now();
+    let o = run.wait(LIMIT);
+    let took = killed.elapsed();
+    let err = refused(
+        &o,
+        1,
+        &[&url],
+        UNREACHABLE,
+        "the server killed during the upload",
+    );
+    eprintln!("{test}: strata ended {took:?} after the kill: {err}");
+
+    s3.restart();
+    assert_eq!(s3.head(key), None, "an object after the failed upload");
+    // The server was down until strata ended: its upload could not be aborted.
+    assert_eq!(s3.uploads(key).len(), 1, "the failed run's upload");
+    ok(within(create()));
+    assert!(s3.head(key).is_some(), "no object after the rerun");
+    assert_eq!(s3.uploads(key), vec![], "incomplete uploads of {key} left");
+    assert_eq!(
+        restored_sha(Path::new(&url), d.path()),
+        sha256(&disk),
+        "restored after the rerun"
+    );
+}
+
+/// strata killed (SIGKILL) while it uploads: no object, and its incomplete upload stays
+/// (nothing could abort it); the next `create` to the key succeeds, the object restores,
+/// and no incomplete upload of the key is left (the stale one was aborted). Interrupted
+/// instead (SIGINT, SIGTERM): strata exits 1 within [`LIMIT`] with one line saying it was
+/// interrupted, and leaves no object and no incomplete upload: it aborted its own.
+#[test]
+fn strata_killed_or_interrupted_during_an_upload_leaves_no_object() {
+    let test = "strata_killed_or_interrupted_during_an_upload_leaves_no_object";
+    let Some(s3) = Garage::start(test) else {
+        return;
+    };
+    let d = tempdir();
+    let disk = random_disk(d.path(), "random.img", LARGE, 80);
+    let key = "killed/strata.strata";
+    let url = s3.url(key);
+    let mut run = Running::start(cmd(&[&"create", &disk, &url, &"-q", &"--clone"]));
+    let id = upload_under_way(&s3, key, &mut run);
+    run.signal(libc::SIGKILL);
+    let o = run.wait(LIMIT);
+    assert_eq!(o.status.code(), None, "not killed: {o:?}");
+    assert_eq!(s3.head(key), None, "an object after the kill");
+    assert_eq!(
+        s3.uploads(key),
+        vec![(key.to_string(), id)],
+        "the killed run's upload"
+    );
+
+    let small = raw_disk(d.path(), "small.img", 6 << 20, 81);
+    ok(within(cmd(&[&"create", &small, &url, &"-q"])));
+    assert_eq!(s3.uploads(key), vec![], "incomplete uploads of {key} left");
+    assert_eq!(
+        restored_sha(Path::new(&url), d.path()),
+        sha256(&small),
+        "restored after the kill"
+    );
+
+    for (name, signal) in [("SIGINT", libc::SIGINT), ("SIGTERM", libc::SIGTERM)] {
+        let key = format!("interrupted/{name}.strata");
+        let url = s3.url(&key);
+        let mut run = Running::start(cmd(&[&"create", &disk, &url, &"-q", &"--clone"]));
+        upload_under_way(&s3, &key, &mut run);
+        run.signal(signal);
+        let o = run.wait(LIMIT);
+        // SIGTERM: the known bug above.
+        assert_eq!(
+            o.status.code(),
+            Some(1),
+            "{name}: strata did not stop cleanly (ended by the signal: {:?}); stderr: {}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+        );
+        refused(&o, 1, &[], &["interrupt"], name);
+        assert_eq!(s3.head(&key), None, "{name}: an object");
+        assert_eq!(s3.uploads(&key), vec![], "{name}: its upload left");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// A mount of an image in a bucket, the server failing or slow.
+
+/// A GPT disk whose ext4 volume (96 MiB, made by `mkfs.ext4 -d`) holds a large file of
+/// noise, `/big.bin` (48 MiB, many chunks), beside directories of small files: the disk and
+/// what the kernel shows of it. With `long_listings`, `/later/inner` and the directories
+/// of `/bulk` hold thousands of empty files with long names of noise: directory blocks
+/// that do not compress, more than a mount reads at its start, so that listing them needs
+/// metadata from the server.
+fn disk_with_a_large_file(dir: &Path, long_listings: bool) -> (PathBuf, String) {
+    let tree = dir.join("large-tree");
+    for sub in ["docs", "later/inner", "more"] {
+        std::fs::create_dir_all(tree.join(sub)).unwrap();
+    }
+    std::fs::write(tree.join("big.bin"), noise(48 << 20, 90)).unwrap();
+    for k in 0..12u64 {
+        let t = |n: usize, s: u64| text(n + 311 * k as usize, s + k);
+        std::fs::write(tree.join(format!("docs/doc-{k:02}.txt")), t(2_000, 100)).unwrap();
+        std::fs::write(tree.join(format!("later/inner/note {k}.txt")), t(700, 200)).unwrap();
+        std::fs::write(tree.join(format!("more/m{k}")), t(9_000, 300)).unwrap();
+    }
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    for k in 0..if long_listings { 10_300u64 } else { 0 } {
+        let name: String = noise(200, 1000 + k)
+            .iter()
+            .map(|b| ALPHABET[usize::from(b % 64)] as char)
+            .collect();
+        let sub = match k {
+            0..300 => "later/inner".to_string(),
+            _ => format!("bulk/b{}", k / 1000),
+        };
+        std::fs::create_dir_all(tree.join(&sub)).unwrap();
+        std::fs::write(tree.join(sub).join(name), b"").unwrap();
+    }
+    let vol = dir.join("large.ext4");
+    sh(
+        "mkfs.ext4",
+        &[
+            "-q",
+            "-F",
+            "-b",
+            "4096",
+            "-d",
+            tree.to_str().unwrap(),
+            vol.to_str().unwrap(),
+            "96M",
+        ],
+    );
+    let disk = dir.join("large-disk.img");
+    disk_with(&vol, &disk);
+    std::fs::remove_file(&vol).unwrap();
+    let m = manifest(&disk, None, &dir.join("large.manifest"));
+    (disk, m)
+}
+
+/// sha256 of `file` read by `sha256sum` (waited for `limit` at most): exit code, the hash
+/// (empty on failure), stderr, and how long it took.
+fn sha256sum(file: &Path, limit: Duration) -> (i32, String, String, Duration) {
+    let start = Instant::now();
+    let o = Running::start({
+        let mut c = Command::new("sha256sum");
+        c.arg(file);
+        c
+    })
+    .wait(limit);
+    let took = start.elapsed();
+    let (code, out, err) = outcome(&o);
+    let sha = out
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    (code, sha, err, took)
+}
+
+/// The server stopped under a mount of an image in a bucket: reading a file not read yet
+/// fails with an I/O error (never other bytes) within [`LIMIT`], and the mount stays,
+/// answering; the server started again, that file reads as the kernel read it, and so
+/// does every other file.
+#[test]
+fn a_mount_outlives_a_stopped_server_and_reads_again_once_it_is_back() {
+    let test = "a_mount_outlives_a_stopped_server_and_reads_again_once_it_is_back";
+    if !require_fuse(test) {
+        return;
+    }
+    let Some(mut s3) = Garage::start(test) else {
+        return;
+    };
+    let d = tempdir();
+    let (disk, manifest) = disk_with_a_large_file(d.path(), false);
+    let image = d.path().join("large.strata");
+    ok(within(cmd(&[&"create", &disk, &image, &"-q"])));
+    s3.put("mounted/large.strata", &image);
+    let url = s3.url("mounted/large.strata");
+    let mnt = d.path().join("mnt");
+    let m = Mounted::new(&url, &mnt);
+    let files = files_of(&manifest, "p1");
+    let file = |path: &str| mnt.join("p1").join(path.trim_start_matches('/'));
+    let (code, sha, err, _) = sha256sum(&file("/docs/doc-00.txt"), LIMIT);
+    assert_eq!((code, &sha), (0, &files["/docs/doc-00.txt"]), "{err}");
+
+    s3.stop();
+    // Waited for beyond LIMIT, so that the rest is checked too; the bound is checked last.
+    let (code, sha, err, failed_after) = sha256sum(&file("/big.bin"), 2 * LIMIT);
+    eprintln!(
+        "{test}: the read failed after {failed_after:?}: {}",
+        err.trim()
+    );
+    assert_ne!(code, 0, "big.bin read with the server stopped: {sha}");
+    assert!(
+        err.contains("Input/output error"),
+        "big.bin with the server stopped: {err}"
+    );
+    assert!(is_mounted(&mnt), "the mount went with the server");
+    let o = within({
+        let mut c = Command::new("ls");
+        c.arg(&mnt);
+        c
+    });
+    assert_eq!(outcome(&o).1.trim(), "p1", "the mount's root: {o:?}");
+
+    s3.restart();
+    let (code, sha, err, _) = sha256sum(&file("/big.bin"), LIMIT);
+    assert_eq!(
+        (code, &sha),
+        (0, &files["/big.bin"]),
+        "big.bin with the server back: {err}"
+    );
+    for (path, want) in &files {
+        let (code, sha, err, _) = sha256sum(&file(path), LIMIT);
+        assert_eq!((code, &sha), (0, want), "{path}: {err}");
+    }
+    ok(within(cmd(&[&"unmount", &mnt])));
+    drop(m);
+    assert!(
+        failed_after < LIMIT,
+        "a read with the server stopped failed only after {failed_after:?}"
+    );
+}
+
+/// How long a listing of a mount may take while a large file is read.
+const RESPONSIVE: Duration = Duration::from_secs(5);
+
+/// A slow server under a mount (a proxy holds back every 64 KiB of its answers 200 ms):
+/// while `sha256sum` reads a large file not read before, which takes far longer, `ls -la`
+/// of the volume's root and of a directory not listed before each answer within
+/// [`RESPONSIVE`] with the entries the kernel showed, though listing needs metadata from
+/// the server: a large read does not hold up the rest of the mount.
+#[test]
+fn a_mount_of_a_slow_server_lists_while_a_large_file_is_read() {
+    let test = "a_mount_of_a_slow_server_lists_while_a_large_file_is_read";
+    if !require_fuse(test) {
+        return;
+    }
+    let Some(s3) = Garage::start(test) else {
+        return;
+    };
+    let d = tempdir();
+    let (disk, manifest) = disk_with_a_large_file(d.path(), true);
+    let image = d.path().join("large.strata");
+    ok(within(cmd(&[&"create", &disk, &image, &"-q"])));
+    s3.put("slow/large.strata", &image);
+    let url = s3.url("slow/large.strata");
+    let proxy = SlowProxy::start(&s3.endpoint, 64 << 10, Duration::from_millis(200));
+    let mnt = d.path().join("mnt");
+    let mut mount = cmd(&[&"mount", &url, &mnt]);
+    mount.env("AWS_ENDPOINT_URL", &proxy.endpoint);
+    let m = Mounted::by(mount, &mnt);
+    assert!(
+        proxy.bytes_down() > 0,
+        "the mount did not go through the proxy"
+    );
+
+    // The large file read, its data flowing.
+    let before = proxy.bytes_down();
+    let mut reading = Running::start({
+        let mut c = Command::new("sha256sum");
+        c.arg(mnt.join("p1/big.bin"));
+        c
+    });
+    let start = Instant::now();
+    while proxy.bytes_down() < before + (1 << 20) {
+        assert!(reading.running(), "big.bin read at once");
+        assert!(start.elapsed() < LIMIT, "big.bin is not being read");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // Small ranges (object pages, metadata) asked for while the listings ran: the large
+    // file's chunks are larger.
+    let mut small_asked = 0;
+    for dir in ["", "later/inner"] {
+        let path = mnt.join("p1").join(dir);
+        let asked = proxy.ranges().len();
+        let start = Instant::now();
+        let mut ls = Running::start({
+            let mut c = Command::new("ls");
+            c.arg("-la").arg(&path);
+            c
+        });
+        while ls.running() && start.elapsed() < RESPONSIVE {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Over the bound: still waited for, to say how long it took.
+        let o = ls.wait(LIMIT);
+        let took = start.elapsed();
+        let small = proxy.ranges()[asked..]
+            .iter()
+            .filter(|(a, b)| b - a <= 256 << 10)
+            .count();
+        small_asked += small;
+        eprintln!("{test}: ls -la /p1/{dir}: {took:?}, {small} small ranges asked");
+        let (code, out, err) = outcome(&o);
+        assert_eq!(code, 0, "ls -la /p1/{dir}: {err}");
+        assert!(
+            took < RESPONSIVE,
+            "ls -la /p1/{dir} took {took:?} while big.bin was read"
+        );
+        let prefix = if dir.is_empty() {
+            "/".to_string()
+        } else {
+            format!("/{dir}/")
+        };
+        let names: Vec<&str> = manifest
+            .lines()
+            .filter_map(|l| l.split('\t').nth(1)?.strip_prefix(prefix.as_str()))
+            .filter(|rest| !rest.contains('/'))
+            .collect();
+        assert!(names.len() > 3, "/p1/{dir}: {names:?}");
+        for n in names {
+            assert!(out.contains(n), "ls -la /p1/{dir}: {n} missing: {out}");
+        }
+    }
+    assert!(
+        small_asked > 0,
+        "the listings needed nothing from the server: they prove nothing"
+    );
+    assert!(
+        reading.running(),
+        "big.bin was read before the listings ended: they prove nothing"
+    );
+    drop(reading);
+    ok(within(cmd(&[&"unmount", &mnt])));
+    drop(m);
+}
+
+/// The source the mount table gives for the mount at `dir` (`/proc/self/mountinfo`, octal
+/// escapes left as they are).
+fn mount_source(dir: &Path) -> Option<String> {
+    let want = dir.to_str().unwrap().replace(' ', "\\040");
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some(want.as_str()))
+        .and_then(|l| l.split_once(" - "))
+        .and_then(|(_, rest)| rest.split(' ').nth(1).map(str::to_string))
+}
+
+/// A mount of an object is named in the mount table by its URL, `strata:s3://BUCKET/KEY`
+/// (a mount of a file, by the file's absolute path), and `strata unmount` takes it down.
+#[test]
+fn a_mount_of_an_object_is_named_by_its_url() {
+    let test = "a_mount_of_an_object_is_named_by_its_url";
+    if !require_fuse(test) {
+        return;
+    }
+    let Some(s3) = Garage::start(test) else {
+        return;
+    };
+    let d = tempdir();
+    let (_, full, inc) = raw_chain(&d.path().join("local"));
+    s3.put("named/full.strata", &full);
+    s3.put("named/inc.strata", &inc);
+    let url = s3.url("named/inc.strata");
+    let mnt = d.path().join("mnt");
+    let m = Mounted::by(cmd(&[&"mount", &"--raw", &url, &mnt]), &mnt);
+    assert_eq!(
+        mount_source(&mnt),
+        Some(format!("strata:{url}")),
+        "the mount's source"
+    );
+    ok(within(cmd(&[&"unmount", &mnt])));
+    assert!(!is_mounted(&mnt), "still mounted");
+    drop(m);
 }

@@ -65,9 +65,12 @@ fn fuser_config(o: &MountOptions, remote: bool) -> fuser::Config {
         // mount made without fusermount3 carries no subtype).
         M::FSName(format!(
             "{FSNAME_PREFIX}{}",
-            std::path::absolute(&o.image)
-                .unwrap_or_else(|_| o.image.clone())
-                .display()
+            if crate::storage::is_remote(&o.image) {
+                o.image.clone() // a URL, not a path to make absolute
+            } else {
+                std::path::absolute(&o.image).unwrap_or_else(|_| o.image.clone())
+            }
+            .display()
         )),
         M::Subtype("strata".into()),
     ];

@@ -13,6 +13,7 @@ use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 use std::collections::HashMap;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -379,21 +380,55 @@ fn send_ok(
 ) -> io::Result<ureq::http::Response<ureq::Body>> {
     let mut wait = FIRST_BACKOFF;
     let mut attempt = 1;
+    // While the server is known to be unreachable, one attempt: a mount's many reads would
+    // otherwise each wait through every retry before failing.
+    let attempts = if unreachable_now() { 1 } else { ATTEMPTS };
     loop {
-        let last = attempt == ATTEMPTS;
+        let last = attempt >= attempts;
         match call() {
             Ok(resp) if resp.status().is_success() || also_ok.contains(&resp.status().as_u16()) => {
-                return Ok(resp)
+                UNREACHABLE_UNTIL.store(0, Ordering::Relaxed);
+                return Ok(resp);
             }
             Ok(resp) if resp.status().is_server_error() && !last => {}
             Ok(mut resp) => return Err(status_error(url, &mut resp)),
-            Err(e) if last || !transient(&e) => return Err(transport_error(&e)),
+            Err(e) if last || !transient(&e) => {
+                if transient(&e) {
+                    mark_unreachable();
+                }
+                return Err(transport_error(&e));
+            }
             Err(_) => {}
         }
         std::thread::sleep(wait);
         wait *= 2;
         attempt += 1;
     }
+}
+
+/// Until when (milliseconds on [`clock`]) requests make one attempt: set when a request
+/// failed to reach the server through all its attempts, cleared by any answer.
+static UNREACHABLE_UNTIL: AtomicU64 = AtomicU64::new(0);
+/// How long a server that could not be reached is taken to stay so.
+const UNREACHABLE_FOR: Duration = Duration::from_secs(5);
+
+/// Milliseconds since the first call.
+fn clock() -> u64 {
+    static START: OnceLock<std::time::Instant> = OnceLock::new();
+    let ms = START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis();
+    u64::try_from(ms).unwrap_or(u64::MAX).max(1)
+}
+
+fn unreachable_now() -> bool {
+    clock() < UNREACHABLE_UNTIL.load(Ordering::Relaxed)
+}
+
+fn mark_unreachable() {
+    let ms = u64::try_from(UNREACHABLE_FOR.as_millis()).unwrap_or(u64::MAX);
+    UNREACHABLE_UNTIL.store(clock().saturating_add(ms), Ordering::Relaxed);
 }
 
 /// [`send`], then the body read into `buf`; a body cut short is retried like a failed

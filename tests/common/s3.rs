@@ -7,6 +7,10 @@
 //! removes its directory. Objects are put and inspected with curl's SigV4 signing, never
 //! with strata, so that a test compares strata with a second S3 client.
 //!
+//! A server can be killed or stopped mid-test ([`Garage::kill`], [`Garage::stop`]: its port
+//! then refuses connections) and started again on its data ([`Garage::restart`]); a
+//! [`SlowProxy`] in front of it makes it slow.
+//!
 //! While a thread holds a running [`Garage`], every [`super::strata`] command that thread
 //! makes gets the server's connection settings in its environment (`AWS_ACCESS_KEY_ID`,
 //! `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT_URL`) and none of the caller's other
@@ -19,11 +23,14 @@
 
 use super::skip;
 use std::cell::{Cell, RefCell};
-use std::net::TcpListener;
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The Garage release the tests are written against (`tests/run-all.sh` installs it).
@@ -171,6 +178,33 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Starts `garage -c CONFIG server`, logging to `DIR/server.log` (appended to: a restarted
+/// server's log follows the first one's).
+fn spawn_server(bin: &Path, config: &Path, dir: &Path) -> Result<Child, String> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("server.log"))
+        .unwrap();
+    let mut cmd = Command::new(bin);
+    cmd.arg("-c")
+        .arg(config)
+        .arg("server")
+        .env("RUST_LOG", "garage=warn")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+    // SAFETY: prctl is async-signal-safe and touches only the child. The server dies
+    // with the test thread that started it, even if the test process is killed.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    cmd.spawn().map_err(|e| format!("{}: {e}", bin.display()))
+}
+
 /// `s` percent-encoded for a URL's query or path (RFC 3986 unreserved characters kept;
 /// `/` too when `keep_slash`).
 pub fn uri_encode(s: &str, keep_slash: bool) -> String {
@@ -243,7 +277,7 @@ impl Garage {
         let ports = free_ports(3);
         let (s3, rpc, admin) = (ports[0], ports[1], ports[2]);
         let mut secret = [0u8; 32];
-        std::io::Read::read_exact(
+        Read::read_exact(
             &mut std::fs::File::open("/dev/urandom").unwrap(),
             &mut secret,
         )
@@ -274,24 +308,7 @@ api_bind_addr = "127.0.0.1:{admin}"
             ),
         )
         .unwrap();
-        let log = std::fs::File::create(d.join("server.log")).unwrap();
-        let mut cmd = Command::new(bin);
-        cmd.arg("-c")
-            .arg(&config)
-            .arg("server")
-            .env("RUST_LOG", "garage=warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log);
-        // SAFETY: prctl is async-signal-safe and touches only the child. The server dies
-        // with the test thread that started it, even if the test process is killed.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().map_err(|e| format!("{}: {e}", bin.display()))?;
+        let child = spawn_server(bin, &config, d)?;
         let mut g = Garage {
             dir,
             bin: bin.to_path_buf(),
@@ -346,15 +363,20 @@ api_bind_addr = "127.0.0.1:{admin}"
             "--key",
             "strata-key",
         ])?;
-        // The S3 API serves the bucket.
+        g.wait_served()?;
+        Ok(g)
+    }
+
+    /// Waits until the S3 API serves the bucket.
+    fn wait_served(&self) -> Result<(), String> {
         let start = Instant::now();
-        while g.request(&["-I"], &g.http_url(BUCKET, "")).0 != 200 {
+        while self.request(&["-I"], &self.http_url(BUCKET, "")).0 != 200 {
             if start.elapsed() > Duration::from_secs(15) {
-                return Err(format!("the bucket is not served: {}", g.log()));
+                return Err(format!("the bucket is not served: {}", self.log()));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        Ok(g)
+        Ok(())
     }
 
     /// `garage -c CONFIG ARGS`: its stdout, or its output as the error.
@@ -554,14 +576,84 @@ api_bind_addr = "127.0.0.1:{admin}"
             .collect()
     }
 
+    /// The incomplete multipart uploads of keys starting with `prefix`: (key, upload id),
+    /// from ListMultipartUploads.
+    pub fn uploads(&self, prefix: &str) -> Vec<(String, String)> {
+        // curl signs the query as written: its parameters in canonical (sorted) order.
+        let url = format!(
+            "{}?prefix={}&uploads=",
+            self.http_url(BUCKET, ""),
+            uri_encode(prefix, false)
+        );
+        let (code, body) = self.request(&[], &url);
+        let xml = String::from_utf8_lossy(&body);
+        assert_eq!(code, 200, "LIST UPLOADS {url}: {xml}");
+        assert!(
+            xml.contains("<IsTruncated>false</IsTruncated>"),
+            "listing truncated: {xml}"
+        );
+        xml.split("<Upload>")
+            .skip(1)
+            .map(|u| {
+                let one = |tag: &str| {
+                    xml_values(u, tag)
+                        .into_iter()
+                        .next()
+                        .unwrap_or_else(|| panic!("no {tag} in {u}"))
+                };
+                (one("Key"), one("UploadId"))
+            })
+            .collect()
+    }
+
+    /// How many parts the incomplete upload `id` of `key` holds (ListParts).
+    pub fn parts(&self, key: &str, id: &str) -> usize {
+        let url = format!(
+            "{}?uploadId={}",
+            self.http_url(BUCKET, key),
+            uri_encode(id, false)
+        );
+        let (code, body) = self.request(&[], &url);
+        let xml = String::from_utf8_lossy(&body);
+        match code {
+            200 => xml.matches("<Part>").count(),
+            // Completed or aborted meanwhile.
+            404 => 0,
+            _ => panic!("LIST PARTS {url}: {code} {xml}"),
+        }
+    }
+
+    /// Kills the server at once (SIGKILL: no request it was answering is finished) and
+    /// keeps its S3 port as [`Garage::stop`] does.
+    pub fn kill(&mut self) {
+        self.halt(libc::SIGKILL);
+    }
+
     /// Stops the server (its own process only) and keeps its S3 port bound without
     /// listening, so that strata's connections to it are refused. The settings stay.
     pub fn stop(&mut self) {
+        self.halt(libc::SIGTERM);
+    }
+
+    /// Starts the stopped (or killed) server again, on the same ports with the same data:
+    /// its objects, bucket and key are back. Returns once the bucket is served.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "the server is running");
+        self.held_port = None;
+        let child = spawn_server(&self.bin, &self.config, self.dir.path())
+            .unwrap_or_else(|e| panic!("garage did not start again: {e}"));
+        self.child = Some(child);
+        if let Err(e) = self.wait_served() {
+            panic!("garage restarted: {e}");
+        }
+    }
+
+    fn halt(&mut self, signal: libc::c_int) {
         if let Some(mut c) = self.child.take() {
             // SAFETY: kill has no memory-safety preconditions; the pid is our own child,
             // not yet waited for, so it cannot have been reused.
             unsafe {
-                libc::kill(c.id() as libc::pid_t, libc::SIGTERM);
+                libc::kill(c.id() as libc::pid_t, signal);
             }
             let start = Instant::now();
             while c.try_wait().unwrap().is_none() {
@@ -597,5 +689,128 @@ impl Drop for Garage {
             }
         });
         self.stop();
+    }
+}
+
+/// A TCP proxy on 127.0.0.1 in front of a server, slowing down what the server sends: each
+/// read of at most `chunk` bytes of its answers is held back `delay` before it is passed on
+/// (what clients send goes through at once). Every connection is its own; dropping the
+/// proxy closes them all. It notes the byte ranges clients ask for.
+pub struct SlowProxy {
+    /// `http://127.0.0.1:PORT`, where clients connect.
+    pub endpoint: String,
+    port: u16,
+    stop: Arc<AtomicBool>,
+    streams: Arc<Mutex<Vec<TcpStream>>>,
+    down: Arc<AtomicU64>,
+    ranges: Arc<Mutex<Vec<(u64, u64)>>>,
+    accept: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The byte ranges (`start..end`) of the `Range: bytes=A-B` headers in `data`, a piece of
+/// what a client sent (request heads are small: one read holds a whole one).
+fn ranges_asked(data: &[u8]) -> Vec<(u64, u64)> {
+    String::from_utf8_lossy(data)
+        .split("\r\n")
+        .filter_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            if !name.trim().eq_ignore_ascii_case("range") {
+                return None;
+            }
+            let (a, b) = value.trim().strip_prefix("bytes=")?.split_once('-')?;
+            Some((a.parse().ok()?, b.parse::<u64>().ok()? + 1))
+        })
+        .collect()
+}
+
+impl SlowProxy {
+    /// Starts forwarding to `endpoint` (`http://127.0.0.1:PORT`).
+    pub fn start(endpoint: &str, chunk: usize, delay: Duration) -> SlowProxy {
+        let upstream: SocketAddr = endpoint
+            .strip_prefix("http://")
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("{endpoint}: not http://IP:PORT"));
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut p = SlowProxy {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            port,
+            stop: Arc::default(),
+            streams: Arc::default(),
+            down: Arc::default(),
+            ranges: Arc::default(),
+            accept: None,
+        };
+        let (stop, streams) = (p.stop.clone(), p.streams.clone());
+        let (down, ranges) = (p.down.clone(), p.ranges.clone());
+        let accept = std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(client) = client else { continue };
+                let Ok(server) = TcpStream::connect(upstream) else {
+                    continue;
+                };
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                let clone = |s: &TcpStream| s.try_clone().unwrap();
+                streams
+                    .lock()
+                    .unwrap()
+                    .extend([clone(&client), clone(&server)]);
+                // Client to server: as it comes, its ranges noted.
+                let (mut from, mut to, ranges) = (clone(&client), clone(&server), ranges.clone());
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 64 << 10];
+                    while let Ok(n @ 1..) = from.read(&mut buf) {
+                        ranges.lock().unwrap().extend(ranges_asked(&buf[..n]));
+                        if to.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = to.shutdown(Shutdown::Write);
+                });
+                // Server to client: `chunk` bytes at most, then `delay`.
+                let (mut from, mut to, down) = (server, client, down.clone());
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; chunk];
+                    while let Ok(n @ 1..) = from.read(&mut buf) {
+                        std::thread::sleep(delay);
+                        if to.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                        down.fetch_add(n as u64, Ordering::SeqCst);
+                    }
+                    let _ = to.shutdown(Shutdown::Write);
+                });
+            }
+        });
+        p.accept = Some(accept);
+        p
+    }
+
+    /// The byte ranges clients asked for so far (`start..end`), in the order asked.
+    pub fn ranges(&self) -> Vec<(u64, u64)> {
+        self.ranges.lock().unwrap().clone()
+    }
+
+    /// Bytes passed on from the server to clients so far.
+    pub fn bytes_down(&self) -> u64 {
+        self.down.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for SlowProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wakes the accepting thread, which then sees `stop`.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(a) = self.accept.take() {
+            let _ = a.join();
+        }
+        for s in self.streams.lock().unwrap().drain(..) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
     }
 }
