@@ -53,6 +53,7 @@ pub mod point;
 pub mod progress;
 pub mod ranges;
 pub mod serve;
+pub mod storage;
 pub mod threads;
 pub mod units;
 pub mod vfs;

@@ -914,7 +914,7 @@ fn a_looping_chain_is_refused() {
     let write = |name: &str, h: Header, aliases: Vec<Alias>| {
         let p = d.path().join(name);
         let f = std::fs::File::create(&p).unwrap();
-        let mut w = ImageWriter::new(f, &p, h).unwrap();
+        let mut w = ImageWriter::new(strata::storage::Output::File(f), &p, h).unwrap();
         w.set_aliases(aliases);
         let (_, t, _) = w.finish().unwrap();
         (p, t.index_digest)

@@ -11,9 +11,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # g++: libFuzzer, built by cargo-fuzz. sleuthkit (fls, icat): a second reader of NTFS test disks.
 # chromium, chromium-driver, python3-venv, fonts-dejavu-core: the headless browser tests of
 # `strata serve` (tests/browser), with Selenium in the venv below.
+# curl: the independent S3 client of tests/object_storage.rs (Garage, below, is the server).
 PKGS=(gdisk fdisk dosfstools mtools ntfs-3g e2fsprogs fuse3 zstd faketime util-linux mount python3
       exfatprogs exfat-fuse attr tar procps libwim15 g++ sleuthkit
-      chromium chromium-driver python3-venv fonts-dejavu-core)
+      chromium chromium-driver python3-venv fonts-dejavu-core curl)
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -57,6 +58,23 @@ if ! command -v cargo >/dev/null; then
 fi
 command -v cargo >/dev/null || { echo "error: cargo not found; install Rust (rustup) first" >&2; exit 1; }
 cargo --version
+
+# Garage, the S3-compatible server the object storage tests start (tests/common/s3.rs), from
+# crates.io: a separate program, never linked. `cargo install` puts it in cargo's bin directory
+# (~/.cargo/bin, root or not; the first build takes 10-25 minutes), put on PATH for the tests.
+garage=2.5.0
+cargo_bin=${CARGO_HOME:-$HOME/.cargo}/bin
+case ":$PATH:" in *":$cargo_bin:"*) ;; *) export PATH="$cargo_bin:$PATH" ;; esac
+if ! garage --version 2>/dev/null | grep -qE "(^|[^0-9.])${garage//./\\.}([^0-9.]|$)"; then
+  echo "==> installing garage $garage (cargo install)"
+  if ! cargo install garage --locked --version "$garage"; then
+    if [ -n "${CI:-}" ]; then
+      echo "error: could not install garage $garage" >&2
+      exit 1
+    fi
+    echo "note: no garage $garage; the object storage tests will be skipped" >&2
+  fi
+fi
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check

@@ -25,6 +25,8 @@ const FSNAME_PREFIX: &str = "strata:";
 
 /// FUSE worker threads: reads of different files (and readahead of one) run in parallel.
 const WORKERS: usize = 4;
+/// FUSE worker threads of a mount of an image in a bucket.
+const REMOTE_WORKERS: usize = 16;
 
 /// Readahead of the mount, in KiB. The kernel caps a FUSE mount's at its default (128 KiB)
 /// whatever the daemon asks for, and that keeps one worker busy at a time on a sequential
@@ -51,7 +53,7 @@ fn open_view(o: &MountOptions) -> Result<(View, Arc<Chain>)> {
     crate::point::open_view(&o.image, &o.resolve, o.cache_bytes, o.partition, o.raw)
 }
 
-fn fuser_config(o: &MountOptions) -> fuser::Config {
+fn fuser_config(o: &MountOptions, remote: bool) -> fuser::Config {
     use fuser::MountOption as M;
     let mut c = fuser::Config::default();
     c.mount_options = vec![
@@ -63,16 +65,22 @@ fn fuser_config(o: &MountOptions) -> fuser::Config {
         // mount made without fusermount3 carries no subtype).
         M::FSName(format!(
             "{FSNAME_PREFIX}{}",
-            std::path::absolute(&o.image)
-                .unwrap_or_else(|_| o.image.clone())
-                .display()
+            if crate::storage::is_remote(&o.image) {
+                o.image.clone() // a URL, not a path to make absolute
+            } else {
+                std::path::absolute(&o.image).unwrap_or_else(|_| o.image.clone())
+            }
+            .display()
         )),
         M::Subtype("strata".into()),
     ];
     if o.allow_other {
         c.acl = fuser::SessionACL::All;
     }
-    c.n_threads = Some(WORKERS);
+    // The kernel keeps up to 12 reads (readahead) in the background: with an image in a
+    // bucket they can all wait on slow requests, and more workers than that keep lookups
+    // and listings answered meanwhile.
+    c.n_threads = Some(if remote { REMOTE_WORKERS } else { WORKERS });
     c.clone_fd = true;
     c
 }
@@ -107,8 +115,12 @@ pub fn mount(o: &MountOptions) -> Result<()> {
     if o.foreground {
         block_signals();
         chain.enable_prefetch();
-        let session = fuser::Session::new(ImageFs::new(view, log_stderr), mp, &fuser_config(o))
-            .map_err(|e| Error::io(mp, "cannot mount", e))?;
+        let session = fuser::Session::new(
+            ImageFs::new(view, log_stderr),
+            mp,
+            &fuser_config(o, chain.is_remote()),
+        )
+        .map_err(|e| Error::io(mp, "cannot mount", e))?;
         // After the session has answered the kernel's INIT, which would lower it again.
         let at = mp.to_path_buf();
         std::thread::spawn(move || raise_readahead(&at));
@@ -171,7 +183,11 @@ fn child(o: &MountOptions, view: View, chain: &Chain, wr: OwnedFd) -> i32 {
     block_signals();
     // Threads start in the child: they would not survive the fork.
     chain.enable_prefetch();
-    let session = match fuser::Session::new(ImageFs::new(view, log_syslog), mp, &fuser_config(o)) {
+    let session = match fuser::Session::new(
+        ImageFs::new(view, log_syslog),
+        mp,
+        &fuser_config(o, chain.is_remote()),
+    ) {
         Ok(s) => s,
         Err(e) => {
             let _ = write!(report, "{}", Error::io(mp, "cannot mount", e));

@@ -27,6 +27,7 @@ use crate::vfs::Vfs;
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -50,10 +51,22 @@ const STATE_PAGE: u64 = 512;
 /// Pages the cache holds before it starts again (about 32 MiB).
 const STATE_PAGES: usize = 4096;
 
+/// A [`Builder`]'s chain, source and source-only flag, to be sent to another thread.
+#[derive(Clone)]
+struct Seed(
+    Arc<Chain>,
+    Option<Arc<dyn BlockDev>>,
+    Option<Arc<AtomicBool>>,
+);
+
 /// Computes catalogs for one chain point.
 pub struct Builder {
     chain: Arc<Chain>,
     source: Option<Arc<dyn BlockDev>>,
+    /// Set when every read must come from the source (the point's own chunks cannot be read
+    /// yet, as while it is uploaded): records that a read could not be, which fails the
+    /// whole catalog rather than leave entries out of it.
+    only_source: Option<Arc<AtomicBool>>,
     bs: u64,
     zero_hash: u64,
     /// Block states of the point by page: files sit close together, so neighbouring
@@ -69,9 +82,37 @@ impl Builder {
         Builder {
             chain,
             source,
+            only_source: None,
             bs,
             zero_hash: zero_hash(bs),
             states: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// A builder for the point `chain` ends at, whose own chunks cannot be read: every byte
+    /// comes from `source`, the disk it was just made from, where it agrees with the
+    /// point's block hashes; [`Builder::build`] fails if any byte did not.
+    pub fn from_source_only(chain: Arc<Chain>, source: Arc<dyn BlockDev>) -> Builder {
+        Builder {
+            only_source: Some(Arc::new(AtomicBool::new(false))),
+            ..Builder::new(chain, Some(source))
+        }
+    }
+
+    /// What another thread needs to make a builder of the same point ([`Builder::sibling`]);
+    /// the block-state cache is not shared.
+    fn seed(&self) -> Seed {
+        Seed(
+            self.chain.clone(),
+            self.source.clone(),
+            self.only_source.clone(),
+        )
+    }
+
+    fn sibling(seed: Seed) -> Builder {
+        Builder {
+            only_source: seed.2,
+            ..Builder::new(seed.0, seed.1)
         }
     }
 
@@ -114,26 +155,13 @@ impl Builder {
         let (Some(src), false) = (&self.source, buf.is_empty() || end > self.chain.len()) else {
             return self.chain.read_at(offset, buf);
         };
-        let first = offset / self.bs;
-        let n = end.div_ceil(self.bs) - first;
-        let start = first * self.bs;
-        let stop = ((first + n) * self.bs).min(self.chain.len()).min(src.len());
-        let mut blocks = vec![0u8; crate::le::usize_of(n * self.bs)?];
-        let got = crate::le::usize_of(stop.saturating_sub(start))?;
-        let agrees = src.read_at(start, &mut blocks[..got]).is_ok() && {
-            let states = self.block_states(first, n)?;
-            let bs = crate::le::usize_of(self.bs)?;
-            blocks.chunks_exact(bs).zip(&states).all(|(b, s)| match s {
-                BlockState::Zero => is_zero(b),
-                BlockState::Hash(h) => xxh3_64(b) == *h,
-            })
-        };
-        if !agrees {
-            return self.chain.read_at(offset, buf);
+        if read_agreeing(&**src, self.bs, offset, buf, |f, n| self.block_states(f, n))? {
+            return Ok(());
         }
-        let from = crate::le::usize_of(offset - start)?;
-        buf.copy_from_slice(&blocks[from..from + buf.len()]);
-        Ok(())
+        match &self.only_source {
+            Some(missed) => Err(source_changed(missed)),
+            None => self.chain.read_at(offset, buf),
+        }
     }
 
     /// Reads bytes `from..from + buf.len()` of a file laid out as `map` says, the file's
@@ -158,7 +186,14 @@ impl Builder {
     /// Walks every filesystem of the point. Fails only when the partition table cannot be
     /// read; a filesystem or entry that cannot be read is left out or marked unreadable.
     pub fn build(&self) -> Result<Catalog> {
-        let dev: Arc<dyn BlockDev> = self.chain.clone();
+        let dev: Arc<dyn BlockDev> = match (&self.only_source, &self.source) {
+            (Some(missed), Some(source)) => Arc::new(SourceDev {
+                chain: self.chain.clone(),
+                source: source.clone(),
+                missed: missed.clone(),
+            }),
+            _ => self.chain.clone(),
+        };
         let vfs = Vfs::open(dev, self.chain.sector_size(), self.chain.cache())?;
         // Each filesystem is walked on its own thread: the walks read different parts of
         // the disk and share nothing but the chain's cache.
@@ -168,12 +203,12 @@ impl Builder {
                     .iter()
                     .filter_map(|m| Some((m, m.fs.as_ref().ok()?, m.kind?)))
                     .map(|(m, fs, kind)| {
-                        let (chain, source) = (self.chain.clone(), self.source.clone());
+                        let seed = self.seed();
                         s.spawn(move || {
                             Ok(Volume {
                                 name: m.name.clone(),
                                 fs: kind.name().to_string(),
-                                entries: Builder::new(chain, source).walk(&**fs, m.start)?,
+                                entries: Builder::sibling(seed).walk(&**fs, m.start)?,
                             })
                         })
                     })
@@ -181,6 +216,11 @@ impl Builder {
             )
         });
         let volumes = walks.into_iter().collect::<Result<Vec<Volume>>>()?;
+        if let Some(missed) = &self.only_source {
+            if missed.load(Ordering::Relaxed) {
+                return Err(source_changed(missed));
+            }
+        }
         Ok(Catalog {
             block_size: self.chain.block_size(),
             volumes,
@@ -264,9 +304,9 @@ impl Builder {
     ) -> Result<()> {
         let shared: &[Entry] = entries;
         // Each thread has its own builder: the block-state cache is not shared.
-        let (chain, source) = (&self.chain, &self.source);
+        let seed = self.seed();
         let results = crate::threads::map_parts(files, |part| -> Result<Vec<_>> {
-            let b = Builder::new(chain.clone(), source.clone());
+            let b = Builder::sibling(seed.clone());
             let mut out = Vec::with_capacity(part.len());
             for (n, (node, names)) in part.iter().enumerate() {
                 if n % 256 == 0 {
@@ -465,5 +505,78 @@ fn entry(parent: u32, name: String, m: &Metadata) -> Entry {
             })
             .collect(),
         unreadable: false,
+    }
+}
+
+/// Fills `buf` with disk bytes from `offset` read from `src`, if every block they touch
+/// there has the point's hash (`states` gives them) or is zero where the point has zeros;
+/// returns whether it did.
+fn read_agreeing(
+    src: &dyn BlockDev,
+    bs: u64,
+    offset: u64,
+    buf: &mut [u8],
+    states: impl Fn(u64, u64) -> Result<Vec<BlockState>>,
+) -> Result<bool> {
+    let end = offset.saturating_add(buf.len() as u64);
+    let first = offset / bs;
+    let n = end.div_ceil(bs) - first;
+    let start = first * bs;
+    let stop = ((first + n) * bs).min(src.len());
+    let mut blocks = vec![0u8; crate::le::usize_of(n * bs)?];
+    let got = crate::le::usize_of(stop.saturating_sub(start))?;
+    let agrees = src.read_at(start, &mut blocks[..got]).is_ok() && {
+        let states = states(first, n)?;
+        let bs = crate::le::usize_of(bs)?;
+        blocks.chunks_exact(bs).zip(&states).all(|(b, s)| match s {
+            BlockState::Zero => is_zero(b),
+            BlockState::Hash(h) => xxh3_64(b) == *h,
+        })
+    };
+    if agrees {
+        let from = crate::le::usize_of(offset - start)?;
+        buf.copy_from_slice(&blocks[from..from + buf.len()]);
+    }
+    Ok(agrees)
+}
+
+fn source_changed(missed: &AtomicBool) -> Error {
+    missed.store(true, Ordering::Relaxed);
+    Error::Invalid(
+        "the source disk no longer holds what was imaged, and the image cannot be read back \
+         while it is uploaded"
+            .into(),
+    )
+}
+
+/// The point's disk as its filesystems are read while its own chunks cannot be: from the
+/// source, block by block checked against the point ([`Builder::from_source_only`]).
+struct SourceDev {
+    chain: Arc<Chain>,
+    source: Arc<dyn BlockDev>,
+    missed: Arc<AtomicBool>,
+}
+
+impl BlockDev for SourceDev {
+    fn len(&self) -> u64 {
+        self.chain.len()
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let end = offset.saturating_add(buf.len() as u64);
+        if buf.is_empty() {
+            return Ok(());
+        }
+        if end > self.chain.len() {
+            return self.chain.read_at(offset, buf);
+        }
+        let bs = u64::from(self.chain.block_size());
+        if read_agreeing(&*self.source, bs, offset, buf, |f, n| {
+            self.chain.block_states(f, n)
+        })? {
+            Ok(())
+        } else {
+            Err(source_changed(&self.missed))
+        }
     }
 }

@@ -36,8 +36,8 @@ pub struct Notes {
 /// The images `arg` names: every image in it when it is a directory, else the image and
 /// its ancestors, oldest first.
 pub fn images(arg: &Path, opts: &ResolveOptions) -> Result<Vec<PathBuf>> {
-    if arg.is_dir() {
-        let v = resolve::images_in(arg);
+    if crate::storage::is_dir(arg) {
+        let v = crate::storage::files_in(arg, crate::container::EXTENSION)?;
         if v.is_empty() {
             return Err(Error::NotFound(format!(
                 "{}: no .strata images in this directory",

@@ -157,6 +157,10 @@ struct Prefetcher {
 /// Prefetch threads: two, so that decompression of a sequential read is not bound to one
 /// core while the reader copies.
 const PREFETCH_THREADS: usize = 2;
+/// Chunks read ahead in a chain with an image in a bucket (by
+/// [`crate::storage::REMOTE_READERS`] threads): requests wait on the network, so more of
+/// them run at once, and further ahead.
+const REMOTE_READ_AHEAD: u64 = 8;
 
 /// A resolved chain: images from the full one (index 0) to the point that was opened.
 pub struct Chain {
@@ -247,7 +251,12 @@ impl Chain {
         }
         let (queue, rx) = std::sync::mpsc::sync_channel::<(u16, u32)>(PREFETCH_QUEUE);
         let rx = Arc::new(std::sync::Mutex::new(rx));
-        let threads = (0..PREFETCH_THREADS)
+        let n = if self.is_remote() {
+            crate::storage::REMOTE_READERS
+        } else {
+            PREFETCH_THREADS
+        };
+        let threads = (0..n)
             .filter_map(|_| {
                 let (store, rx) = (self.store.clone(), rx.clone());
                 std::thread::Builder::new()
@@ -349,6 +358,11 @@ impl Chain {
     }
 
     /// The images, full first; the last is the point this chain reads.
+    /// Whether any image of the chain is in a bucket ([`Image::is_remote`]).
+    pub fn is_remote(&self) -> bool {
+        self.store.layers.iter().any(Image::is_remote)
+    }
+
     pub fn layers(&self) -> &[Image] {
         &self.store.layers
     }
@@ -504,7 +518,12 @@ impl BlockDev for Chain {
             {
                 Some(e) => {
                     e.store(end, Ordering::Relaxed);
-                    self.hint(end, 2 * self.chunk_bytes());
+                    let ahead = if self.is_remote() {
+                        REMOTE_READ_AHEAD
+                    } else {
+                        2
+                    };
+                    self.hint(end, ahead * self.chunk_bytes());
                 }
                 None => {
                     let slot = self.next_end.fetch_add(1, Ordering::Relaxed) % n;

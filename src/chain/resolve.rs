@@ -24,7 +24,7 @@ pub fn resolve(path: &Path, opts: &ResolveOptions) -> Result<Vec<Image>> {
     let mut dirs = DirCache::default();
     // The canonical path of the child being resolved: the parent found for one link is
     // the child of the next, so each image's path is resolved once.
-    let mut me = std::fs::canonicalize(path).ok();
+    let mut me = crate::storage::canonical(path);
     let mut seen = HashSet::new();
     seen.insert(chain[0].header().image_uuid);
     loop {
@@ -134,24 +134,17 @@ pub fn dir_of(path: &Path) -> PathBuf {
     }
 }
 
-/// `*.strata` files in `dir`, sorted by name (unreadable directories give none).
+/// `*.strata` files (or objects) in `dir`, sorted by name (a directory or bucket prefix
+/// that cannot be listed gives none).
 pub fn images_in(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == EXTENSION) && p.is_file())
-        .collect();
-    v.sort();
-    v
+    crate::storage::files_in(dir, EXTENSION).unwrap_or_default()
 }
 
 /// Reads just the header of `path`, or None if it is not a readable image header.
 pub fn peek_header(path: &Path) -> Option<Header> {
-    let f = std::fs::File::open(path).ok()?;
+    let (f, _) = crate::storage::Blob::open(path).ok()?;
     let mut buf = vec![0u8; HEADER_SIZE];
-    crate::blockdev::file::read_exact_at(&f, &mut buf, 0).ok()?;
+    f.read_exact_at(&mut buf, 0).ok()?;
     Header::decode(&buf, true).ok()
 }
 
@@ -203,12 +196,18 @@ fn find_parent(
     let mut refused: Option<Error> = None;
     // The hint alone first (the usual case, one file opened); the directories only when it
     // does not lead to the parent.
-    let hint = (!h.parent_hint.is_empty()).then(|| child_dir.join(&h.parent_hint));
+    let hint = (!h.parent_hint.is_empty()).then(|| {
+        if crate::storage::is_remote(Path::new(&h.parent_hint)) {
+            PathBuf::from(&h.parent_hint)
+        } else {
+            child_dir.join(&h.parent_hint)
+        }
+    });
     // Only a file whose header carries the wanted UUID counts (a wrong one is reported as
     // such); any other is passed over. Its header is read before the image is opened: an
     // image of another encrypted chain would otherwise ask for that chain's key.
     let mut try_one = |cand: PathBuf| -> Option<(Image, PathBuf)> {
-        let canon = std::fs::canonicalize(&cand).ok()?;
+        let canon = crate::storage::canonical(&cand)?;
         if Some(&canon) == me || !tried.insert(canon.clone()) {
             return None;
         }

@@ -148,7 +148,7 @@ fn map_points<T: Send>(
     let opts = chain.clone().resolve();
     let paths = query::images(arg, &opts)?;
     let mut notes = Notes::default();
-    let r = query::map_points(&paths, &opts, arg.is_dir(), &mut notes, f);
+    let r = query::map_points(&paths, &opts, crate::storage::is_dir(arg), &mut notes, f);
     say(&notes);
     r
 }

@@ -32,6 +32,10 @@ pub struct Cli {
     command: Command,
     #[command(flatten)]
     keys: key::KeyArgs,
+    /// Endpoint of the S3-compatible server holding `s3://BUCKET/KEY` images (default:
+    /// AWS_ENDPOINT_URL, the AWS config file, else AWS S3 in AWS_REGION).
+    #[arg(long, global = true, value_name = "URL")]
+    s3_endpoint: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -328,6 +332,10 @@ fn parse_sector_size(s: &str) -> std::result::Result<u32, String> {
 /// `--parent-dir`: a directory that exists (a typo would otherwise be searched in vain).
 fn parse_existing_dir(s: &str) -> std::result::Result<PathBuf, String> {
     let p = PathBuf::from(s);
+    if crate::storage::is_remote(&p) {
+        // A bucket prefix: listed when a parent is looked for there.
+        return Ok(p);
+    }
     match std::fs::metadata(&p) {
         Ok(m) if m.is_dir() => Ok(p),
         Ok(_) => Err("not a directory".into()),
@@ -339,7 +347,7 @@ fn parse_existing_dir(s: &str) -> std::result::Result<PathBuf, String> {
 /// Refuses, with the right order, `strata ls /p2 IMAGE`: the image that does not exist is
 /// a path inside an image, and one of the paths is a file on disk.
 fn image_first(cmd: &str, image: &Path, paths: &[&str]) -> Result<()> {
-    if std::fs::symlink_metadata(image).is_ok() {
+    if crate::storage::is_remote(image) || std::fs::symlink_metadata(image).is_ok() {
         return Ok(());
     }
     if let Some(p) = paths.iter().find(|p| Path::new(p).is_file()) {
@@ -476,6 +484,9 @@ fn json<T: serde::Serialize>(v: &T) -> Result<()> {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     cli.keys.configure();
+    if let Some(e) = &cli.s3_endpoint {
+        crate::storage::s3::set_endpoint(e);
+    }
     match cli.command {
         Command::Key(k) => key::run(k)?,
         Command::Create(a) => {
@@ -527,7 +538,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             chain,
         } => {
             let opts = chain.resolve();
-            let text = if image.is_dir() {
+            let text = if crate::storage::is_dir(&image) {
                 let d = info::dir_info(&image, &opts)?;
                 if j {
                     return json(&d).map(|_| ExitCode::SUCCESS);

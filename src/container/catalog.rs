@@ -11,7 +11,6 @@
 use super::crypto::{ImageKey, Piece};
 use super::index::{Index, Trailer};
 use super::reader::Image;
-use crate::blockdev::file::read_exact_at;
 use crate::error::{Error, Result};
 use crate::le::{LeFields, LeWriter};
 use std::fs::File;
@@ -76,16 +75,13 @@ fn encode(raw: &[u8], key: Option<&ImageKey>) -> Result<Vec<u8>> {
 /// index (now naming the section) and the trailer follow it. Returns the new file size.
 pub fn attach(file: &mut File, path: &Path, raw: &[u8]) -> Result<u64> {
     let image = Image::open_unfinished(path)?.0;
-    let mut index: Index = image.index().clone();
-    let section = encode(raw, image.key())?;
     let ioerr = |what: &'static str| move |e: std::io::Error| Error::io(path, what, e);
-    let hashes_len = super::crypto::hash_table_len(index.block_hash_count, image.key().is_some())
-        .expect("checked when the index was opened");
+    let hashes_len = hashes_len(&image);
     // The block-hash table is copied aside first (0.2% of the data, so it goes to a
     // temporary file rather than memory).
     let mut reader = File::open(path).map_err(ioerr("cannot reopen"))?;
     reader
-        .seek(SeekFrom::Start(index.block_hashes_offset))
+        .seek(SeekFrom::Start(image.index().block_hashes_offset))
         .map_err(ioerr("cannot read"))?;
     let mut aside = tempfile::tempfile_in(crate::chain::resolve::dir_of(path))
         .map_err(ioerr("cannot create a temporary file beside"))?;
@@ -98,20 +94,50 @@ pub fn attach(file: &mut File, path: &Path, raw: &[u8]) -> Result<u64> {
             std::io::ErrorKind::UnexpectedEof.into(),
         ));
     }
-    let at = index.block_hashes_offset;
+    let at = image.index().block_hashes_offset;
     file.set_len(at).map_err(ioerr("cannot truncate"))?;
     file.seek(SeekFrom::Start(at))
         .map_err(ioerr("cannot seek"))?;
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, &mut *file);
-    out.write_all(&section).map_err(ioerr("cannot write"))?;
     aside
         .seek(SeekFrom::Start(0))
         .map_err(ioerr("cannot read back"))?;
-    std::io::copy(&mut aside, &mut out).map_err(ioerr("cannot write"))?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, &mut *file);
+    write_tail(&image, raw, &mut aside, &mut out)
+}
+
+/// Bytes of `image`'s block-hash table as stored.
+pub fn hashes_len(image: &Image) -> u64 {
+    super::crypto::hash_table_len(image.index().block_hash_count, image.key().is_some())
+        .expect("checked when the index was opened")
+}
+
+/// Writes what follows the last chunk record of `image` once a catalog holding `raw` is
+/// added: the section, the block-hash table (read from `hashes`, [`hashes_len`] bytes),
+/// the index naming the section, and the trailer. Returns the new image size.
+pub fn write_tail(
+    image: &Image,
+    raw: &[u8],
+    hashes: &mut dyn Read,
+    out: &mut dyn Write,
+) -> Result<u64> {
+    let path = image.path();
+    let ioerr = |what: &'static str| move |e: std::io::Error| Error::io(path, what, e);
+    let mut index: Index = image.index().clone();
+    let section = encode(raw, image.key())?;
+    let hashes_len = hashes_len(image);
+    let at = index.block_hashes_offset;
+    out.write_all(&section).map_err(ioerr("cannot write"))?;
+    let copied = std::io::copy(&mut hashes.take(hashes_len), out).map_err(ioerr("cannot write"))?;
+    if copied != hashes_len {
+        return Err(Error::io(
+            path,
+            "block-hash table is short",
+            std::io::ErrorKind::UnexpectedEof.into(),
+        ));
+    }
     index.catalog_offset = at;
     index.block_hashes_offset = at + section.len() as u64;
     let encoded = image.seal_index(index.encode());
-    drop(image);
     let trailer = Trailer {
         index_offset: index.block_hashes_offset + hashes_len,
         index_length: encoded.len() as u64,
@@ -139,9 +165,9 @@ pub fn load(image: &Image) -> std::result::Result<Option<Vec<u8>>, CatalogError>
     if at == 0 {
         return Ok(None);
     }
-    let file = image.file();
     let mut head = [0u8; 64];
-    read_exact_at(file, &mut head, at)
+    image
+        .read_exact_at(&mut head, at)
         .map_err(|e| CatalogError::Io(Error::io(image.path(), "cannot read the catalog of", e)))?;
     let damaged = |what: String| Err(CatalogError::Damaged(format!("catalog at {at}: {what}")));
     let f = LeFields(&head);
@@ -176,7 +202,8 @@ pub fn load(image: &Image) -> std::result::Result<Option<Vec<u8>>, CatalogError>
         return damaged(format!("impossible length {stored_len}"));
     };
     let mut payload = vec![0u8; stored_usize];
-    read_exact_at(file, &mut payload, at + SECTION_HEADER_SIZE)
+    image
+        .read_exact_at(&mut payload, at + SECTION_HEADER_SIZE)
         .map_err(|e| CatalogError::Io(Error::io(image.path(), "cannot read the catalog of", e)))?;
     if xxh3_64(&payload) != f.u64(32) {
         return damaged("payload checksum mismatch".into());

@@ -4,9 +4,8 @@ use super::chunk::{open_record, ChunkFault, CHUNK_RECORD_HEADER};
 use super::crypto::{ImageKey, Piece, HASH_SEGMENT_ENTRIES, SEAL_OVERHEAD, SLOTS_OFFSET};
 use super::header::{Header, HEADER_SIZE};
 use super::index::{ExtentKind, Index, Trailer, BLOCK_HASH_SIZE, TRAILER_SIZE};
-use crate::blockdev::file::read_exact_at;
 use crate::error::{Error, Result};
-use std::fs::File;
+use crate::storage::Blob;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -15,7 +14,7 @@ use std::sync::Arc;
 /// whose cache holds the decompressed chunks.
 pub struct Image {
     path: PathBuf,
-    file: File,
+    blob: Blob,
     file_len: u64,
     header: Header,
     trailer: Trailer,
@@ -72,31 +71,39 @@ impl Image {
         Self::open_inner(path, false)
     }
 
+    /// Opens an image still being written to `path` whose bytes are readable through
+    /// `blob` (of `len` bytes): a writer's view of its own upload.
+    pub fn open_staged(path: &Path, blob: Blob, len: u64) -> Result<Image> {
+        Self::open_blob(path, blob, len, false).map(|(img, _)| img)
+    }
+
     fn open_inner(path: &Path, strict: bool) -> Result<(Image, Option<HeaderProblem>)> {
-        let meta = std::fs::metadata(path)
-            .map_err(|e| crate::blockdev::file::open_error(path, "image", e))?;
-        if meta.is_dir() {
-            return Err(Error::Invalid(format!(
-                "{}: is a directory, not a strata image",
-                path.display()
-            )));
-        }
-        let file =
-            File::open(path).map_err(|e| crate::blockdev::file::open_error(path, "image", e))?;
-        let file_len = meta.len();
+        let (blob, file_len) = Blob::open(path)?;
+        Self::open_blob(path, blob, file_len, strict)
+    }
+
+    fn open_blob(
+        path: &Path,
+        blob: Blob,
+        file_len: u64,
+        strict: bool,
+    ) -> Result<(Image, Option<HeaderProblem>)> {
         // The end of the file in one read: the trailer, and the whole index of a small
         // image (and its header too when the file is that small). The images of a long
         // chain are mostly small, and each is opened whenever the chain is.
-        let tail_at = file_len.saturating_sub(TAIL_READ as u64);
+        let tail_at = file_len
+            .saturating_sub(TAIL_READ as u64)
+            .max(blob.tail_start().min(file_len));
         let mut tail_buf = vec![0u8; crate::le::clamp_len(file_len - tail_at, TAIL_READ)];
-        read_exact_at(&file, &mut tail_buf, tail_at)
+        blob.read_exact_at(&mut tail_buf, tail_at)
             .map_err(|e| Error::io(path, "cannot read", e))?;
         let mut head = vec![0u8; crate::le::clamp_len(file_len, HEADER_SIZE)];
         if tail_at == 0 {
             let n = head.len();
             head.copy_from_slice(&tail_buf[..n]);
         } else {
-            read_exact_at(&file, &mut head, 0).map_err(|e| Error::io(path, "cannot read", e))?;
+            blob.read_exact_at(&mut head, 0)
+                .map_err(|e| Error::io(path, "cannot read", e))?;
         }
         let mut header = Header::decode(&head, strict).map_err(|e| e.at(path))?;
         let header_sum = Header::stored_checksum(&head);
@@ -151,7 +158,7 @@ impl Image {
             tail_buf[at..at + index_len].to_vec()
         } else {
             let mut ibuf = vec![0u8; index_len];
-            read_exact_at(&file, &mut ibuf, trailer.index_offset)
+            blob.read_exact_at(&mut ibuf, trailer.index_offset)
                 .map_err(|e| Error::io(path, "cannot read", e))?;
             ibuf
         };
@@ -253,7 +260,7 @@ impl Image {
         Ok((
             Image {
                 path: path.into(),
-                file,
+                blob,
                 file_len,
                 header,
                 trailer,
@@ -270,9 +277,15 @@ impl Image {
     pub fn path(&self) -> &Path {
         &self.path
     }
-    /// The open image file (read only).
-    pub fn file(&self) -> &File {
-        &self.file
+
+    /// Whether the image is an object in a bucket: each read is a request whose latency,
+    /// not its size, is most of its cost, so readers keep more of them in flight.
+    pub fn is_remote(&self) -> bool {
+        matches!(self.blob, Blob::Object(_))
+    }
+    /// Fills `buf` from byte `offset` of the image file.
+    pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.blob.read_exact_at(buf, offset)
     }
 
     /// Size of the image file.
@@ -320,9 +333,66 @@ impl Image {
     pub fn load_chunk(&self, i: u32) -> Result<Arc<[u8]>, ChunkLoadError> {
         let entry = &self.index.chunks[i as usize];
         let mut record = vec![0u8; CHUNK_RECORD_HEADER + entry.stored_len as usize];
-        read_exact_at(&self.file, &mut record, entry.offset).map_err(ChunkLoadError::Io)?;
+        self.blob
+            .read_exact_at(&mut record, entry.offset)
+            .map_err(ChunkLoadError::Io)?;
         open_record(entry, &mut record, self.key.as_ref().map(|k| (k, i)))
             .map_err(ChunkLoadError::Fault)
+    }
+
+    /// How many chunks from `first` (at most `max`, together at most `max_bytes` stored)
+    /// lie one after another in the file, so [`Image::load_run`] reads them at once.
+    pub fn run_len(&self, first: u32, max: u32, max_bytes: u64) -> u32 {
+        let chunks = &self.index.chunks;
+        let record = |i: usize| CHUNK_RECORD_HEADER as u64 + u64::from(chunks[i].stored_len);
+        let start = first as usize;
+        let mut bytes = record(start);
+        let mut n = 1;
+        while n < max {
+            let i = start + n as usize;
+            let Some(next) = chunks.get(i) else { break };
+            bytes += record(i);
+            if next.offset != chunks[i - 1].offset + record(i - 1) || bytes > max_bytes {
+                break;
+            }
+            n += 1;
+        }
+        n
+    }
+
+    /// Reads and checks chunks `first..first + n`, which lie one after another in the file
+    /// ([`Image::run_len`]), with one read: for an image in a bucket, one request.
+    pub fn load_run(&self, first: u32, n: u32) -> Vec<Result<Arc<[u8]>, ChunkLoadError>> {
+        if n <= 1 {
+            return vec![self.load_chunk(first)];
+        }
+        let entries = &self.index.chunks[first as usize..(first + n) as usize];
+        let start = entries[0].offset;
+        let last = &entries[entries.len() - 1];
+        let end = last.offset + CHUNK_RECORD_HEADER as u64 + u64::from(last.stored_len);
+        // Bounded by the caller's byte limit, so the run fits in memory.
+        let mut all = vec![0u8; crate::le::clamp_len(end - start, usize::MAX)];
+        if let Err(e) = self.blob.read_exact_at(&mut all, start) {
+            return (0..n)
+                .map(|_| {
+                    Err(ChunkLoadError::Io(std::io::Error::new(
+                        e.kind(),
+                        e.to_string(),
+                    )))
+                })
+                .collect();
+        }
+        entries
+            .iter()
+            .zip(first..)
+            .map(|(entry, i)| {
+                let at = crate::le::clamp_len(entry.offset - start, usize::MAX);
+                let mut record =
+                    all[at..at + CHUNK_RECORD_HEADER + entry.stored_len as usize].to_vec();
+                open_record(entry, &mut record, self.key.as_ref().map(|k| (k, i)))
+                    .map_err(ChunkLoadError::Fault)
+            })
+            .collect()
     }
 
     /// Turns a chunk failure into an error naming the chunk, its file offset and disk range.
@@ -383,12 +453,12 @@ impl Image {
             return self.sealed_block_hashes(first, count);
         }
         let mut buf = vec![0u8; crate::le::usize_of(count * BLOCK_HASH_SIZE)?];
-        read_exact_at(
-            &self.file,
-            &mut buf,
-            self.index.block_hashes_offset + first * BLOCK_HASH_SIZE,
-        )
-        .map_err(|e| Error::io(&self.path, "cannot read block hashes", e))?;
+        self.blob
+            .read_exact_at(
+                &mut buf,
+                self.index.block_hashes_offset + first * BLOCK_HASH_SIZE,
+            )
+            .map_err(|e| Error::io(&self.path, "cannot read block hashes", e))?;
         Ok(buf
             .chunks_exact(8)
             .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
@@ -430,7 +500,8 @@ impl Image {
         let offset = self.index.block_hashes_offset
             + seg * (HASH_SEGMENT_ENTRIES * BLOCK_HASH_SIZE + SEAL_OVERHEAD as u64);
         let mut buf = vec![0u8; crate::le::usize_of(stored_len)?];
-        read_exact_at(&self.file, &mut buf, offset)
+        self.blob
+            .read_exact_at(&mut buf, offset)
             .map_err(|e| Error::io(&self.path, "cannot read block hashes", e))?;
         let plain = key.open(Piece::HashSegment(seg), &buf).map_err(|_| {
             Error::corrupt(
@@ -457,12 +528,9 @@ impl Image {
         let mut done = 0u64;
         while done < total {
             let n = crate::le::clamp_len(total - done, buf.len());
-            read_exact_at(
-                &self.file,
-                &mut buf[..n],
-                self.index.block_hashes_offset + done,
-            )
-            .map_err(|e| Error::io(&self.path, "cannot read block hashes", e))?;
+            self.blob
+                .read_exact_at(&mut buf[..n], self.index.block_hashes_offset + done)
+                .map_err(|e| Error::io(&self.path, "cannot read block hashes", e))?;
             hasher.update(&buf[..n]);
             done += n as u64;
         }

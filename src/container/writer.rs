@@ -5,6 +5,7 @@ use super::crypto::{ImageKey, Piece, HASH_SEGMENT_ENTRIES};
 use super::header::{Header, HEADER_SIZE};
 use super::index::{Alias, ChunkEntry, Extent, ExtentKind, Index, Trailer, BLOCK_HASH_SIZE};
 use crate::error::{Error, Result};
+use crate::storage::Output;
 use std::fs::File;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -14,7 +15,7 @@ use xxhash_rust::xxh3::xxh3_64;
 /// Writes one image front to back. The caller hands chunks and extents in ascending disk
 /// order; nothing is ever rewritten, so a killed writer leaves a file without a trailer.
 pub struct ImageWriter {
-    out: BufWriter<File>,
+    out: BufWriter<Output>,
     path: PathBuf,
     pos: u64,
     header: Header,
@@ -56,10 +57,12 @@ pub struct WriteSummary {
 
 impl ImageWriter {
     /// Starts an image in `file` (empty, opened for writing) by writing `header`.
-    /// `path` names the file in errors; the hash spill goes beside it.
+    /// `path` names the file in errors; the hash spill goes beside it (for an upload, to
+    /// the temporary directory).
     /// An encrypted header's master key must be in the [`keyring`](super::keyring).
-    pub fn new(file: File, path: &Path, mut header: Header) -> Result<ImageWriter> {
+    pub fn new(file: Output, path: &Path, mut header: Header) -> Result<ImageWriter> {
         let dir = match path.parent() {
+            _ if crate::storage::is_remote(path) => std::env::temp_dir(),
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
@@ -258,9 +261,23 @@ impl ImageWriter {
         Ok(out)
     }
 
+    /// Keeps what [`ImageWriter::finish`] writes readable (an upload holds it locally; see
+    /// [`crate::storage::s3::Upload::hold`]).
+    pub fn hold_tail(&mut self) -> Result<()> {
+        self.out
+            .flush()
+            .map_err(|e| Error::io(&self.path, "cannot write", e))?;
+        if let Output::Upload(u) = self.out.get_mut() {
+            u.hold()
+                .map_err(|e| Error::io(&self.path, "cannot create a temporary file for", e))?;
+        }
+        Ok(())
+    }
+
     /// Writes the block-hash table, the index and the trailer, and flushes. Returns the
-    /// file (not yet synced: the caller syncs and renames it into place) and the totals.
-    pub fn finish(mut self) -> Result<(File, Trailer, WriteSummary)> {
+    /// output (not yet synced: the caller syncs and renames it into place, or completes
+    /// the upload) and the totals.
+    pub fn finish(mut self) -> Result<(Output, Trailer, WriteSummary)> {
         let extents = self.sorted_extents()?;
         let block_hashes_offset = self.pos;
         if self.key.is_some() && !self.segment.is_empty() {

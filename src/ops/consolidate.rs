@@ -17,6 +17,7 @@ use crate::container::reader::Image;
 use crate::container::writer::ImageWriter;
 use crate::error::{Error, Result};
 use crate::progress::{check_interrupt, Progress};
+use crate::storage::{s3, Output};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use uuid::Uuid;
@@ -130,9 +131,25 @@ pub fn consolidate(opts: &ConsolidateOptions) -> Result<ConsolidateSummary> {
     header.fit_strings();
 
     let merged = Chain::merge(layers, lo, top);
-    let mut out = AtomicFile::create(&target, force)?;
-    let file = out.take();
-    let mut writer = ImageWriter::new(file, out.partial_path(), header)?;
+    // A file is written under its `.partial` name and renamed into place; an object is
+    // uploaded under its `.partial` name, checked, and copied into place on the server.
+    let remote = crate::storage::is_remote(&target);
+    if remote && !force && s3::exists_url(&target)? {
+        return Err(Error::Invalid(format!(
+            "{}: already exists; use --force to replace it",
+            target.display()
+        )));
+    }
+    let written = partial_path(&target);
+    let (mut local, output) = if remote {
+        let upload = s3::Upload::create(&written, true)?;
+        (None, Output::Upload(Box::new(upload)))
+    } else {
+        let mut out = AtomicFile::create(&target, force)?;
+        let file = out.take();
+        (Some(out), Output::File(file))
+    };
+    let mut writer = ImageWriter::new(output, &written, header)?;
     let bs = chain.block_size() as usize;
     let data_bytes: u64 = merged
         .iter()
@@ -176,15 +193,11 @@ pub fn consolidate(opts: &ConsolidateOptions) -> Result<ConsolidateSummary> {
         }
     }
     writer.set_aliases(aliases);
-    let (mut file, _, mut summary) = writer.finish()?;
+    let header_bytes = writer.header().encode();
+    writer.hold_tail()?;
+    let (output, _, mut summary) = writer.finish()?;
     // The merged image is the top image's point: its catalog describes it unchanged.
-    if let Ok(Some(raw)) = crate::container::catalog::load(chain.top()) {
-        summary.file_bytes =
-            crate::container::catalog::attach(&mut file, out.partial_path(), &raw)?;
-    }
-    file.sync_all()
-        .map_err(|e| Error::io(out.partial_path(), "cannot flush output to disk", e))?;
-    check_written(&chain, lo, out.partial_path(), opts.threads)?;
+    let catalog = crate::container::catalog::load(chain.top()).ok().flatten();
     let merged_paths: Vec<PathBuf> = layers[lo..]
         .iter()
         .map(|l| l.path().to_path_buf())
@@ -193,10 +206,35 @@ pub fn consolidate(opts: &ConsolidateOptions) -> Result<ConsolidateSummary> {
         layers[lo].path().to_path_buf(),
         layers[lo].header().image_uuid,
     );
-    // Every image of the chain is closed before its file is replaced or removed: Windows
-    // refuses to rename over, or delete, a file this process still has open.
-    drop(chain);
-    out.commit(file)?;
+    match (output, local.take()) {
+        (Output::File(mut file), Some(out)) => {
+            if let Some(raw) = catalog {
+                summary.file_bytes = crate::container::catalog::attach(&mut file, &written, &raw)?;
+            }
+            file.sync_all()
+                .map_err(|e| Error::io(&written, "cannot flush output to disk", e))?;
+            check_written(&chain, lo, &written, opts.threads)?;
+            // Every image of the chain is closed before its file is replaced or removed:
+            // Windows refuses to rename over, or delete, a file this process still has open.
+            drop(chain);
+            out.commit(file)?;
+        }
+        (Output::Upload(mut upload), _) => {
+            if let Some(raw) = catalog {
+                let image = super::staged_image(&upload, &header_bytes, &written)?;
+                summary.file_bytes = super::upload_catalog(&mut upload, &image, &raw)?;
+            }
+            upload.complete()?;
+            if let Err(e) = check_written(&chain, lo, &written, opts.threads) {
+                let _ = s3::delete(&written);
+                return Err(e);
+            }
+            drop(chain);
+            s3::copy(&written, &target)?;
+            s3::delete(&written)?;
+        }
+        (Output::File(_), None) => unreachable!("a file is written through an AtomicFile"),
+    }
 
     let mut removed = Vec::new();
     let mut kept = Vec::new();
@@ -206,8 +244,12 @@ pub fn consolidate(opts: &ConsolidateOptions) -> Result<ConsolidateSummary> {
             _ if opts.keep_parent => kept.push((parent, "--keep-parent".into())),
             Some(user) => kept.push((parent, format!("{} still builds on it", user.display()))),
             None => {
-                std::fs::remove_file(&parent)
-                    .map_err(|e| Error::io(&parent, "cannot remove the merged parent", e))?;
+                if crate::storage::is_remote(&parent) {
+                    s3::delete(&parent)?;
+                } else {
+                    std::fs::remove_file(&parent)
+                        .map_err(|e| Error::io(&parent, "cannot remove the merged parent", e))?;
+                }
                 removed.push(parent);
             }
         }

@@ -12,10 +12,12 @@ use crate::blockdev::{is_zero, BlockDev};
 use crate::chain::{resolve, BlockState, Chain, ResolveOptions};
 use crate::container::header::{Header, ImageKind, MINOR_VERSION};
 use crate::container::index::ExtentKind;
+use crate::container::reader::Image;
 use crate::container::writer::ImageWriter;
 use crate::container::{DEFAULT_BLOCK_SIZE, DEFAULT_CHUNK_SIZE};
 use crate::error::{Error, Result};
 use crate::progress::{check_interrupt, Progress};
+use crate::storage::Output;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -243,7 +245,8 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary> {
         }
         // DEST usually does not exist yet: then no layer can be it (one lookup, not one
         // per layer of a long chain).
-        let dest_exists = std::fs::symlink_metadata(&opts.dest).is_ok();
+        let dest_exists =
+            crate::storage::is_remote(&opts.dest) || std::fs::symlink_metadata(&opts.dest).is_ok();
         for l in chain.layers().iter().filter(|_| dest_exists) {
             if super::same_file(l.path(), &opts.dest) {
                 return Err(Error::Invalid(format!(
@@ -315,9 +318,20 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary> {
     let source_desc = header.source.clone();
     let uuid = header.image_uuid;
 
-    let mut out = AtomicFile::create(&opts.dest, opts.force)?;
-    let file = out.take();
-    let mut writer = ImageWriter::new(file, out.partial_path(), header)?;
+    // A file is written under its `.partial` name and renamed; an object is uploaded and
+    // appears when the upload completes.
+    let (mut local, output) = if crate::storage::is_remote(&opts.dest) {
+        let upload = crate::storage::s3::Upload::create(&opts.dest, opts.force)?;
+        (None, Output::Upload(Box::new(upload)))
+    } else {
+        let mut out = AtomicFile::create(&opts.dest, opts.force)?;
+        let file = out.take();
+        (Some(out), Output::File(file))
+    };
+    let written = local
+        .as_ref()
+        .map_or(opts.dest.clone(), |o| o.partial_path().to_path_buf());
+    let mut writer = ImageWriter::new(output, &written, header)?;
     let progress = Progress::new(src.len(), "imaging", opts.progress);
     let outcome = pipeline::run(&mut writer, opts.threads, opts.level, |packer| {
         read_source(
@@ -356,23 +370,43 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary> {
         .map(|&(a, b)| (a * bs, (b * bs).min(src.len())))
         .collect();
     let bytes_read = outcome.bytes_read;
-    let (mut file, _trailer, mut summary) = writer.finish()?;
+    let header_bytes = writer.header().encode();
+    writer.hold_tail()?;
+    let (output, _trailer, mut summary) = writer.finish()?;
     let disk_bytes = src.len();
     let mut catalog_bytes = 0;
-    if opts.catalog {
-        match catalog_of(opts, out.partial_path(), Arc::new(src)) {
-            Ok(None) => {}
-            Ok(Some(raw)) => {
-                let before = summary.file_bytes;
-                summary.file_bytes =
-                    crate::container::catalog::attach(&mut file, out.partial_path(), &raw)?;
-                catalog_bytes = summary.file_bytes - before;
+    let src = Arc::new(src);
+    match (output, local.take()) {
+        (Output::File(mut file), Some(out)) => {
+            if opts.catalog {
+                let catalog = Image::open_unfinished(&written)
+                    .and_then(|(image, _)| catalog_of(opts, image, src, false));
+                if let Some(raw) = catalog_or_warning(catalog)? {
+                    let before = summary.file_bytes;
+                    summary.file_bytes =
+                        crate::container::catalog::attach(&mut file, &written, &raw)?;
+                    catalog_bytes = summary.file_bytes - before;
+                }
             }
-            Err(Error::Interrupted) => return Err(Error::Interrupted),
-            Err(e) => eprintln!("strata: warning: the image has no catalog: {e}"),
+            out.commit(file)?;
         }
+        (Output::Upload(mut upload), _) => {
+            if opts.catalog {
+                // What follows the chunk records is held locally: the catalog is built
+                // through the image as it will read, with its chunks taken from the source.
+                let image = super::staged_image(&upload, &header_bytes, &opts.dest)?;
+                let catalog = super::staged_image(&upload, &header_bytes, &opts.dest)
+                    .and_then(|i| catalog_of(opts, i, src, true));
+                if let Some(raw) = catalog_or_warning(catalog)? {
+                    let before = summary.file_bytes;
+                    summary.file_bytes = super::upload_catalog(&mut upload, &image, &raw)?;
+                    catalog_bytes = summary.file_bytes - before;
+                }
+            }
+            upload.complete()?;
+        }
+        (Output::File(_), None) => unreachable!("a file is written through an AtomicFile"),
     }
-    out.commit(file)?;
     Ok(CreateSummary {
         image: opts.dest.clone(),
         uuid,
@@ -392,9 +426,16 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary> {
     })
 }
 
-/// The encoded catalog (None: no filesystem to list) of the point just written to `partial`, walked through the image
-/// with `src` read where it agrees with it ([`crate::catalog::build`]).
-fn catalog_of(opts: &CreateOptions, partial: &Path, src: Arc<FileDev>) -> Result<Option<Vec<u8>>> {
+/// The encoded catalog (None: no filesystem to list) of the point just written, `image`,
+/// walked through the image with `src` read where it agrees with it
+/// ([`crate::catalog::build`]); with `only_source`, every byte of the point comes from `src`
+/// (the image's chunks cannot be read while it is uploaded).
+fn catalog_of(
+    opts: &CreateOptions,
+    image: Image,
+    src: Arc<FileDev>,
+    only_source: bool,
+) -> Result<Option<Vec<u8>>> {
     let mut layers = match &opts.parent {
         None => Vec::new(),
         Some(ParentSpec::Incremental(p)) => resolve::resolve(p, &opts.resolve)?,
@@ -404,16 +445,45 @@ fn catalog_of(opts: &CreateOptions, partial: &Path, src: Arc<FileDev>) -> Result
             l
         }
     };
-    layers.push(crate::container::reader::Image::open_unfinished(partial)?.0);
+    layers.push(image);
     let chain = Arc::new(Chain::from_layers(layers)?);
-    let catalog = crate::catalog::build::Builder::new(chain, Some(src)).build()?;
+    let builder = if only_source {
+        crate::catalog::build::Builder::from_source_only(chain, src)
+    } else {
+        crate::catalog::build::Builder::new(chain, Some(src))
+    };
+    let catalog = builder.build()?;
     // A disk with no filesystem strata reads has nothing to list.
     Ok((!catalog.volumes.is_empty()).then(|| catalog.encode()))
+}
+
+/// The catalog, or None with a warning when it could not be made (the image is complete
+/// without one); an interruption stays an error.
+fn catalog_or_warning(catalog: Result<Option<Vec<u8>>>) -> Result<Option<Vec<u8>>> {
+    match catalog {
+        Ok(c) => Ok(c),
+        Err(Error::Interrupted) => Err(Error::Interrupted),
+        Err(e) => {
+            eprintln!("strata: warning: the image has no catalog: {e}");
+            Ok(None)
+        }
+    }
 }
 
 /// How to find `parent` from the directory `child` will be in: a relative path when one
 /// exists (so a whole chain can be moved together), else the absolute path.
 pub(crate) fn path_hint(parent: &Path, child: &Path) -> String {
+    if crate::storage::is_remote(parent) || crate::storage::is_remote(child) {
+        // Beside each other in one bucket prefix: the name; else the parent's full name (a
+        // URL, or the absolute path of a local parent of an image in a bucket).
+        if resolve::dir_of(parent) == resolve::dir_of(child) {
+            if let Some(name) = parent.file_name() {
+                return name.to_string_lossy().into_owned();
+            }
+        }
+        let full = crate::storage::canonical(parent).unwrap_or_else(|| parent.to_path_buf());
+        return full.to_string_lossy().into_owned();
+    }
     let abs = std::fs::canonicalize(parent).unwrap_or_else(|_| parent.to_path_buf());
     let dir = std::fs::canonicalize(resolve::dir_of(child)).unwrap_or_default();
     pathdiff::diff_paths(&abs, &dir)

@@ -248,13 +248,11 @@ pub fn dir_info(dir: &Path, opts: &ResolveOptions) -> Result<DirInfo> {
     let mut sets: Vec<(PathBuf, BackupSet)> = Vec::new();
     let mut broken = Vec::new();
     let mut seen = std::collections::HashSet::new();
-    let read = std::fs::read_dir(dir).map_err(|e| crate::Error::io(dir, "cannot list", e))?;
-    drop(read);
-    let paths = crate::chain::resolve::images_in(dir);
+    let paths = crate::storage::files_in(dir, crate::container::EXTENSION)?;
     // Newest first: a chain resolved from its top lists every image below it, and those
     // need no resolution of their own (resolving each image of a 1,000-point chain on its
     // own opened half a million files). Images are known by their canonical path.
-    let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let canon = |p: &Path| crate::storage::canonical(p).unwrap_or_else(|| p.to_path_buf());
     let mut order: Vec<(i64, u32, &PathBuf)> = paths
         .iter()
         .map(|p| {

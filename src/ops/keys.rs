@@ -42,7 +42,7 @@ pub struct ImageSlots {
 
 /// The image files `target` names: itself, or the images in a directory.
 pub fn targets(target: &Path) -> Result<Vec<PathBuf>> {
-    if target.is_dir() {
+    if crate::storage::is_dir(target) {
         let all = crate::chain::resolve::images_in(target);
         if all.is_empty() {
             return Err(Error::Invalid(format!(
@@ -57,6 +57,15 @@ pub fn targets(target: &Path) -> Result<Vec<PathBuf>> {
 }
 
 fn read_header(path: &Path) -> Result<(File, Vec<u8>, Header)> {
+    if crate::storage::is_remote(path) {
+        // An object cannot be changed in part: its slots would need the whole image
+        // uploaded again.
+        return Err(Error::Invalid(format!(
+            "{}: the key slots of an image in a bucket cannot be changed in place; change \
+             them in a local copy and upload that",
+            path.display()
+        )));
+    }
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -67,12 +76,13 @@ fn read_header(path: &Path) -> Result<(File, Vec<u8>, Header)> {
         .map_err(|e| Error::io(path, "cannot read the header of", e))?;
     let header = Header::decode(&buf, true).map_err(|e| e.at(path))?;
     if header.encryption.is_none() {
-        return Err(Error::Invalid(format!(
-            "{}: the image is not encrypted",
-            path.display()
-        )));
+        return Err(not_encrypted(path));
     }
     Ok((file, buf, header))
+}
+
+fn not_encrypted(path: &Path) -> Error {
+    Error::Invalid(format!("{}: the image is not encrypted", path.display()))
 }
 
 fn describe(path: &Path, header: &Header) -> ImageSlots {
@@ -105,7 +115,17 @@ fn describe(path: &Path, header: &Header) -> ImageSlots {
 pub fn list(target: &Path) -> Result<Vec<ImageSlots>> {
     targets(target)?
         .iter()
-        .map(|p| read_header(p).map(|(_, _, h)| describe(p, &h)))
+        .map(|p| {
+            let (blob, _) = crate::storage::Blob::open(p)?;
+            let mut buf = vec![0u8; HEADER_SIZE];
+            blob.read_exact_at(&mut buf, 0)
+                .map_err(|e| Error::io(p, "cannot read the header of", e))?;
+            let header = Header::decode(&buf, true).map_err(|e| e.at(p))?;
+            if header.encryption.is_none() {
+                return Err(not_encrypted(p));
+            }
+            Ok(describe(p, &header))
+        })
         .collect()
 }
 
@@ -148,7 +168,7 @@ pub struct Outcome {
 /// another key are skipped; a single image must be encrypted.
 fn gather(target: &Path) -> Result<(Vec<Target>, MasterKey, Skipped)> {
     let paths = targets(target)?;
-    let single = paths.len() == 1 && !target.is_dir();
+    let single = paths.len() == 1 && !crate::storage::is_dir(target);
     let mut skipped = Vec::new();
     let mut chosen: Vec<Target> = Vec::new();
     let mut key: Option<([u8; 16], MasterKey)> = None;

@@ -173,6 +173,10 @@ fn open_device(path: &Path, disk: u64) -> Result<File> {
     Ok(dev)
 }
 
+/// Most chunks, and stored bytes, one request of a restore from a bucket fetches.
+const RUN_CHUNKS: u32 = 8;
+const RUN_BYTES: u64 = 8 << 20;
+
 /// Loads chunks on worker threads and writes each one's extents, in the order the merged
 /// map first needs them (disk order for a full image). Returns the data bytes written.
 fn write_chunks(
@@ -199,21 +203,55 @@ fn write_chunks(
                 .push(i);
         }
     }
-    let threads = threads.max(1);
+    // Chunks from a bucket wait on the network more than on decompression.
+    let threads = if chain.is_remote() {
+        threads.max(crate::storage::REMOTE_READERS)
+    } else {
+        threads.max(1)
+    };
+    // From a bucket, chunks that follow each other in the order and in their image are
+    // fetched together: one request for several, not one each.
+    let (run_max, run_bytes) = if chain.is_remote() {
+        (RUN_CHUNKS, RUN_BYTES)
+    } else {
+        (1, 0)
+    };
+    let run_at = |i: usize| -> usize {
+        let (layer, chunk) = order[i];
+        let img = &chain.layers()[layer as usize];
+        let most = img.run_len(chunk, run_max, run_bytes) as usize;
+        let mut k = 1;
+        while k < most && order.get(i + k) == Some(&(layer, chunk + k as u32)) {
+            k += 1;
+        }
+        k
+    };
     let next = AtomicUsize::new(0);
     let (tx, rx) = crossbeam_channel::bounded(threads * 2);
     std::thread::scope(|s| {
         for _ in 0..threads {
-            let (tx, next, order) = (tx.clone(), &next, &order);
+            let (tx, next, order, run_at) = (tx.clone(), &next, &order, &run_at);
             s.spawn(move || loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
+                let i = next.load(Ordering::Relaxed);
                 let Some(&(layer, chunk)) = order.get(i) else {
                     return;
                 };
+                let k = run_at(i);
+                if next
+                    .compare_exchange(i, i + k, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_err()
+                {
+                    continue;
+                }
                 let img = &chain.layers()[layer as usize];
-                let loaded = img.load_chunk(chunk).map_err(|e| img.chunk_error(chunk, e));
-                if tx.send((i, loaded)).is_err() {
-                    return;
+                for (j, loaded) in img.load_run(chunk, k as u32).into_iter().enumerate() {
+                    let c = chunk + j as u32;
+                    if tx
+                        .send((i + j, loaded.map_err(|e| img.chunk_error(c, e))))
+                        .is_err()
+                    {
+                        return;
+                    }
                 }
             });
         }

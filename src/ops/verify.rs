@@ -110,9 +110,14 @@ fn verify_opened(
     let next = AtomicUsize::new(0);
     let found = Mutex::new(Vec::new());
     let fatal = Mutex::new(None);
+    let threads = if image.is_remote() {
+        threads.max(crate::storage::REMOTE_READERS)
+    } else {
+        threads.max(1)
+    };
     std::thread::scope(|s| {
         let mut workers = Vec::new();
-        for _ in 0..threads.max(1) {
+        for _ in 0..threads {
             workers.push(s.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= index.chunks.len() || check_interrupt().is_err() {
@@ -295,11 +300,7 @@ fn stored_parent(
 
 fn read_trailer(path: &Path) -> Result<crate::container::index::Trailer> {
     use crate::container::index::{Trailer, TRAILER_SIZE};
-    let file = std::fs::File::open(path).map_err(|e| crate::Error::io(path, "cannot open", e))?;
-    let len = file
-        .metadata()
-        .map_err(|e| crate::Error::io(path, "cannot read", e))?
-        .len();
+    let (file, len) = crate::storage::Blob::open(path)?;
     let mut tail = [0u8; TRAILER_SIZE];
     if len < TRAILER_SIZE as u64 {
         return Err(crate::Error::Incomplete {
@@ -307,7 +308,7 @@ fn read_trailer(path: &Path) -> Result<crate::container::index::Trailer> {
             reason: "no trailer".into(),
         });
     }
-    crate::blockdev::file::read_exact_at(&file, &mut tail, len - TRAILER_SIZE as u64)
+    file.read_exact_at(&mut tail, len - TRAILER_SIZE as u64)
         .map_err(|e| crate::Error::io(path, "cannot read", e))?;
     Trailer::decode(&tail).map_err(|reason| crate::Error::Incomplete {
         path: path.into(),
@@ -324,11 +325,9 @@ fn verify_stored(path: &Path) -> Result<(VerifyReport, crate::container::header:
     use xxhash_rust::xxh3::xxh3_64;
     let started = Instant::now();
     let io = |e| crate::Error::io(path, "cannot read", e);
-    let file = std::fs::File::open(path)
-        .map_err(|e| crate::blockdev::file::open_error(path, "image", e))?;
-    let file_len = file.metadata().map_err(io)?.len();
+    let (file, file_len) = crate::storage::Blob::open(path)?;
     let mut head = vec![0u8; HEADER_SIZE.min(usize::try_from(file_len).unwrap_or(HEADER_SIZE))];
-    crate::blockdev::file::read_exact_at(&file, &mut head, 0).map_err(io)?;
+    file.read_exact_at(&mut head, 0).map_err(io)?;
     let header = Header::decode(&head, false).map_err(|e| e.at(path))?;
     let mut problems = Vec::new();
     let mut problem = |what: String, detail: String| {
@@ -352,7 +351,8 @@ fn verify_stored(path: &Path) -> Result<(VerifyReport, crate::container::header:
         ));
     }
     let mut index = vec![0u8; crate::le::usize_of(trailer.index_length)?];
-    crate::blockdev::file::read_exact_at(&file, &mut index, trailer.index_offset).map_err(io)?;
+    file.read_exact_at(&mut index, trailer.index_offset)
+        .map_err(io)?;
     if *blake3::hash(&index).as_bytes() != trailer.index_digest {
         problem("index".into(), "digest mismatch".into());
     }
@@ -362,7 +362,7 @@ fn verify_stored(path: &Path) -> Result<(VerifyReport, crate::container::header:
     let mut rec = [0u8; CHUNK_RECORD_HEADER];
     let mut payload = Vec::new();
     while pos + CHUNK_RECORD_HEADER as u64 <= trailer.index_offset {
-        crate::blockdev::file::read_exact_at(&file, &mut rec, pos).map_err(io)?;
+        file.read_exact_at(&mut rec, pos).map_err(io)?;
         if rec[..4] != CHUNK_MAGIC {
             break;
         }
@@ -378,7 +378,7 @@ fn verify_stored(path: &Path) -> Result<(VerifyReport, crate::container::header:
             break;
         }
         payload.resize(crate::le::usize_of(stored)?, 0);
-        crate::blockdev::file::read_exact_at(&file, &mut payload, pos + CHUNK_RECORD_HEADER as u64)
+        file.read_exact_at(&mut payload, pos + CHUNK_RECORD_HEADER as u64)
             .map_err(io)?;
         let computed = xxh3_64(&payload);
         if computed != f.u64(16) {
@@ -397,7 +397,7 @@ fn verify_stored(path: &Path) -> Result<(VerifyReport, crate::container::header:
     // Then the catalog section, if any, and the sealed block-hash table up to the index.
     let mut sect = [0u8; 64];
     if pos + 64 <= trailer.index_offset {
-        crate::blockdev::file::read_exact_at(&file, &mut sect, pos).map_err(io)?;
+        file.read_exact_at(&mut sect, pos).map_err(io)?;
         if sect[..8] == crate::container::catalog::SECTION_MAGIC {
             let f = LeFields(&sect);
             let stored = f.u64(16);
@@ -407,7 +407,7 @@ fn verify_stored(path: &Path) -> Result<(VerifyReport, crate::container::header:
                 problem("catalog".into(), format!("impossible length {stored}"));
             } else {
                 payload.resize(crate::le::usize_of(stored)?, 0);
-                crate::blockdev::file::read_exact_at(&file, &mut payload, pos + 64).map_err(io)?;
+                file.read_exact_at(&mut payload, pos + 64).map_err(io)?;
                 if xxh3_64(&payload) != f.u64(32) {
                     problem("catalog".into(), "payload checksum mismatch".into());
                 }

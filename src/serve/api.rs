@@ -97,7 +97,7 @@ fn sets_value(app: &App) -> Result<Value> {
         })
     };
     for root in app.points.roots() {
-        if root.is_dir() {
+        if crate::storage::is_dir(root) {
             let info = crate::ops::info::dir_info(root, &app.points.opts)?;
             for s in &info.sets {
                 sets.push(json!({

@@ -30,13 +30,19 @@ pub(crate) struct Points {
 }
 
 fn canonical(p: &Path) -> PathBuf {
-    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
+    crate::storage::canonical(p).unwrap_or_else(|| p.to_path_buf())
 }
 
 impl Points {
     pub fn new(roots: Vec<PathBuf>, opts: ResolveOptions, cache_bytes: u64) -> Result<Points> {
         for r in &roots {
-            std::fs::metadata(r).map_err(|e| Error::io(r, "cannot serve", e))?;
+            if crate::storage::is_dir(r) {
+                crate::storage::files_in(r, crate::container::EXTENSION)?;
+            } else if crate::storage::is_remote(r) {
+                crate::storage::Blob::open(r)?;
+            } else {
+                std::fs::metadata(r).map_err(|e| Error::io(r, "cannot serve", e))?;
+            }
         }
         let p = Points {
             roots,
@@ -65,7 +71,7 @@ impl Points {
     pub fn rescan(&self) {
         let mut found = HashMap::new();
         for root in &self.roots {
-            let paths = if root.is_dir() {
+            let paths = if crate::storage::is_dir(root) {
                 crate::chain::resolve::images_in(root)
             } else {
                 // An image: it and the ancestors its chain resolves to.

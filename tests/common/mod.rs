@@ -2,6 +2,8 @@
 //! directory and build test disks.
 #![allow(dead_code)]
 
+#[cfg(target_os = "linux")]
+pub mod s3;
 pub mod tsk;
 
 use sha2::{Digest, Sha256};
@@ -10,9 +12,14 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// The binary under test.
+/// The binary under test. While this thread runs an S3 server ([`s3::Garage`]), with that
+/// server's connection settings in its environment.
 pub fn strata() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_strata"))
+    #[allow(unused_mut)]
+    let mut c = Command::new(env!("CARGO_BIN_EXE_strata"));
+    #[cfg(target_os = "linux")]
+    s3::apply_env(&mut c);
+    c
 }
 
 /// Runs strata with `args`; returns the output.
@@ -577,8 +584,20 @@ pub fn compare_with_manifest_with(
     parts: &[&str],
     extra: &[&std::ffi::OsStr],
 ) {
-    let out = img.with_extension("out");
-    std::fs::create_dir(&out).unwrap();
+    compare_with_manifest_into(img, &img.with_extension("out"), manifest, parts, extra);
+}
+
+/// [`compare_with_manifest_with`] copying into `out` (made here), for an image that is not
+/// a local file (an `s3://` URL).
+#[cfg(unix)]
+pub fn compare_with_manifest_into(
+    img: &Path,
+    out: &Path,
+    manifest: &str,
+    parts: &[&str],
+    extra: &[&std::ffi::OsStr],
+) {
+    std::fs::create_dir(out).unwrap();
     let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"cp", &"-r", &"--quiet", &img];
     let roots: Vec<String> = parts.iter().map(|p| format!("/{p}")).collect();
     for r in &roots {
