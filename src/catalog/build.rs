@@ -24,9 +24,7 @@ use crate::chain::{BlockState, Chain};
 use crate::error::{Error, Result};
 use crate::fs::browse::{DataMap, FileSystem, Metadata, NodeId, NodeKind};
 use crate::vfs::Vfs;
-use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
-use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use xxhash_rust::xxh3::xxh3_64;
@@ -51,6 +49,48 @@ const STATE_PAGE: u64 = 512;
 /// Pages the cache holds before it starts again (about 32 MiB).
 const STATE_PAGES: usize = 4096;
 
+/// Block states of a point by page of [`STATE_PAGE`] blocks, read from the chain once.
+#[derive(Default)]
+struct StateCache(std::sync::Mutex<HashMap<u64, Arc<[BlockState]>>>);
+
+impl StateCache {
+    /// The states of blocks `first..first + n` (inside the disk) of `chain`'s point.
+    fn get(&self, chain: &Chain, first: u64, n: u64) -> Result<Vec<BlockState>> {
+        let blocks = chain.len().div_ceil(u64::from(chain.block_size()));
+        let mut out = Vec::with_capacity(crate::le::usize_of(n)?);
+        let mut b = first;
+        while b < first + n {
+            let page = b / STATE_PAGE;
+            let cached = self.lock().get(&page).cloned();
+            let states = match cached {
+                Some(s) => s,
+                None => {
+                    let at = page * STATE_PAGE;
+                    let s: Arc<[BlockState]> =
+                        chain.block_states(at, STATE_PAGE.min(blocks - at))?.into();
+                    let mut map = self.lock();
+                    if map.len() >= STATE_PAGES {
+                        map.clear();
+                    }
+                    map.insert(page, s.clone());
+                    s
+                }
+            };
+            let from = crate::le::usize_of(b - page * STATE_PAGE)?;
+            let take = crate::le::clamp_len(first + n - b, states.len() - from);
+            out.extend_from_slice(&states[from..from + take]);
+            b += take as u64;
+        }
+        Ok(out)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<[BlockState]>>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// A [`Builder`]'s chain, source and source-only flag, to be sent to another thread.
 #[derive(Clone)]
 struct Seed(
@@ -71,7 +111,7 @@ pub struct Builder {
     zero_hash: u64,
     /// Block states of the point by page: files sit close together, so neighbouring
     /// lookups share a page and the hash tables are read a page at a time, not per file.
-    states: RefCell<HashMap<u64, Rc<[BlockState]>>>,
+    states: StateCache,
 }
 
 impl Builder {
@@ -85,7 +125,7 @@ impl Builder {
             only_source: None,
             bs,
             zero_hash: zero_hash(bs),
-            states: RefCell::new(HashMap::new()),
+            states: StateCache::default(),
         }
     }
 
@@ -118,34 +158,7 @@ impl Builder {
 
     /// The states of blocks `first..first + n` (inside the disk).
     fn block_states(&self, first: u64, n: u64) -> Result<Vec<BlockState>> {
-        let blocks = self.chain.len().div_ceil(self.bs);
-        let mut out = Vec::with_capacity(crate::le::usize_of(n)?);
-        let mut b = first;
-        while b < first + n {
-            let page = b / STATE_PAGE;
-            let cached = self.states.borrow().get(&page).cloned();
-            let states = match cached {
-                Some(s) => s,
-                None => {
-                    let at = page * STATE_PAGE;
-                    let s: Rc<[BlockState]> = self
-                        .chain
-                        .block_states(at, STATE_PAGE.min(blocks - at))?
-                        .into();
-                    let mut map = self.states.borrow_mut();
-                    if map.len() >= STATE_PAGES {
-                        map.clear();
-                    }
-                    map.insert(page, s.clone());
-                    s
-                }
-            };
-            let from = crate::le::usize_of(b - page * STATE_PAGE)?;
-            let take = crate::le::clamp_len(first + n - b, states.len() - from);
-            out.extend_from_slice(&states[from..from + take]);
-            b += take as u64;
-        }
-        Ok(out)
+        self.states.get(&self.chain, first, n)
     }
 
     /// Reads disk bytes of the point: from the source where each block read there has the
@@ -191,6 +204,7 @@ impl Builder {
                 chain: self.chain.clone(),
                 source: source.clone(),
                 missed: missed.clone(),
+                states: StateCache::default(),
             }),
             _ => self.chain.clone(),
         };
@@ -555,6 +569,7 @@ struct SourceDev {
     chain: Arc<Chain>,
     source: Arc<dyn BlockDev>,
     missed: Arc<AtomicBool>,
+    states: StateCache,
 }
 
 impl BlockDev for SourceDev {
@@ -572,7 +587,7 @@ impl BlockDev for SourceDev {
         }
         let bs = u64::from(self.chain.block_size());
         if read_agreeing(&*self.source, bs, offset, buf, |f, n| {
-            self.chain.block_states(f, n)
+            self.states.get(&self.chain, f, n)
         })? {
             Ok(())
         } else {
