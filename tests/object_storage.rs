@@ -1626,3 +1626,69 @@ fn a_mount_of_an_object_is_named_by_its_url() {
     assert!(!is_mounted(&mnt), "still mounted");
     drop(m);
 }
+
+/// An in-place consolidation removes the merged parent only when it could look in every
+/// place a child of it could be: a search directory in a bucket that cannot be listed
+/// (here a bucket that does not exist) keeps the parent, says why, and every point left
+/// still restores to its disk. Without that search directory the parent goes.
+#[test]
+fn consolidation_keeps_the_parent_when_a_search_place_cannot_be_listed() {
+    let test = "consolidation_keeps_the_parent_when_a_search_place_cannot_be_listed";
+    let Some(_s3) = Garage::start(test) else {
+        return;
+    };
+    let d = tempdir();
+    let dir = d.path().join("local");
+    let (disk, full, inc) = raw_chain(&dir);
+    scribble(&disk, 2);
+    let top = dir.join("top.strata");
+    ok(run(&[
+        &"create",
+        &disk,
+        &top,
+        &"-q",
+        &"--incremental",
+        &inc,
+    ]));
+    let (sha_full, sha_top) = (restored_sha(&full, d.path()), restored_sha(&top, d.path()));
+    let nowhere = "s3://no-such-bucket-here/images/";
+
+    let out = ok(within(cmd(&[
+        &"consolidate",
+        &top,
+        &"--parent-dir",
+        &nowhere,
+    ])));
+    assert!(inc.exists(), "the parent was removed: {out}");
+    assert!(
+        out.contains("kept") && out.contains("inc.strata") && out.contains("no-such-bucket-here"),
+        "{out}"
+    );
+    assert_eq!(
+        restored_sha(&top, d.path()),
+        sha_top,
+        "top after consolidation"
+    );
+    assert_eq!(restored_sha(&full, d.path()), sha_full, "full");
+    ok(run(&[&"verify", &inc, &"-q"]));
+
+    // The same merge with every place readable removes the parent it merged.
+    scribble(&disk, 3);
+    let next = dir.join("next.strata");
+    ok(run(&[
+        &"create",
+        &disk,
+        &next,
+        &"-q",
+        &"--incremental",
+        &top,
+    ]));
+    let sha_next = restored_sha(&next, d.path());
+    let out = ok(within(cmd(&[&"consolidate", &next])));
+    assert!(!top.exists(), "the merged parent was kept: {out}");
+    assert_eq!(
+        restored_sha(&next, d.path()),
+        sha_next,
+        "next after consolidation"
+    );
+}

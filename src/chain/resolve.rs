@@ -142,10 +142,21 @@ pub fn images_in(dir: &Path) -> Vec<PathBuf> {
 
 /// Reads just the header of `path`, or None if it is not a readable image header.
 pub fn peek_header(path: &Path) -> Option<Header> {
-    let (f, _) = crate::storage::Blob::open(path).ok()?;
+    read_header(path).ok().flatten()
+}
+
+/// Reads just the header of `path`: None when the file is no image (shorter than a header,
+/// or no valid header), an error when it could not be read. Whoever decides that no image
+/// builds on another must not take "could not read" for "no".
+pub fn read_header(path: &Path) -> Result<Option<Header>> {
+    let (f, len) = crate::storage::Blob::open(path)?;
+    if len < HEADER_SIZE as u64 {
+        return Ok(None);
+    }
     let mut buf = vec![0u8; HEADER_SIZE];
-    f.read_exact_at(&mut buf, 0).ok()?;
-    Header::decode(&buf, true).ok()
+    f.read_exact_at(&mut buf, 0)
+        .map_err(|e| Error::io(path, "cannot read the header", e))?;
+    Ok(Header::decode(&buf, true).ok())
 }
 
 /// The `*.strata` files of the directories searched so far, with the UUID in each header,

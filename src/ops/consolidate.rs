@@ -242,8 +242,12 @@ pub fn consolidate(opts: &ConsolidateOptions) -> Result<ConsolidateSummary> {
         let (parent, parent_uuid) = parent;
         match still_needed(&parent, parent_uuid, &target, &opts.resolve) {
             _ if opts.keep_parent => kept.push((parent, "--keep-parent".into())),
-            Some(user) => kept.push((parent, format!("{} still builds on it", user.display()))),
-            None => {
+            Ok(Some(user)) => kept.push((parent, format!("{} still builds on it", user.display()))),
+            Err(e) => kept.push((
+                parent,
+                format!("could not check that no other image builds on it: {e}"),
+            )),
+            Ok(None) => {
                 if crate::storage::is_remote(&parent) {
                     s3::delete(&parent)?;
                 } else {
@@ -302,18 +306,29 @@ fn check_written(chain: &Chain, lo: usize, written: &Path, threads: usize) -> Re
 }
 
 /// Another image (besides `replaced`) in the parent's directory or the search directories
-/// whose parent is `parent`, if any.
+/// whose parent is `parent`, if any. A directory that cannot be listed or an image whose
+/// header cannot be read is an error: the parent may still be needed.
 fn still_needed(
     parent: &Path,
     uuid: Uuid,
     replaced: &Path,
     opts: &ResolveOptions,
-) -> Option<PathBuf> {
+) -> Result<Option<PathBuf>> {
     let mut dirs = vec![resolve::dir_of(parent), resolve::dir_of(replaced)];
     dirs.extend(opts.parent_dirs.iter().cloned());
-    dirs.iter()
-        .flat_map(|d| resolve::images_in(d))
-        .filter(|p| !super::same_file(p, replaced) && !super::same_file(p, parent))
-        .filter(|p| p != &partial_path(replaced))
-        .find(|p| resolve::peek_header(p).is_some_and(|h| h.parent_uuid == uuid))
+    dirs.dedup();
+    for dir in &dirs {
+        for p in crate::storage::files_in(dir, crate::container::EXTENSION)? {
+            if super::same_file(&p, replaced)
+                || super::same_file(&p, parent)
+                || p == partial_path(replaced)
+            {
+                continue;
+            }
+            if resolve::read_header(&p)?.is_some_and(|h| h.parent_uuid == uuid) {
+                return Ok(Some(p));
+            }
+        }
+    }
+    Ok(None)
 }

@@ -182,7 +182,9 @@ pub struct Object {
     client: Arc<Client>,
     key: String,
     url: PathBuf,
-    etag: Option<String>,
+    /// Every read is pinned to it (`If-Match`), so that an object replaced while it is
+    /// open fails its reads instead of mixing two images.
+    etag: String,
     len: u64,
     /// Pages of the object read for small reads ([`PAGE`]).
     pages: quick_cache::sync::Cache<u64, Arc<[u8]>>,
@@ -235,7 +237,16 @@ impl Object {
                 io::Error::other("the server gave no object size"),
             )
         })?;
-        let etag = header("etag");
+        let etag = header("etag").ok_or_else(|| {
+            Error::io(
+                url,
+                "cannot open image",
+                io::Error::other(
+                    "the server gave no entity tag (ETag), without which a replaced object \
+                     cannot be told apart from the one opened",
+                ),
+            )
+        })?;
         drain(&mut resp);
         Ok(Object {
             etag,
@@ -301,15 +312,12 @@ impl Object {
             .sign(SIGNED_FOR);
         let range = format!("bytes={offset}-{}", end - 1);
         send_and_read(&self.url, buf, || {
-            let mut req = self
-                .client
+            self.client
                 .agent
                 .get(signed.as_str())
-                .header("range", &range);
-            if let Some(tag) = &self.etag {
-                req = req.header("if-match", tag);
-            }
-            req.call()
+                .header("range", &range)
+                .header("if-match", &self.etag)
+                .call()
         })
     }
 }
@@ -355,6 +363,14 @@ pub fn list(dir: &Path) -> Result<Vec<PathBuf>> {
                 .map(|c| PathBuf::from(format!("{SCHEME}{bucket}/{}", c.key))),
         );
         match page.next_continuation_token {
+            // A server that hands back the token it was given would be listed forever.
+            Some(t) if token.as_ref() == Some(&t) => {
+                return Err(Error::io(
+                    dir,
+                    "cannot list",
+                    io::Error::other("the server repeats its listing's continuation token"),
+                ))
+            }
             Some(t) => token = Some(t),
             None => break,
         }
@@ -862,7 +878,18 @@ fn upload_part(
         .bucket
         .upload_part(client.credentials.as_ref(), key, number, id)
         .sign(SIGNED_FOR);
-    let mut resp = send(url, || client.agent.put(signed.as_str()).send(data))?;
+    // A server that stops reading the body fails the part (which is then retried) instead
+    // of holding the upload forever: a minute, plus the part at 256 KiB/s.
+    let limit = Duration::from_secs(60 + data.len() as u64 / (256 << 10));
+    let mut resp = send(url, || {
+        client
+            .agent
+            .put(signed.as_str())
+            .config()
+            .timeout_send_body(Some(limit))
+            .build()
+            .send(data)
+    })?;
     let tag = resp
         .headers()
         .get("etag")
@@ -1014,10 +1041,15 @@ pub fn copy(from: &Path, to: &Path) -> Result<()> {
         percent_encoding::utf8_percent_encode(&from_key, COPY_SOURCE_SET)
     );
     let fail = |e| Error::io(to, "cannot copy to", e);
-    let source_header = ("x-amz-copy-source", copy_source.as_str());
+    // The copy is of the object opened here, which the caller has checked: if it was
+    // replaced since, the server refuses the copy.
+    let source_header = [
+        ("x-amz-copy-source", copy_source.as_str()),
+        ("x-amz-copy-source-if-match", source.etag.as_str()),
+    ];
     if source.len <= COPY_MAX {
         let action = client.bucket.put_object(client.credentials.as_ref(), &key);
-        return copy_request(&client, to, action, &[source_header])
+        return copy_request(&client, to, action, &source_header)
             .map(drop)
             .map_err(fail);
     }
@@ -1038,7 +1070,11 @@ pub fn copy(from: &Path, to: &Path) -> Result<()> {
             &client,
             to,
             action,
-            &[source_header, ("x-amz-copy-source-range", range.as_str())],
+            &[
+                source_header[0],
+                source_header[1],
+                ("x-amz-copy-source-range", range.as_str()),
+            ],
         )
         .map_err(fail)?;
         let tag = answer
