@@ -8,8 +8,10 @@
 //! compressed files can use what the chunks do not need.
 
 use crate::error::Result;
+use quick_cache::sync::GuardResult;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// What a cached buffer is.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -93,6 +95,39 @@ impl Cache {
                 self.chunk_loads.fetch_add(1, Ordering::Relaxed);
                 load()
             })
+    }
+
+    /// Loads chunks `first..first + n` of layer `layer` with one call of `load(n)`, where
+    /// `n` (at most `max`) stops before the first chunk that is held or being loaded by
+    /// another thread, which never waits here. A chunk `load` gives no buffer for (None: it
+    /// failed) is not kept; whoever reads it loads it again and gets the error.
+    pub fn chunk_run(
+        &self,
+        layer: u16,
+        first: u32,
+        max: u32,
+        load: impl FnOnce(u32) -> Vec<Option<Arc<[u8]>>>,
+    ) {
+        let mut claimed = Vec::new();
+        for chunk in (first..).take(max as usize) {
+            let key = Key::Chunk { layer, chunk };
+            match self.map.get_value_or_guard(&key, Some(Duration::ZERO)) {
+                GuardResult::Guard(g) => claimed.push(g),
+                GuardResult::Value(_) | GuardResult::Timeout => break,
+            }
+        }
+        if claimed.is_empty() {
+            return;
+        }
+        let n = claimed.len() as u32;
+        self.chunk_loads.fetch_add(u64::from(n), Ordering::Relaxed);
+        // Guards left without a value (a failed or missing load) are dropped: a reader
+        // waiting on one then loads the chunk itself.
+        for (guard, loaded) in claimed.into_iter().zip(load(n)) {
+            if let Some(buf) = loaded {
+                let _ = guard.insert(buf);
+            }
+        }
     }
 
     /// True when chunk `chunk` of layer `layer` is held (without counting as a use).
@@ -207,5 +242,28 @@ mod tests {
         cache.chunk(0, 0, || Ok(buf(5000))).unwrap();
         assert!(cache.bytes_held() <= 1000);
         assert!(!cache.has_chunk(0, 0));
+    }
+
+    #[test]
+    fn a_run_stops_at_a_held_chunk_and_keeps_only_what_loaded() {
+        let cache = Arc::new(Cache::new(10_000, 100));
+        cache.chunk(0, 3, || Ok(buf(100))).unwrap();
+        let mut asked = 0;
+        cache.chunk_run(0, 0, 8, |n| {
+            asked = n;
+            vec![Some(buf(100)), None, Some(buf(100))]
+        });
+        // Chunk 3 is held, so the run is 0..3; chunk 1's load failed and is not kept.
+        assert_eq!(asked, 3);
+        assert_eq!(
+            (0..4).map(|c| cache.has_chunk(0, c)).collect::<Vec<_>>(),
+            [true, false, true, true]
+        );
+        assert_eq!(cache.chunk_loads(), 4);
+        // Nothing to claim: `load` is not called.
+        cache.chunk_run(0, 2, 8, |_| panic!("chunk 2 is held"));
+        // Another layer's chunks of the same numbers are its own.
+        cache.chunk_run(1, 0, 2, |n| vec![Some(buf(100)); n as usize]);
+        assert!(cache.has_chunk(1, 1) && !cache.has_chunk(1, 2));
     }
 }

@@ -1692,3 +1692,50 @@ fn consolidation_keeps_the_parent_when_a_search_place_cannot_be_listed() {
         "next after consolidation"
     );
 }
+
+/// A large file read through a mount of an object: the read-ahead fetches the chunks that
+/// follow each other in the image several to a request (one request per chunk before),
+/// and the file has the bytes the kernel read. Counted by a proxy that only passes bytes on.
+#[test]
+fn a_mounted_large_file_is_fetched_several_chunks_to_a_request() {
+    let test = "a_mounted_large_file_is_fetched_several_chunks_to_a_request";
+    if !require_fuse(test) {
+        return;
+    }
+    let Some(s3) = Garage::start(test) else {
+        return;
+    };
+    let d = tempdir();
+    let (disk, manifest) = disk_with_a_large_file(d.path(), false);
+    let image = d.path().join("large.strata");
+    ok(within(cmd(&[&"create", &disk, &image, &"-q"])));
+    s3.put("runs/large.strata", &image);
+    let proxy = SlowProxy::start(&s3.endpoint, 64 << 10, Duration::ZERO);
+    let mnt = d.path().join("mnt");
+    let mut mount = cmd(&[&"mount", &s3.url("runs/large.strata"), &mnt]);
+    mount.env("AWS_ENDPOINT_URL", &proxy.endpoint);
+    let m = Mounted::by(mount, &mnt);
+    let files = files_of(&manifest, "p1");
+    let before = proxy.ranges().len();
+    let (code, sha, err, _) = sha256sum(&mnt.join("p1/big.bin"), LIMIT);
+    assert_eq!((code, &sha), (0, &files["/big.bin"]), "big.bin: {err}");
+    let asked = proxy.ranges()[before..].to_vec();
+    // big.bin is 48 MiB of noise: 48 chunks of 1 MiB, which zstd barely shrinks.
+    let fetched: u64 = asked.iter().map(|(a, b)| b - a).sum();
+    let joined = asked.iter().filter(|(a, b)| b - a > 2 << 20).count();
+    eprintln!(
+        "{test}: {} requests, {joined} of more than 2 MiB, {fetched} bytes",
+        asked.len()
+    );
+    assert!(
+        fetched >= 44 << 20,
+        "big.bin came from elsewhere: {asked:?}"
+    );
+    assert!(
+        asked.len() <= 24 && joined >= 3,
+        "48 chunks in {} requests: {asked:?}",
+        asked.len()
+    );
+    ok(within(cmd(&[&"unmount", &mnt])));
+    drop(m);
+}

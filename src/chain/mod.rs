@@ -144,6 +144,32 @@ impl Store {
             img.load_chunk(chunk).map_err(|e| img.chunk_error(chunk, e))
         })
     }
+
+    /// Decompresses chunk `chunk` of layer `layer` into the cache ahead of a read. From a
+    /// bucket, the chunks after it in the same image, of the same kind, that nobody holds
+    /// or is loading come in the same request (a mounted read of a big file made one
+    /// request per chunk).
+    fn prefetch(&self, layer: u16, chunk: u32) {
+        let img = &self.layers[layer as usize];
+        if !img.is_remote() {
+            // A damaged chunk fails again, with its message, when it is read.
+            let _ = self.chunk(layer, chunk);
+            return;
+        }
+        let chunks = &img.index().chunks;
+        let small = |i: u32| chunks[i as usize].raw_len < img.header().chunk_size;
+        let most = img.run_len(
+            chunk,
+            crate::storage::REMOTE_RUN_CHUNKS,
+            crate::storage::REMOTE_RUN_BYTES,
+        );
+        let most = (1..most)
+            .find(|&k| small(chunk + k) != small(chunk))
+            .unwrap_or(most);
+        self.cache.chunk_run(layer, chunk, most, |n| {
+            img.load_run(chunk, n).into_iter().map(|r| r.ok()).collect()
+        });
+    }
 }
 
 /// Threads that decompress the chunks after a sequential read into the cache before they
@@ -264,8 +290,7 @@ impl Chain {
                     .spawn(move || loop {
                         let next = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
                         let Ok((layer, chunk)) = next else { break };
-                        // A damaged chunk fails again, with its message, when it is read.
-                        let _ = store.chunk(layer, chunk);
+                        store.prefetch(layer, chunk);
                     })
                     .ok()
             })

@@ -173,10 +173,6 @@ fn open_device(path: &Path, disk: u64) -> Result<File> {
     Ok(dev)
 }
 
-/// Most chunks, and stored bytes, one request of a restore from a bucket fetches.
-const RUN_CHUNKS: u32 = 8;
-const RUN_BYTES: u64 = 8 << 20;
-
 /// Loads chunks on worker threads and writes each one's extents, in the order the merged
 /// map first needs them (disk order for a full image). Returns the data bytes written.
 fn write_chunks(
@@ -212,7 +208,10 @@ fn write_chunks(
     // From a bucket, chunks that follow each other in the order and in their image are
     // fetched together: one request for several, not one each.
     let (run_max, run_bytes) = if chain.is_remote() {
-        (RUN_CHUNKS, RUN_BYTES)
+        (
+            crate::storage::REMOTE_RUN_CHUNKS,
+            crate::storage::REMOTE_RUN_BYTES,
+        )
     } else {
         (1, 0)
     };

@@ -81,6 +81,11 @@ impl Blob {
 /// a bucket (restore, verify): each waits on the network more than on decompression.
 pub const REMOTE_READERS: usize = 8;
 
+/// Most chunks, and stored bytes, one request fetches when chunks that follow each other
+/// in an image in a bucket are read together (a restore, a mount's read-ahead).
+pub const REMOTE_RUN_CHUNKS: u32 = 8;
+pub const REMOTE_RUN_BYTES: u64 = 8 << 20;
+
 /// Where a new image is written: a local file, or an upload to a bucket.
 pub enum Output {
     File(File),
