@@ -257,6 +257,26 @@ impl Chain {
         })
     }
 
+    /// The chain's images, full first, to build another chain on (the point written on
+    /// top of this one): opening them again would read and check every layer twice.
+    pub fn into_layers(mut self) -> Vec<Image> {
+        if let Some(p) = self.prefetcher.take() {
+            drop(p.queue);
+            for t in p.threads {
+                let _ = t.join();
+            }
+        }
+        let empty = Arc::new(Store {
+            layers: Vec::new(),
+            cache: Arc::new(Cache::new(1, 1)),
+        });
+        match Arc::try_unwrap(std::mem::replace(&mut self.store, empty)) {
+            Ok(store) => store.layers,
+            // The prefetch threads, joined above, held the only other references.
+            Err(_) => unreachable!("a chain's store is shared only with its prefetch threads"),
+        }
+    }
+
     /// Opens the image at `path` and its ancestors with a ceiling of `cache_bytes` of
     /// decoded data kept in memory for the whole chain (every layer's chunks together,
     /// and the units of the filesystems opened with [`Chain::cache`]).

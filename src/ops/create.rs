@@ -376,11 +376,14 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary> {
     let disk_bytes = src.len();
     let mut catalog_bytes = 0;
     let src = Arc::new(src);
+    let parent_path = parent.as_ref().map(|c| c.top().path().to_path_buf());
+    // The layers under the new point, for its catalog.
+    let below = parent.map(Chain::into_layers).unwrap_or_default();
     match (output, local.take()) {
         (Output::File(mut file), Some(out)) => {
             if opts.catalog {
                 let catalog = Image::open_unfinished(&written)
-                    .and_then(|(image, _)| catalog_of(opts, image, src, false));
+                    .and_then(|(image, _)| catalog_of(below, image, src, false));
                 if let Some(raw) = catalog_or_warning(catalog)? {
                     let before = summary.file_bytes;
                     summary.file_bytes =
@@ -396,7 +399,7 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary> {
                 // through the image as it will read, with its chunks taken from the source.
                 let image = super::staged_image(&upload, &header_bytes, &opts.dest)?;
                 let catalog = super::staged_image(&upload, &header_bytes, &opts.dest)
-                    .and_then(|i| catalog_of(opts, i, src, true));
+                    .and_then(|i| catalog_of(below, i, src, true));
                 if let Some(raw) = catalog_or_warning(catalog)? {
                     let before = summary.file_bytes;
                     summary.file_bytes = super::upload_catalog(&mut upload, &image, &raw)?;
@@ -420,31 +423,23 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary> {
         seconds: started.elapsed().as_secs_f64(),
         kind,
         unchanged_bytes: outcome.unchanged_blocks * u64::from(block_size),
-        parent: parent.as_ref().map(|c| c.top().path().to_path_buf()),
+        parent: parent_path,
         unreadable,
         catalog_bytes,
     })
 }
 
 /// The encoded catalog (None: no filesystem to list) of the point just written, `image`,
-/// walked through the image with `src` read where it agrees with it
-/// ([`crate::catalog::build`]); with `only_source`, every byte of the point comes from `src`
-/// (the image's chunks cannot be read while it is uploaded).
+/// on top of the parent chain's layers `below` (none for a full image), walked through the
+/// image with `src` read where it agrees with it ([`crate::catalog::build`]); with
+/// `only_source`, every byte of the point comes from `src` (the image's chunks cannot be
+/// read while it is uploaded).
 fn catalog_of(
-    opts: &CreateOptions,
+    mut layers: Vec<Image>,
     image: Image,
     src: Arc<FileDev>,
     only_source: bool,
 ) -> Result<Option<Vec<u8>>> {
-    let mut layers = match &opts.parent {
-        None => Vec::new(),
-        Some(ParentSpec::Incremental(p)) => resolve::resolve(p, &opts.resolve)?,
-        Some(ParentSpec::Differential(p)) => {
-            let mut l = resolve::resolve(p, &opts.resolve)?;
-            l.truncate(1);
-            l
-        }
-    };
     layers.push(image);
     let chain = Arc::new(Chain::from_layers(layers)?);
     let builder = if only_source {

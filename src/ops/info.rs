@@ -151,12 +151,11 @@ pub fn chain_entries(layers: &[Image]) -> Vec<ChainEntry> {
 
 /// Reads the facts of an image and, for a child, of its chain.
 pub fn info(path: &Path, opts: &ResolveOptions) -> Result<ImageInfo> {
-    let img = Image::open(path)?;
     // The partition table and filesystems are probed from the chain point itself.
     // A full image is a chain of one: its disk is read through the chain too.
-    let full = img.header().kind == ImageKind::Full;
-    let (chain, chain_error, layout) = match crate::chain::resolve::resolve(path, opts) {
+    let (point, chain, chain_error, layout) = match crate::chain::resolve::resolve(path, opts) {
         Ok(layers) => {
+            let full = layers.len() == 1;
             let entries = if full {
                 Vec::new()
             } else {
@@ -164,9 +163,19 @@ pub fn info(path: &Path, opts: &ResolveOptions) -> Result<ImageInfo> {
             };
             let point = crate::chain::Chain::from_layers(layers)?;
             let layout = image_layout(&point, point.top().header());
-            (entries, None, Some(layout))
+            (Some(point), entries, None, Some(layout))
         }
-        Err(e) => (Vec::new(), Some(e.to_string()), None),
+        Err(e) => (None, Vec::new(), Some(e.to_string()), None),
+    };
+    // The image itself: the chain's top, or opened alone when its chain cannot be (an
+    // image in a bucket opened twice cost its opening requests twice).
+    let alone;
+    let img = match &point {
+        Some(p) => p.top(),
+        None => {
+            alone = Image::open(path)?;
+            &alone
+        }
     };
     let h = img.header();
     let idx = img.index();
@@ -218,7 +227,7 @@ pub fn info(path: &Path, opts: &ResolveOptions) -> Result<ImageInfo> {
             .map(|b| format!("{b:02x}"))
             .collect(),
         aliases: idx.aliases.iter().map(|a| a.uuid).collect(),
-        catalog: catalog_info(&img)?,
+        catalog: catalog_info(img)?,
         chain,
         chain_error,
     })
