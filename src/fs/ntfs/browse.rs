@@ -38,6 +38,7 @@ use ntfs::{Ntfs, NtfsAttributeFlags, NtfsAttributeType, NtfsFile};
 use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
 use std::io::SeekFrom;
+use std::sync::Arc;
 use value::{Stored, Value};
 
 /// Record number of the root directory.
@@ -78,7 +79,28 @@ pub struct NtfsFs {
     /// Decoded compression units and WOF chunks, so that small reads (a mount's) decode
     /// each unit once; kept in the cache of whatever the volume is read from.
     units: Units,
+    /// The data runs of the streams read last, by (record, stream): a file read in many
+    /// small reads (a mount's, a copy's) rebuilt its run list from its file records on
+    /// every read, which for a file of thousands of runs over several records cost more
+    /// than the read.
+    values: quick_cache::sync::Cache<(NodeId, Box<str>), Arc<Value>, ValueBytes>,
 }
+
+/// Weighs a kept value by about the memory it takes, so that the bound is one of memory.
+#[derive(Clone)]
+struct ValueBytes;
+
+impl quick_cache::Weighter<(NodeId, Box<str>), Arc<Value>> for ValueBytes {
+    fn weight(&self, _key: &(NodeId, Box<str>), v: &Arc<Value>) -> u64 {
+        64 + match &v.stored {
+            Stored::Runs { runs, .. } => std::mem::size_of_val(runs.as_slice()),
+            Stored::Resident(bytes) => bytes.len(),
+        } as u64
+    }
+}
+
+/// Bytes of values kept by [`NtfsFs`] over all its streams.
+const KEPT_VALUE_BYTES: u64 = 8 << 20;
 
 /// A `Read + Seek` cursor over the partition for the ntfs crate, which reads a file record
 /// as `record size` contiguous bytes from where its first byte lies. That is wrong for a
@@ -195,6 +217,7 @@ impl NtfsFs {
             ntfs,
             stitched,
             units,
+            values: quick_cache::sync::Cache::with_weighter(64, KEPT_VALUE_BYTES, ValueBytes),
         })
     }
 
@@ -987,14 +1010,24 @@ impl FileSystem for NtfsFs {
                     "NTFS record {node}: is a directory"
                 )));
             }
-            let Some(attr) = self.find_attr(&mut c, &file, NtfsAttributeType::Data, stream)? else {
-                if stream.is_empty() {
-                    // No unnamed data: the size shown is 0 too.
-                    return Ok(0);
+            let key = (node, Box::<str>::from(stream));
+            let v = match self.values.get(&key) {
+                Some(v) => v,
+                None => {
+                    let Some(attr) =
+                        self.find_attr(&mut c, &file, NtfsAttributeType::Data, stream)?
+                    else {
+                        if stream.is_empty() {
+                            // No unnamed data: the size shown is 0 too.
+                            return Ok(0);
+                        }
+                        return Err(Error::NotFound(format!("no stream named {stream}")));
+                    };
+                    let v = Arc::new(self.value(&mut c, &file, &attr)?);
+                    self.values.insert(key, v.clone());
+                    v
                 }
-                return Err(Error::NotFound(format!("no stream named {stream}")));
             };
-            let v = self.value(&mut c, &file, &attr)?;
             self.read_data(&mut c, &file, &v, (node, stream), offset, buf)
         })
     }
