@@ -205,13 +205,8 @@ pub struct Chain {
 
 impl Drop for Chain {
     fn drop(&mut self) {
-        // Stop and join the thread, so that the images are closed when this returns.
-        if let Some(p) = self.prefetcher.take() {
-            drop(p.queue);
-            for t in p.threads {
-                let _ = t.join();
-            }
-        }
+        // So that the images are closed when this returns.
+        self.stop_prefetch();
     }
 }
 
@@ -260,12 +255,7 @@ impl Chain {
     /// The chain's images, full first, to build another chain on (the point written on
     /// top of this one): opening them again would read and check every layer twice.
     pub fn into_layers(mut self) -> Vec<Image> {
-        if let Some(p) = self.prefetcher.take() {
-            drop(p.queue);
-            for t in p.threads {
-                let _ = t.join();
-            }
-        }
+        self.stop_prefetch();
         let empty = Arc::new(Store {
             layers: Vec::new(),
             cache: Arc::new(Cache::new(1, 1)),
@@ -274,6 +264,16 @@ impl Chain {
             Ok(store) => store.layers,
             // The prefetch threads, joined above, held the only other references.
             Err(_) => unreachable!("a chain's store is shared only with its prefetch threads"),
+        }
+    }
+
+    /// Stops the prefetch threads, if started, and waits for them: they hold the images.
+    fn stop_prefetch(&mut self) {
+        if let Some(p) = self.prefetcher.take() {
+            drop(p.queue);
+            for t in p.threads {
+                let _ = t.join();
+            }
         }
     }
 
