@@ -1397,6 +1397,28 @@ fn disk_with_a_large_file(dir: &Path, long_listings: bool) -> (PathBuf, String) 
     (disk, m)
 }
 
+/// [`disk_with_a_large_file`] imaged and put into the bucket under `key`: its URL and the
+/// kernel's manifest of the disk.
+fn large_image_in_bucket(
+    s3: &Garage,
+    dir: &Path,
+    key: &str,
+    long_listings: bool,
+) -> (String, String) {
+    let (disk, manifest) = disk_with_a_large_file(dir, long_listings);
+    let image = dir.join("large.strata");
+    ok(within(cmd(&[&"create", &disk, &image, &"-q"])));
+    s3.put(key, &image);
+    (s3.url(key), manifest)
+}
+
+/// `url` mounted at `mnt` with its requests sent through `proxy`.
+fn mounted_through(proxy: &SlowProxy, url: &str, mnt: &Path) -> Mounted {
+    let mut mount = cmd(&[&"mount", &url, &mnt]);
+    mount.env("AWS_ENDPOINT_URL", &proxy.endpoint);
+    Mounted::by(mount, mnt)
+}
+
 /// sha256 of `file` read by `sha256sum` (waited for `limit` at most): exit code, the hash
 /// (empty on failure), stderr, and how long it took.
 fn sha256sum(file: &Path, limit: Duration) -> (i32, String, String, Duration) {
@@ -1431,11 +1453,7 @@ fn a_mount_outlives_a_stopped_server_and_reads_again_once_it_is_back() {
         return;
     };
     let d = tempdir();
-    let (disk, manifest) = disk_with_a_large_file(d.path(), false);
-    let image = d.path().join("large.strata");
-    ok(within(cmd(&[&"create", &disk, &image, &"-q"])));
-    s3.put("mounted/large.strata", &image);
-    let url = s3.url("mounted/large.strata");
+    let (url, manifest) = large_image_in_bucket(&s3, d.path(), "mounted/large.strata", false);
     let mnt = d.path().join("mnt");
     let m = Mounted::new(&url, &mnt);
     let files = files_of(&manifest, "p1");
@@ -1500,16 +1518,10 @@ fn a_mount_of_a_slow_server_lists_while_a_large_file_is_read() {
         return;
     };
     let d = tempdir();
-    let (disk, manifest) = disk_with_a_large_file(d.path(), true);
-    let image = d.path().join("large.strata");
-    ok(within(cmd(&[&"create", &disk, &image, &"-q"])));
-    s3.put("slow/large.strata", &image);
-    let url = s3.url("slow/large.strata");
+    let (url, manifest) = large_image_in_bucket(&s3, d.path(), "slow/large.strata", true);
     let proxy = SlowProxy::start(&s3.endpoint, 64 << 10, Duration::from_millis(200));
     let mnt = d.path().join("mnt");
-    let mut mount = cmd(&[&"mount", &url, &mnt]);
-    mount.env("AWS_ENDPOINT_URL", &proxy.endpoint);
-    let m = Mounted::by(mount, &mnt);
+    let m = mounted_through(&proxy, &url, &mnt);
     assert!(
         proxy.bytes_down() > 0,
         "the mount did not go through the proxy"
@@ -1706,15 +1718,10 @@ fn a_mounted_large_file_is_fetched_several_chunks_to_a_request() {
         return;
     };
     let d = tempdir();
-    let (disk, manifest) = disk_with_a_large_file(d.path(), false);
-    let image = d.path().join("large.strata");
-    ok(within(cmd(&[&"create", &disk, &image, &"-q"])));
-    s3.put("runs/large.strata", &image);
+    let (url, manifest) = large_image_in_bucket(&s3, d.path(), "runs/large.strata", false);
     let proxy = SlowProxy::start(&s3.endpoint, 64 << 10, Duration::ZERO);
     let mnt = d.path().join("mnt");
-    let mut mount = cmd(&[&"mount", &s3.url("runs/large.strata"), &mnt]);
-    mount.env("AWS_ENDPOINT_URL", &proxy.endpoint);
-    let m = Mounted::by(mount, &mnt);
+    let m = mounted_through(&proxy, &url, &mnt);
     let files = files_of(&manifest, "p1");
     let before = proxy.ranges().len();
     let (code, sha, err, _) = sha256sum(&mnt.join("p1/big.bin"), LIMIT);
