@@ -205,6 +205,7 @@ impl Builder {
                 source: source.clone(),
                 missed: missed.clone(),
                 states: StateCache::default(),
+                windows: quick_cache::sync::Cache::new(KEPT_WINDOWS),
             }),
             _ => self.chain.clone(),
         };
@@ -570,6 +571,50 @@ struct SourceDev {
     source: Arc<dyn BlockDev>,
     missed: Arc<AtomicBool>,
     states: StateCache,
+    /// Windows of the source read and checked, by number: a walk reads metadata in small
+    /// pieces (an inode, a directory block) next to each other, and each read and hashed
+    /// its blocks again (what the chain's chunk cache spares a walk of the image).
+    windows: quick_cache::sync::Cache<u64, Arc<Window>>,
+}
+
+/// Blocks of the source read and checked together by [`SourceDev`] (64 KiB of 4 KiB blocks).
+const WINDOW_BLOCKS: u64 = 16;
+/// Windows [`SourceDev`] keeps (32 MiB of 4 KiB blocks).
+const KEPT_WINDOWS: usize = 512;
+
+/// Source blocks as read, and for each whether it agrees with the point.
+struct Window {
+    bytes: Vec<u8>,
+    agrees: Vec<bool>,
+}
+
+impl SourceDev {
+    /// Window `w` of the source (inside the disk), read and checked once.
+    fn window(&self, w: u64, bs: u64) -> Result<Arc<Window>> {
+        self.windows.get_or_insert_with(&w, || {
+            let first = w * WINDOW_BLOCKS;
+            let n = WINDOW_BLOCKS.min(self.chain.len().div_ceil(bs) - first);
+            let start = first * bs;
+            let stop = ((first + n) * bs).min(self.source.len());
+            let mut bytes = vec![0u8; crate::le::usize_of(n * bs)?];
+            let got = crate::le::usize_of(stop.saturating_sub(start))?;
+            let agrees = if self.source.read_at(start, &mut bytes[..got]).is_ok() {
+                let states = self.states.get(&self.chain, first, n)?;
+                bytes
+                    .chunks_exact(crate::le::usize_of(bs)?)
+                    .zip(&states)
+                    .map(|(b, s)| match s {
+                        BlockState::Zero => is_zero(b),
+                        BlockState::Hash(h) => xxh3_64(b) == *h,
+                    })
+                    .collect()
+            } else {
+                // A read error anywhere in the window: its pieces are read on their own.
+                vec![false; crate::le::usize_of(n)?]
+            };
+            Ok(Arc::new(Window { bytes, agrees }))
+        })
+    }
 }
 
 impl BlockDev for SourceDev {
@@ -586,12 +631,82 @@ impl BlockDev for SourceDev {
             return self.chain.read_at(offset, buf);
         }
         let bs = u64::from(self.chain.block_size());
-        if read_agreeing(&*self.source, bs, offset, buf, |f, n| {
-            self.states.get(&self.chain, f, n)
-        })? {
-            Ok(())
-        } else {
-            Err(source_changed(&self.missed))
+        let span = bs * WINDOW_BLOCKS;
+        let mut pos = offset;
+        let mut out = &mut buf[..];
+        while !out.is_empty() {
+            let win = self.window(pos / span, bs)?;
+            let from = crate::le::usize_of(pos % span)?;
+            let take = out.len().min(win.bytes.len() - from);
+            let (head, rest) = out.split_at_mut(take);
+            let blocks = crate::le::usize_of(bs)?;
+            let agrees = win.agrees[from / blocks..(from + take).div_ceil(blocks)]
+                .iter()
+                .all(|&a| a);
+            if agrees {
+                head.copy_from_slice(&win.bytes[from..from + take]);
+            } else if !read_agreeing(&*self.source, bs, pos, head, |f, n| {
+                self.states.get(&self.chain, f, n)
+            })? {
+                return Err(source_changed(&self.missed));
+            }
+            out = rest;
+            pos += take as u64;
         }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A point's disk read from its source while the image cannot be: every read gives the
+    /// source's bytes where they agree with the point (across windows, inside blocks, over
+    /// zero blocks), and a read touching a block that changed after the point is refused
+    /// and marks the build.
+    #[test]
+    fn the_source_is_read_where_it_agrees_with_the_point_and_refused_where_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = dir.path().join("disk.img");
+        let mut data: Vec<u8> = (0..1u32 << 20).map(|i| (i * 7 % 251) as u8).collect();
+        data[300_000..340_000].fill(0);
+        std::fs::write(&disk, &data).unwrap();
+        let image = dir.path().join("disk.strata");
+        crate::ops::create::create(&crate::ops::create::CreateOptions::new(&disk, &image)).unwrap();
+        // Block 122 (bytes 499,712..503,808) changes after the point.
+        data[500_000] ^= 1;
+        std::fs::write(&disk, &data).unwrap();
+        let chain = Chain::open(&image, &Default::default()).unwrap();
+        let dev = SourceDev {
+            chain: Arc::new(chain),
+            source: Arc::new(crate::blockdev::file::FileDev::open(&disk).unwrap()),
+            missed: Default::default(),
+            states: StateCache::default(),
+            windows: quick_cache::sync::Cache::new(KEPT_WINDOWS),
+        };
+        for (at, len) in [
+            (0, 100),
+            (4_090, 20),
+            (65_530, 70_000),
+            (300_001, 45_000),
+            (503_808, 500_000),
+            (1_048_000, 576),
+        ] {
+            let mut buf = vec![1u8; len];
+            dev.read_at(at as u64, &mut buf).unwrap();
+            assert!(buf == data[at..at + len], "{len} bytes at {at}");
+            assert!(!dev.missed.load(Ordering::Relaxed));
+        }
+        for (at, len) in [
+            (500_000u64, 1),
+            (495_000, 5_000),
+            (499_712, 4_096),
+            (0, 1 << 20),
+        ] {
+            let mut buf = vec![0u8; len];
+            assert!(dev.read_at(at, &mut buf).is_err(), "{len} bytes at {at}");
+        }
+        assert!(dev.missed.load(Ordering::Relaxed));
     }
 }
