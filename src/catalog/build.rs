@@ -200,13 +200,11 @@ impl Builder {
     /// read; a filesystem or entry that cannot be read is left out or marked unreadable.
     pub fn build(&self) -> Result<Catalog> {
         let dev: Arc<dyn BlockDev> = match (&self.only_source, &self.source) {
-            (Some(missed), Some(source)) => Arc::new(SourceDev {
-                chain: self.chain.clone(),
-                source: source.clone(),
-                missed: missed.clone(),
-                states: StateCache::default(),
-                windows: quick_cache::sync::Cache::new(KEPT_WINDOWS),
-            }),
+            (Some(missed), Some(source)) => Arc::new(SourceDev::new(
+                self.chain.clone(),
+                source.clone(),
+                missed.clone(),
+            )),
             _ => self.chain.clone(),
         };
         let vfs = Vfs::open(dev, self.chain.sector_size(), self.chain.cache())?;
@@ -543,16 +541,24 @@ fn read_agreeing(
     let agrees = src.read_at(start, &mut blocks[..got]).is_ok() && {
         let states = states(first, n)?;
         let bs = crate::le::usize_of(bs)?;
-        blocks.chunks_exact(bs).zip(&states).all(|(b, s)| match s {
-            BlockState::Zero => is_zero(b),
-            BlockState::Hash(h) => xxh3_64(b) == *h,
-        })
+        blocks
+            .chunks_exact(bs)
+            .zip(&states)
+            .all(|(b, s)| agrees_with(b, s))
     };
     if agrees {
         let from = crate::le::usize_of(offset - start)?;
         buf.copy_from_slice(&blocks[from..from + buf.len()]);
     }
     Ok(agrees)
+}
+
+/// Whether disk block `b` is what the point holds in its place.
+fn agrees_with(b: &[u8], state: &BlockState) -> bool {
+    match state {
+        BlockState::Zero => is_zero(b),
+        BlockState::Hash(h) => xxh3_64(b) == *h,
+    }
 }
 
 fn source_changed(missed: &AtomicBool) -> Error {
@@ -589,6 +595,16 @@ struct Window {
 }
 
 impl SourceDev {
+    fn new(chain: Arc<Chain>, source: Arc<dyn BlockDev>, missed: Arc<AtomicBool>) -> SourceDev {
+        SourceDev {
+            chain,
+            source,
+            missed,
+            states: StateCache::default(),
+            windows: quick_cache::sync::Cache::new(KEPT_WINDOWS),
+        }
+    }
+
     /// Window `w` of the source (inside the disk), read and checked once.
     fn window(&self, w: u64, bs: u64) -> Result<Arc<Window>> {
         self.windows.get_or_insert_with(&w, || {
@@ -603,10 +619,7 @@ impl SourceDev {
                 bytes
                     .chunks_exact(crate::le::usize_of(bs)?)
                     .zip(&states)
-                    .map(|(b, s)| match s {
-                        BlockState::Zero => is_zero(b),
-                        BlockState::Hash(h) => xxh3_64(b) == *h,
-                    })
+                    .map(|(b, s)| agrees_with(b, s))
                     .collect()
             } else {
                 // A read error anywhere in the window: its pieces are read on their own.
@@ -632,6 +645,7 @@ impl BlockDev for SourceDev {
         }
         let bs = u64::from(self.chain.block_size());
         let span = bs * WINDOW_BLOCKS;
+        let blocks = crate::le::usize_of(bs)?;
         let mut pos = offset;
         let mut out = &mut buf[..];
         while !out.is_empty() {
@@ -639,7 +653,6 @@ impl BlockDev for SourceDev {
             let from = crate::le::usize_of(pos % span)?;
             let take = out.len().min(win.bytes.len() - from);
             let (head, rest) = out.split_at_mut(take);
-            let blocks = crate::le::usize_of(bs)?;
             let agrees = win.agrees[from / blocks..(from + take).div_ceil(blocks)]
                 .iter()
                 .all(|&a| a);
@@ -678,13 +691,11 @@ mod tests {
         data[500_000] ^= 1;
         std::fs::write(&disk, &data).unwrap();
         let chain = Chain::open(&image, &Default::default()).unwrap();
-        let dev = SourceDev {
-            chain: Arc::new(chain),
-            source: Arc::new(crate::blockdev::file::FileDev::open(&disk).unwrap()),
-            missed: Default::default(),
-            states: StateCache::default(),
-            windows: quick_cache::sync::Cache::new(KEPT_WINDOWS),
-        };
+        let dev = SourceDev::new(
+            Arc::new(chain),
+            Arc::new(crate::blockdev::file::FileDev::open(&disk).unwrap()),
+            Default::default(),
+        );
         for (at, len) in [
             (0, 100),
             (4_090, 20),

@@ -156,15 +156,13 @@ impl Store {
             let _ = self.chunk(layer, chunk);
             return;
         }
-        let chunks = &img.index().chunks;
-        let small = |i: u32| chunks[i as usize].raw_len < img.header().chunk_size;
         let most = img.run_len(
             chunk,
             crate::storage::REMOTE_RUN_CHUNKS,
             crate::storage::REMOTE_RUN_BYTES,
         );
         let most = (1..most)
-            .find(|&k| small(chunk + k) != small(chunk))
+            .find(|&k| img.is_metadata_chunk(chunk + k) != img.is_metadata_chunk(chunk))
             .unwrap_or(most);
         self.cache.chunk_run(layer, chunk, most, |n| {
             img.load_run(chunk, n).into_iter().map(|r| r.ok()).collect()
@@ -337,10 +335,7 @@ impl Chain {
         // Only chunks of the kind the read came from: `create` packs filesystem metadata
         // into chunks smaller than the image's chunk size, and a walk reading directory
         // blocks one after another must not decompress the file contents next to them.
-        let small = |e: &MapExtent| {
-            let img = &self.store.layers[e.layer as usize];
-            img.index().chunks[e.chunk as usize].raw_len < img.header().chunk_size
-        };
+        let small = |e: &MapExtent| self.store.layers[e.layer as usize].is_metadata_chunk(e.chunk);
         let from = offset
             .checked_sub(1)
             .and_then(|b| self.find(b / bs).ok())

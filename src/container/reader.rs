@@ -340,6 +340,12 @@ impl Image {
             .map_err(ChunkLoadError::Fault)
     }
 
+    /// Whether chunk `i` holds filesystem metadata: `create` packs it into chunks smaller
+    /// than the image's chunk size, apart from file contents.
+    pub fn is_metadata_chunk(&self, i: u32) -> bool {
+        self.index.chunks[i as usize].raw_len < self.header.chunk_size
+    }
+
     /// How many chunks from `first` (at most `max`, together at most `max_bytes` stored)
     /// lie one after another in the file, so [`Image::load_run`] reads them at once.
     pub fn run_len(&self, first: u32, max: u32, max_bytes: u64) -> u32 {

@@ -161,10 +161,8 @@ pub fn consolidate(opts: &ConsolidateOptions) -> Result<ConsolidateSummary> {
         for e in merged.iter().filter(|e| e.kind == ExtentKind::Data) {
             check_interrupt()?;
             let chunk = chain.chunk(e.layer, e.chunk)?;
-            // Blocks from a chunk smaller than its image's chunk size are filesystem
-            // metadata (see `create`): they stay in chunks of their own.
-            let layer = &chain.layers()[e.layer as usize];
-            let meta = layer.index().chunks[e.chunk as usize].raw_len < layer.header().chunk_size;
+            // Filesystem metadata stays in chunks of its own.
+            let meta = chain.layers()[e.layer as usize].is_metadata_chunk(e.chunk);
             for i in 0..e.count {
                 let at = (e.block_in_chunk + i) as usize * bs;
                 let data = &chunk[at..at + bs];
