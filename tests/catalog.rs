@@ -1992,3 +1992,209 @@ fn images_without_a_catalog_are_walked() {
         assert_eq!(walked, cataloged, "{path}: content identities");
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Incremental catalogs built from the parent's
+
+/// Files before the first point: 40 directories of 40 files, and `keep/` whose files no
+/// change touches through the filesystem.
+const FROM_PARENT_P0: &str = r#"
+import os
+for d in range(40):
+    os.makedirs('d%02d' % d)
+    for f in range(40):
+        with open('d%02d/f%02d.txt' % (d, f), 'wb') as o:
+            o.write(('%d/%d ' % (d, f)).encode() * (40 + 5 * f))
+os.mkdir('keep')
+for k in range(3):
+    with open('keep/k%d.bin' % k, 'wb') as o:
+        o.write(bytes((i * 7 + k) % 251 for i in range(96 << 10)))
+"#;
+
+/// One day's changes: edits in place, an append, a change that keeps size and mtime, a
+/// rename across directories, a delete, a hard link, a new directory.
+const FROM_PARENT_P1: &str = r#"
+import os
+def edit(p, at, data):
+    with open(p, 'r+b') as o:
+        o.seek(at)
+        o.write(data)
+edit('d01/f03.txt', 10, b'EDITED')
+edit('d05/f20.txt', 500, b'CHANGED IN PLACE')
+with open('d07/f07.txt', 'ab') as o:
+    o.write(b'appended\n' * 100)
+st = os.stat('d02/f02.txt')
+edit('d02/f02.txt', 0, b'X')
+os.utime('d02/f02.txt', ns=(st.st_atime_ns, st.st_mtime_ns))
+os.rename('d03/f04.txt', 'd09/moved.txt')
+os.remove('d04/f05.txt')
+os.link('d06/f06.txt', 'd08/link.txt')
+os.mkdir('new')
+for f in range(5):
+    with open('new/n%d.txt' % f, 'wb') as o:
+        o.write(b'new file %d\n' % f * 30)
+"#;
+
+/// `create --json` of `src` into `image` on `parent`: (entries, entries read).
+fn create_counted(src: &Path, image: &Path, parent: Option<&Path>) -> (u64, u64) {
+    let mut c = strata();
+    c.args(["create", "--quiet", "--json"]);
+    if let Some(p) = parent {
+        c.arg("--incremental").arg(p);
+    }
+    c.env_remove("STRATA_NO_CATALOG").arg(src).arg(image);
+    let out: Value = serde_json::from_str(&ok(c.output().unwrap())).unwrap();
+    let n = |k: &str| out[k].as_u64().unwrap_or_else(|| panic!("no {k} in {out}"));
+    (n("catalog_entries"), n("catalog_entries_read"))
+}
+
+/// `strata diff --json a b`, as a set of rows.
+fn diff_set(a: &Path, b: &Path) -> BTreeSet<String> {
+    let (rows, err) = query_json(&["diff".into(), s(a), s(b)]);
+    no_warning("diff", &err);
+    rows.iter().map(Value::to_string).collect()
+}
+
+/// A point's catalog taken from its parent's must be the one a walk gives: for changes
+/// made through the filesystem, and for contents rewritten under it (as memory-mapped
+/// writes and NTFS's late timestamps leave a file), which must make strata walk instead.
+/// `fill` runs a script in the mounted volume; `blocks` gives the volume byte offsets of
+/// a file's data, as an independent tool reads them.
+fn catalog_from_parent_matches_a_walk(
+    vol: &Path,
+    fill: &dyn Fn(&str),
+    blocks: &dyn Fn(&str) -> Vec<u64>,
+) {
+    let dir = vol.parent().unwrap().join("points");
+    std::fs::create_dir(&dir).unwrap();
+    let p = |n: &str| dir.join(format!("{n}.strata"));
+    fill(FROM_PARENT_P0);
+    let (entries0, read0) = create_counted(vol, &p("i0"), None);
+    assert_eq!(entries0, read0, "a full image's catalog is walked");
+    assert!(entries0 > 1600, "{entries0} entries");
+
+    fill(FROM_PARENT_P1);
+    let (entries1, read1) = create_counted(vol, &p("i1"), Some(&p("i0")));
+    create_counted(vol, &p("w1"), None);
+    assert!(
+        read1 > 0 && read1 * 4 < entries1,
+        "{read1} of {entries1} entries read: not taken from the parent's catalog"
+    );
+    assert_eq!(
+        diff_set(&p("i1"), &p("w1")),
+        BTreeSet::new(),
+        "i1 against a walk"
+    );
+    let changes = diff_set(&p("i0"), &p("i1"));
+    assert_eq!(changes, diff_set(&p("i0"), &p("w1")));
+    for (path, change) in [
+        ("/d01/f03.txt", "modified"),
+        ("/d05/f20.txt", "modified"),
+        ("/d07/f07.txt", "modified"),
+        ("/d02/f02.txt", "modified"),
+        ("/d09/moved.txt", "renamed"),
+        ("/d04/f05.txt", "removed"),
+        ("/d08/link.txt", "added"),
+        ("/new/n4.txt", "added"),
+    ] {
+        assert!(
+            changes
+                .iter()
+                .any(|r| r.contains(&format!("\"path\":\"{path}\"")) && r.contains(change)),
+            "{path} {change} missing: {changes:#?}"
+        );
+    }
+
+    // Bytes of keep/k1.bin rewritten on the volume itself: no record changes.
+    let at = blocks("keep/k1.bin")[1] + 100;
+    let mut f = std::fs::OpenOptions::new().write(true).open(vol).unwrap();
+    std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(at)).unwrap();
+    f.write_all(b"rewritten under the filesystem").unwrap();
+    drop(f);
+    let (entries2, read2) = create_counted(vol, &p("i2"), Some(&p("i1")));
+    create_counted(vol, &p("w2"), None);
+    assert_eq!(read2, entries2, "a change no record explains: walked whole");
+    let changes = diff_set(&p("i1"), &p("i2"));
+    assert_eq!(changes, diff_set(&p("i1"), &p("w2")));
+    assert_eq!(
+        changes.into_iter().collect::<Vec<_>>(),
+        [r#"{"change":"modified","path":"/keep/k1.bin","type":"file"}"#],
+    );
+    assert_eq!(
+        diff_set(&p("i2"), &p("w2")),
+        BTreeSet::new(),
+        "i2 against a walk"
+    );
+}
+
+#[test]
+fn ext4_incremental_catalog_from_the_parents_matches_a_walk() {
+    if !require_root("ext4_incremental_catalog_from_the_parents_matches_a_walk") {
+        return;
+    }
+    let dir = tempdir();
+    let src = ExtSrc {
+        file: dir.path().join("vol.ext4"),
+        part: None,
+    };
+    std::fs::File::create(&src.file)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    sh("mkfs.ext4", &["-q", "-F", "-b", "4096", &s(&src.file)]);
+    let fill = |script: &str| {
+        with_ext4(&src, false, |m| {
+            let o = Command::new("python3")
+                .args(["-c", script])
+                .current_dir(m)
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        })
+    };
+    // debugfs (e2fsprogs) reads the file's blocks.
+    let blocks = |path: &str| -> Vec<u64> {
+        let out = sh(
+            "debugfs",
+            &["-R", &format!("blocks /{path}"), &s(&src.file)],
+        );
+        out.split_whitespace()
+            .map(|b| b.parse::<u64>().unwrap() * 4096)
+            .collect()
+    };
+    catalog_from_parent_matches_a_walk(&src.file, &fill, &blocks);
+}
+
+#[test]
+fn ntfs_incremental_catalog_from_the_parents_matches_a_walk() {
+    if !require_root("ntfs_incremental_catalog_from_the_parents_matches_a_walk") {
+        return;
+    }
+    let dir = tempdir();
+    let vol = small_ntfs(dir.path());
+    let fill = |script: &str| ntfs3g_fill(&vol, script);
+    // The Sleuth Kit reads the file's clusters.
+    let blocks = |path: &str| -> Vec<u64> {
+        let ino = sh("ifind", &["-f", "ntfs", "-n", path, &s(&vol)]);
+        let stat = sh("istat", &["-f", "ntfs", &s(&vol), ino.trim()]);
+        let fsstat = sh("fsstat", &["-f", "ntfs", &s(&vol)]);
+        let cluster: u64 = fsstat
+            .lines()
+            .find_map(|l| l.strip_prefix("Cluster Size: "))
+            .expect("fsstat gives the cluster size")
+            .trim()
+            .parse()
+            .unwrap();
+        let runs = stat
+            .split("Type: $DATA (128-")
+            .nth(1)
+            .expect("istat lists $DATA");
+        runs.lines()
+            .skip(1)
+            .flat_map(str::split_whitespace)
+            .map_while(|c| c.parse::<u64>().ok())
+            .map(|c| c * cluster)
+            .collect()
+    };
+    catalog_from_parent_matches_a_walk(&vol, &fill, &blocks);
+}

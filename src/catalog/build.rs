@@ -23,6 +23,7 @@ use crate::blockdev::{is_zero, BlockDev};
 use crate::chain::{BlockState, Chain};
 use crate::error::{Error, Result};
 use crate::fs::browse::{DataMap, FileSystem, Metadata, NodeId, NodeKind};
+use crate::ranges::Ranges;
 use crate::vfs::Vfs;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -112,6 +113,30 @@ pub struct Builder {
     /// Block states of the point by page: files sit close together, so neighbouring
     /// lookups share a page and the hash tables are read a page at a time, not per file.
     states: StateCache,
+    /// The previous point's catalog, which entries nothing changed are taken from.
+    previous: Option<Arc<Previous>>,
+}
+
+/// The catalog of the point a new point was made from (its parent), and what differs:
+/// a catalog built from it reads again only what the changed blocks touch.
+pub struct Previous {
+    pub catalog: Catalog,
+    /// Disk byte ranges the new point holds on its own (everything else reads as in the
+    /// previous point).
+    pub changed: Ranges,
+    /// Disk byte ranges the new point's filesystems use; None when not known (every
+    /// changed range then counts).
+    pub used: Option<Ranges>,
+}
+
+/// How a catalog was made.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BuildStats {
+    /// Entries in the catalog.
+    pub entries: u64,
+    /// Entries read from the filesystems (the others were taken from the previous
+    /// point's catalog).
+    pub read: u64,
 }
 
 impl Builder {
@@ -126,7 +151,15 @@ impl Builder {
             bs,
             zero_hash: zero_hash(bs),
             states: StateCache::default(),
+            previous: None,
         }
+    }
+
+    /// Builds from `previous` where the filesystem can tell what changed since (ext and
+    /// NTFS); a filesystem it cannot is walked whole.
+    pub fn with_previous(mut self, previous: Previous) -> Builder {
+        self.previous = Some(Arc::new(previous));
+        self
     }
 
     /// A builder for the point `chain` ends at, whose own chunks cannot be read: every byte
@@ -199,6 +232,11 @@ impl Builder {
     /// Walks every filesystem of the point. Fails only when the partition table cannot be
     /// read; a filesystem or entry that cannot be read is left out or marked unreadable.
     pub fn build(&self) -> Result<Catalog> {
+        self.build_with_stats().map(|(c, _)| c)
+    }
+
+    /// As [`Builder::build`], with how many entries were read.
+    pub fn build_with_stats(&self) -> Result<(Catalog, BuildStats)> {
         let dev: Arc<dyn BlockDev> = match (&self.only_source, &self.source) {
             (Some(missed), Some(source)) => Arc::new(SourceDev::new(
                 self.chain.clone(),
@@ -210,42 +248,84 @@ impl Builder {
         let vfs = Vfs::open(dev, self.chain.sector_size(), self.chain.cache())?;
         // Each filesystem is walked on its own thread: the walks read different parts of
         // the disk and share nothing but the chain's cache.
-        let walks: Vec<Result<Volume>> = std::thread::scope(|s| {
+        let previous = self
+            .previous
+            .as_deref()
+            .filter(|p| p.catalog.block_size == self.chain.block_size());
+        let walks: Vec<Result<(Volume, u64)>> = std::thread::scope(|s| {
             crate::threads::join_all(
                 vfs.mounts()
                     .iter()
                     .filter_map(|m| Some((m, m.fs.as_ref().ok()?, m.kind?)))
                     .map(|(m, fs, kind)| {
                         let seed = self.seed();
+                        let before = previous.and_then(|p| {
+                            let mut v = p.catalog.volumes.iter();
+                            Some((p, v.find(|v| v.name == m.name && v.fs == kind.name())?))
+                        });
                         s.spawn(move || {
-                            Ok(Volume {
+                            let b = Builder::sibling(seed);
+                            let from = match before {
+                                Some((p, v)) => match b.walk_from(&**fs, m.start, m.size, v, p) {
+                                    Err(Error::Interrupted) => return Err(Error::Interrupted),
+                                    // Anything the shortcut cannot follow is walked whole.
+                                    r => r.ok().flatten(),
+                                },
+                                None => None,
+                            };
+                            let (entries, read) = match from {
+                                Some(done) => done,
+                                None => b.walk(&**fs, m.start, None)?,
+                            };
+                            let volume = Volume {
                                 name: m.name.clone(),
                                 fs: kind.name().to_string(),
-                                entries: Builder::sibling(seed).walk(&**fs, m.start)?,
-                            })
+                                entries,
+                            };
+                            Ok((volume, read))
                         })
                     })
                     .collect(),
             )
         });
-        let volumes = walks.into_iter().collect::<Result<Vec<Volume>>>()?;
+        let mut stats = BuildStats::default();
+        let mut volumes = Vec::new();
+        for w in walks {
+            let (v, read) = w?;
+            stats.entries += v.entries.len() as u64;
+            stats.read += read;
+            volumes.push(v);
+        }
         if let Some(missed) = &self.only_source {
             if missed.load(Ordering::Relaxed) {
                 return Err(source_changed(missed));
             }
         }
-        Ok(Catalog {
+        let catalog = Catalog {
             block_size: self.chain.block_size(),
             volumes,
-        })
+        };
+        Ok((catalog, stats))
     }
 
-    /// Every entry of `fs` (at byte `start` of the device), parents before children.
-    fn walk(&self, fs: &dyn FileSystem, start: u64) -> Result<Vec<Entry>> {
+    /// Every entry of `fs` (at byte `start` of the device), parents before children, with
+    /// the number of entries read: all of them, but those `reuse` takes from the previous
+    /// point's catalog.
+    fn walk(
+        &self,
+        fs: &dyn FileSystem,
+        start: u64,
+        reuse: Option<&Reuse>,
+    ) -> Result<(Vec<Entry>, u64)> {
+        let same = |node: NodeId| reuse.and_then(|r| r.same(node));
         let root = fs.root();
-        let mut entries = vec![match fs.metadata(root) {
-            Ok(m) => entry(ROOT_PARENT, String::new(), &m),
-            Err(e) => return Err(e),
+        let mut read = 0u64;
+        let mut entries = vec![match same(root) {
+            Some(e) => e.clone(),
+            None => {
+                read += 1;
+                entry(ROOT_PARENT, String::new(), &fs.metadata(root)?)
+            }
         }];
         let mut stack = vec![(0u32, root)];
         let mut seen = HashSet::from([root]);
@@ -254,56 +334,150 @@ impl Builder {
         let mut file_at: HashMap<NodeId, usize> = HashMap::new();
         while let Some((at, dir)) = stack.pop() {
             crate::progress::check_interrupt()?;
-            let list = match fs.read_dir(dir) {
-                Ok(l) => l,
-                Err(Error::Interrupted) => return Err(Error::Interrupted),
-                Err(_) => {
-                    entries[at as usize].unreadable = true;
-                    continue;
-                }
-            };
-            for d in list {
-                let mut e = match fs.metadata(d.node) {
-                    Ok(m) => entry(at, d.name, &m),
+            let list = match reuse.and_then(|r| r.listing(dir)) {
+                Some(l) => l,
+                None => match fs.read_dir(dir) {
+                    Ok(l) => l.into_iter().map(|d| (d.name, d.node, d.kind)).collect(),
+                    Err(Error::Interrupted) => return Err(Error::Interrupted),
                     Err(_) => {
-                        let mut e = entry(at, d.name, &Metadata::new(d.kind, 0));
-                        e.unreadable = true;
+                        entries[at as usize].unreadable = true;
+                        continue;
+                    }
+                },
+            };
+            for (name, node, kind) in list {
+                let e = match same(node) {
+                    Some(old) => {
+                        let mut e = old.clone();
+                        (e.parent, e.name) = (at, name.into());
+                        e
+                    }
+                    None => {
+                        read += 1;
+                        let mut e = match fs.metadata(node) {
+                            Ok(m) => entry(at, name, &m),
+                            Err(_) => {
+                                let mut e = entry(at, name, &Metadata::new(kind, 0));
+                                e.unreadable = true;
+                                e
+                            }
+                        };
+                        if !e.unreadable {
+                            match e.kind {
+                                NodeKind::File => {
+                                    // Several names of one file share its identity.
+                                    let k = *file_at.entry(node).or_insert_with(|| {
+                                        files.push((node, Vec::new()));
+                                        files.len() - 1
+                                    });
+                                    files[k].1.push(entries.len());
+                                }
+                                NodeKind::Symlink => self.link_id(fs, node, &mut e),
+                                _ => {}
+                            }
+                        }
                         e
                     }
                 };
-                if !e.unreadable {
-                    match e.kind {
-                        NodeKind::File => {
-                            // Several names of one file share its identity.
-                            let k = *file_at.entry(d.node).or_insert_with(|| {
-                                files.push((d.node, Vec::new()));
-                                files.len() - 1
-                            });
-                            files[k].1.push(entries.len());
-                        }
-                        NodeKind::Symlink => match fs.read_link(d.node) {
-                            Ok(t) => {
-                                let mut h = blake3::Hasher::new();
-                                h.update(b"strata link 1\0");
-                                h.update(t.as_bytes());
-                                e.id = Some(short(h));
-                            }
-                            Err(_) => e.unreadable = true,
-                        },
-                        _ => {}
-                    }
-                }
                 let is_dir = e.kind == NodeKind::Dir;
                 let i = u32::try_from(entries.len())
                     .map_err(|_| Error::Invalid("more than 2^32 entries".into()))?;
                 entries.push(e);
-                if is_dir && seen.insert(d.node) {
-                    stack.push((i, d.node));
+                if is_dir && seen.insert(node) {
+                    stack.push((i, node));
                 }
             }
         }
         self.identify(fs, start, &files, &mut entries)?;
-        Ok(entries)
+        Ok((entries, read))
+    }
+
+    /// Every entry of `fs` (at byte `start` of the device, `len` bytes), as
+    /// [`Builder::walk`] gives them and in the same order, taken from `prev` (the same
+    /// volume at the previous point) except where the changes since touch them. None when
+    /// the filesystem cannot tell what changed, or when a changed block in use is not
+    /// accounted for by the records that changed (a file's contents rewritten without its
+    /// record): the volume must then be walked whole.
+    fn walk_from(
+        &self,
+        fs: &dyn FileSystem,
+        start: u64,
+        len: u64,
+        prev: &Volume,
+        p: &Previous,
+    ) -> Result<Option<(Vec<Entry>, u64)>> {
+        let window = Ranges::from_unsorted(vec![(start, start.saturating_add(len))]);
+        let relative = |r: &Ranges| {
+            Ranges::from_unsorted(
+                r.intersect(&window)
+                    .as_slice()
+                    .iter()
+                    .map(|&(a, b)| (a - start, b - start))
+                    .collect(),
+            )
+        };
+        let changed = relative(&p.changed);
+        let Some(changes) = fs.changes(&changed)? else {
+            return Ok(None);
+        };
+        let in_use = match &p.used {
+            Some(u) => changed.intersect(&relative(u)),
+            None => changed,
+        };
+        let mut known: Vec<(u64, u64)> = changes.explained.as_slice().to_vec();
+        for &n in &changes.nodes {
+            // A record that no longer holds a file has no blocks in use.
+            if let Ok(f) = fs.footprint(n) {
+                known.extend_from_slice(f.as_slice());
+            }
+        }
+        // A directory's blocks change without its record where the filesystem keeps
+        // copies of its children's sizes and times in them (NTFS): such a directory is
+        // listed again, its unchanged children still taken from before.
+        let mut relist = HashSet::new();
+        let mut dirs_seen = HashSet::new();
+        for e in &prev.entries {
+            let (NodeKind::Dir, Some(ino)) = (e.kind, e.ino) else {
+                continue;
+            };
+            if changes.nodes.contains(&ino) || !dirs_seen.insert(ino) {
+                continue;
+            }
+            let f = match fs.footprint(ino) {
+                Ok(f) => f,
+                Err(Error::Interrupted) => return Err(Error::Interrupted),
+                // A directory gone from its record is changed, and in `nodes`.
+                Err(_) => continue,
+            };
+            if f.as_slice().iter().any(|&(a, b)| overlaps(&in_use, a, b)) {
+                relist.insert(ino);
+                known.extend_from_slice(f.as_slice());
+            }
+        }
+        if !in_use
+            .subtract(&Ranges::from_unsorted(known))
+            .as_slice()
+            .is_empty()
+        {
+            return Ok(None);
+        }
+        let Some(reuse) = Reuse::new(&prev.entries, changes.nodes, relist) else {
+            return Ok(None);
+        };
+        self.walk(fs, start, Some(&reuse)).map(Some)
+    }
+
+    /// Sets a symbolic link's identity from its target, or marks it unreadable.
+    fn link_id(&self, fs: &dyn FileSystem, node: NodeId, e: &mut Entry) {
+        match fs.read_link(node) {
+            Ok(t) => {
+                let mut h = blake3::Hasher::new();
+                h.update(b"strata link 1\0");
+                h.update(t.as_bytes());
+                e.id = Some(short(h));
+            }
+            Err(_) => e.unreadable = true,
+        }
     }
 
     /// Sets the content identities of `files` (a node and its entries), on one thread per
@@ -482,6 +656,80 @@ impl Builder {
         }
         Ok(short(h))
     }
+}
+
+/// What a walk takes from the previous point's catalog of a volume.
+struct Reuse<'p> {
+    entries: &'p [Entry],
+    /// Each previous directory's children: they lie together, in listing order.
+    kids: Vec<(usize, usize)>,
+    /// An entry of each node.
+    by_ino: HashMap<u64, usize>,
+    /// Nodes read again (their records changed).
+    changed: HashSet<NodeId>,
+    /// Directories listed again (their blocks changed).
+    relist: HashSet<NodeId>,
+}
+
+impl<'p> Reuse<'p> {
+    /// None when `entries` is not as a walk leaves it (an entry without its inode number,
+    /// a directory's children apart).
+    fn new(
+        entries: &'p [Entry],
+        changed: HashSet<NodeId>,
+        relist: HashSet<NodeId>,
+    ) -> Option<Reuse<'p>> {
+        let mut kids = vec![(0usize, 0usize); entries.len()];
+        let mut by_ino = HashMap::with_capacity(entries.len());
+        for (j, e) in entries.iter().enumerate() {
+            by_ino.entry(e.ino?).or_insert(j);
+            if j == 0 {
+                continue;
+            }
+            let k = kids.get_mut(usize::try_from(e.parent).ok()?)?;
+            match *k {
+                (_, 0) => *k = (j, j + 1),
+                (_, end) if end == j => k.1 += 1,
+                _ => return None,
+            }
+        }
+        Some(Reuse {
+            entries,
+            kids,
+            by_ino,
+            changed,
+            relist,
+        })
+    }
+
+    /// The previous entry of `node` when its record did not change.
+    fn same(&self, node: NodeId) -> Option<&'p Entry> {
+        if self.changed.contains(&node) {
+            return None;
+        }
+        let e = &self.entries[*self.by_ino.get(&node)?];
+        (!e.unreadable).then_some(e)
+    }
+
+    /// The previous listing of `dir` when nothing of it changed.
+    fn listing(&self, dir: NodeId) -> Option<Vec<(String, NodeId, NodeKind)>> {
+        let d = self.same(dir)?;
+        if d.kind != NodeKind::Dir || self.relist.contains(&dir) {
+            return None;
+        }
+        let (a, b) = self.kids[self.by_ino[&dir]];
+        let e = &self.entries[a..b.max(a)];
+        e.iter()
+            .map(|e| Some((e.name.to_string(), e.ino?, e.kind)))
+            .collect()
+    }
+}
+
+/// Whether `[a, b)` meets any range of `r`.
+fn overlaps(r: &Ranges, a: u64, b: u64) -> bool {
+    let s = r.as_slice();
+    let i = s.partition_point(|&(_, end)| end <= a);
+    s.get(i).is_some_and(|&(start, _)| start < b)
 }
 
 fn short(h: blake3::Hasher) -> ContentId {

@@ -758,6 +758,27 @@ fn create_text(s: &create::CreateSummary) -> String {
         info::human_bytes(s.image_bytes),
         s.ratio,
         s.seconds
+    ) + &catalog_line(s)
+}
+
+/// What the catalog took, when the image has one.
+fn catalog_line(s: &create::CreateSummary) -> String {
+    if s.catalog_bytes == 0 {
+        return String::new();
+    }
+    let read = s.catalog_entries_read.min(s.catalog_entries);
+    let from_parent = if read < s.catalog_entries {
+        format!(
+            " ({read} read, {} as in the parent's catalog)",
+            s.catalog_entries - read
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "\n  catalog {}, {}{from_parent}",
+        info::short_bytes(s.catalog_bytes),
+        count(s.catalog_entries, "entry", "entries")
     )
 }
 

@@ -174,6 +174,20 @@ pub struct DataMap {
     pub valid: u64,
 }
 
+/// What changed in a filesystem between two points, as [`FileSystem::changes`] finds it
+/// from the byte ranges that differ: what a catalog built from the previous point's must
+/// read again ([`crate::catalog::build`]).
+#[derive(Debug, Clone, Default)]
+pub struct Changes {
+    /// Nodes whose own record (inode, file record) lies in a changed range, and the
+    /// filesystem's internal nodes (journal, metadata files), whose contents change
+    /// without their record. Their ids are the catalog's inode numbers.
+    pub nodes: std::collections::HashSet<NodeId>,
+    /// Byte ranges (from the filesystem's start) whose change needs no more than the
+    /// nodes above re-read: the record tables themselves, bitmaps, superblocks.
+    pub explained: crate::ranges::Ranges,
+}
+
 /// How [`FileSystem::lookup`] compares names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Case {
@@ -235,6 +249,24 @@ pub trait FileSystem: Send + Sync {
     fn data_map(&self, node: NodeId, stream: &str) -> Result<Option<DataMap>> {
         let _ = (node, stream);
         Ok(None)
+    }
+
+    /// What the byte ranges `changed` (from the filesystem's start; the rest of the
+    /// filesystem is as at the previous point) change: see [`Changes`]. None where the
+    /// filesystem cannot tell (it then has to be walked whole), and where node ids are not
+    /// the inode numbers a catalog records.
+    fn changes(&self, changed: &crate::ranges::Ranges) -> Result<Option<Changes>> {
+        let _ = changed;
+        Ok(None)
+    }
+
+    /// Every byte range (from the filesystem's start) outside its own record that `node`'s
+    /// listing, metadata or contents are read from: data and directory blocks, the blocks
+    /// that map them, attribute blocks. Only for filesystems whose
+    /// [`FileSystem::changes`] answers.
+    fn footprint(&self, node: NodeId) -> Result<crate::ranges::Ranges> {
+        let _ = node;
+        Err(Error::Invalid("no footprint on this filesystem".into()))
     }
 
     /// The target of a symbolic link, as stored (NTFS: translated to `/` separators and

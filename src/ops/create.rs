@@ -9,6 +9,7 @@ use super::pipeline::{self, Packer};
 use crate::atomic_file::AtomicFile;
 use crate::blockdev::file::{DevKind, FileDev};
 use crate::blockdev::{is_zero, BlockDev};
+use crate::catalog::build::{BuildStats, Builder, Previous};
 use crate::chain::{resolve, BlockState, Chain, ResolveOptions};
 use crate::container::header::{Header, ImageKind, MINOR_VERSION};
 use crate::container::index::ExtentKind;
@@ -17,6 +18,7 @@ use crate::container::writer::ImageWriter;
 use crate::container::{DEFAULT_BLOCK_SIZE, DEFAULT_CHUNK_SIZE};
 use crate::error::{Error, Result};
 use crate::progress::{check_interrupt, Progress};
+use crate::ranges::Ranges;
 use crate::storage::Output;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -158,6 +160,10 @@ pub struct CreateSummary {
     pub unreadable: Vec<(u64, u64)>,
     /// Bytes of the image taken by its catalog (0: none).
     pub catalog_bytes: u64,
+    /// Entries in the catalog, and how many of them were read from the filesystems (the
+    /// others were taken from the parent's catalog, nothing under them having changed).
+    pub catalog_entries: u64,
+    pub catalog_entries_read: u64,
 }
 
 /// Creation time: `SOURCE_DATE_EPOCH` when set (reproducible images), else now.
@@ -375,6 +381,8 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary> {
     let (output, _trailer, mut summary) = writer.finish()?;
     let disk_bytes = src.len();
     let mut catalog_bytes = 0;
+    let mut catalog_stats = BuildStats::default();
+    let used = plan.map.as_ref().map(|m| m.ranges.clone());
     let src = Arc::new(src);
     let parent_path = parent.as_ref().map(|c| c.top().path().to_path_buf());
     // The layers under the new point, for its catalog.
@@ -383,8 +391,9 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary> {
         (Output::File(mut file), Some(out)) => {
             if opts.catalog {
                 let catalog = Image::open_unfinished(&written)
-                    .and_then(|(image, _)| catalog_of(below, image, src, false));
-                if let Some(raw) = catalog_or_warning(catalog)? {
+                    .and_then(|(image, _)| catalog_of(below, image, src, false, used));
+                if let Some((raw, stats)) = catalog_or_warning(catalog)? {
+                    catalog_stats = stats;
                     let before = summary.file_bytes;
                     summary.file_bytes =
                         crate::container::catalog::attach(&mut file, &written, &raw)?;
@@ -399,8 +408,9 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary> {
                 // through the image as it will read, with its chunks taken from the source.
                 let image = super::staged_image(&upload, &header_bytes, &opts.dest)?;
                 let catalog = super::staged_image(&upload, &header_bytes, &opts.dest)
-                    .and_then(|i| catalog_of(below, i, src, true));
-                if let Some(raw) = catalog_or_warning(catalog)? {
+                    .and_then(|i| catalog_of(below, i, src, true, used));
+                if let Some((raw, stats)) = catalog_or_warning(catalog)? {
+                    catalog_stats = stats;
                     let before = summary.file_bytes;
                     summary.file_bytes = super::upload_catalog(&mut upload, &image, &raw)?;
                     catalog_bytes = summary.file_bytes - before;
@@ -426,6 +436,8 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary> {
         parent: parent_path,
         unreadable,
         catalog_bytes,
+        catalog_entries: catalog_stats.entries,
+        catalog_entries_read: catalog_stats.read,
     })
 }
 
@@ -433,28 +445,51 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary> {
 /// on top of the parent chain's layers `below` (none for a full image), walked through the
 /// image with `src` read where it agrees with it ([`crate::catalog::build`]); with
 /// `only_source`, every byte of the point comes from `src` (the image's chunks cannot be
-/// read while it is uploaded).
+/// read while it is uploaded). Where the parent has a catalog, entries under which nothing
+/// changed are taken from it; `used` (disk byte ranges the filesystems use) says which
+/// changed blocks matter.
 fn catalog_of(
     mut layers: Vec<Image>,
     image: Image,
     src: Arc<FileDev>,
     only_source: bool,
-) -> Result<Option<Vec<u8>>> {
+    used: Option<Ranges>,
+) -> Result<Option<(Vec<u8>, BuildStats)>> {
+    let previous = match layers.last().map(crate::catalog::stored) {
+        Some(Ok(Ok(Some(catalog)))) => {
+            let bs = u64::from(image.header().block_size);
+            let changed = image
+                .index()
+                .extents
+                .iter()
+                .map(|e| (e.disk_block * bs, e.end() * bs))
+                .collect();
+            Some(Previous {
+                catalog,
+                changed: Ranges::from_unsorted(changed),
+                used,
+            })
+        }
+        _ => None,
+    };
     layers.push(image);
     let chain = Arc::new(Chain::from_layers(layers)?);
-    let builder = if only_source {
-        crate::catalog::build::Builder::from_source_only(chain, src)
+    let mut builder = if only_source {
+        Builder::from_source_only(chain, src)
     } else {
-        crate::catalog::build::Builder::new(chain, Some(src))
+        Builder::new(chain, Some(src))
     };
-    let catalog = builder.build()?;
+    if let Some(p) = previous {
+        builder = builder.with_previous(p);
+    }
+    let (catalog, stats) = builder.build_with_stats()?;
     // A disk with no filesystem strata reads has nothing to list.
-    Ok((!catalog.volumes.is_empty()).then(|| catalog.encode()))
+    Ok((!catalog.volumes.is_empty()).then(|| (catalog.encode(), stats)))
 }
 
 /// The catalog, or None with a warning when it could not be made (the image is complete
 /// without one); an interruption stays an error.
-fn catalog_or_warning(catalog: Result<Option<Vec<u8>>>) -> Result<Option<Vec<u8>>> {
+fn catalog_or_warning<T>(catalog: Result<Option<T>>) -> Result<Option<T>> {
     match catalog {
         Ok(c) => Ok(c),
         Err(Error::Interrupted) => Err(Error::Interrupted),

@@ -16,7 +16,9 @@ use super::inode::{Inodes, Run};
 use super::names::NameIndex;
 use crate::blockdev::BlockDev;
 use crate::error::{Error, Result};
-use crate::fs::browse::{DataMap, DirEntry, FileSystem, Metadata, NodeId, NodeKind, PartDev};
+use crate::fs::browse::{
+    Changes, DataMap, DirEntry, FileSystem, Metadata, NodeId, NodeKind, PartDev,
+};
 use crate::fs::FsKind;
 use crate::le::LeFields;
 use std::cell::RefCell;
@@ -44,6 +46,9 @@ struct Nodes {
 
 /// Inode number of the root directory.
 const ROOT: NodeId = 2;
+/// The first inode that is not reserved (`EXT4_GOOD_OLD_FIRST_INO`): below it the
+/// journal, the resize inode and others the filesystem changes by itself.
+const FIRST_ORDINARY_INODE: NodeId = 11;
 
 /// `s_feature_incompat` flags strata reads, and what mke2fs calls the others. Whatever
 /// else is set is refused whole, naming it, as the kernel refuses to mount it.
@@ -126,11 +131,13 @@ impl ExtFs {
 
     fn path(&self, node: NodeId) -> Result<Vec<u8>> {
         let nodes = self.nodes.lock().expect("not poisoned");
-        nodes
+        // A node reached other than by a listing of its directory here (a catalog built
+        // from a previous one lists only what changed) is named by its number.
+        Ok(nodes
             .paths
             .get(&node)
             .cloned()
-            .ok_or_else(|| Error::NotFound(format!("ext: no node {node}")))
+            .unwrap_or_else(|| format!("<inode {node}>").into_bytes()))
     }
 
     fn child(dir: &[u8], name: &[u8]) -> Vec<u8> {
@@ -255,6 +262,84 @@ impl FileSystem for ExtFs {
         let n = crate::le::clamp_len(meta.size - offset, buf.len());
         self.inodes.read(node, &runs, offset, &mut buf[..n])?;
         Ok(n)
+    }
+
+    fn changes(&self, changed: &crate::ranges::Ranges) -> Result<Option<Changes>> {
+        // A journal applied in memory can change any block as read: walk it whole.
+        let g = self.inodes.geometry();
+        // (bigalloc maps clusters, which the footprints below do not follow.)
+        if self.inodes.replaced() > 0 || g.cluster_size != g.block_size {
+            return Ok(None);
+        }
+        let bs = g.block_size;
+        let table_bytes = g.inodes_per_group.saturating_mul(g.inode_size);
+        // Inode tables by position, with their group.
+        let mut tables: Vec<(u64, u64)> = g
+            .inode_tables
+            .iter()
+            .enumerate()
+            .map(|(grp, &t)| (t.saturating_mul(bs), grp as u64))
+            .collect();
+        tables.sort_unstable();
+        let in_tables = crate::ranges::Ranges::from_unsorted(
+            tables
+                .iter()
+                .map(|&(a, _)| (a, a.saturating_add(table_bytes)))
+                .collect(),
+        );
+        // The reserved inodes below the first ordinary one (journal, resize inode...)
+        // change their contents without their inode.
+        let mut nodes: std::collections::HashSet<NodeId> =
+            (1..FIRST_ORDINARY_INODE).filter(|&i| i != ROOT).collect();
+        for &(a, b) in changed.intersect(&in_tables).as_slice() {
+            let k = tables.partition_point(|&(t, _)| t <= a);
+            let Some(&(t, grp)) = k.checked_sub(1).and_then(|k| tables.get(k)) else {
+                continue;
+            };
+            let first = (a - t) / g.inode_size;
+            let end = (b - t).div_ceil(g.inode_size).min(g.inodes_per_group);
+            for i in first..end {
+                nodes.insert(grp * g.inodes_per_group + i + 1);
+            }
+        }
+        Ok(Some(Changes {
+            nodes,
+            explained: super::structure(self.inodes.device())?,
+        }))
+    }
+
+    fn footprint(&self, node: NodeId) -> Result<crate::ranges::Ranges> {
+        let inode = self.inodes.inode(node)?;
+        let meta = self.inodes.metadata(node, &inode);
+        let bs = self.inodes.block_size();
+        let mut out = Vec::new();
+        // i_block of fast symbolic links and device nodes holds no block numbers.
+        let mapped = match meta.kind {
+            NodeKind::File | NodeKind::Dir => true,
+            NodeKind::Symlink => meta.size >= 60,
+            _ => false,
+        };
+        if mapped {
+            let (runs, map_blocks) = self.inodes.runs_and_map_blocks(node, &inode)?;
+            for (_, count, phys) in runs {
+                out.push((
+                    phys.saturating_mul(bs),
+                    phys.saturating_add(count).saturating_mul(bs),
+                ));
+            }
+            for b in map_blocks {
+                out.push((b.saturating_mul(bs), b.saturating_add(1).saturating_mul(bs)));
+            }
+        }
+        let f = LeFields(&inode);
+        let acl = u64::from(f.u32(0x68)) | u64::from(f.u16(0x76)) << 32;
+        if acl != 0 {
+            out.push((
+                acl.saturating_mul(bs),
+                acl.saturating_add(1).saturating_mul(bs),
+            ));
+        }
+        Ok(crate::ranges::Ranges::from_unsorted(out))
     }
 
     fn data_map(&self, node: NodeId, stream: &str) -> Result<Option<DataMap>> {

@@ -107,6 +107,21 @@ impl Inodes {
         Ok(Inodes { dev, g })
     }
 
+    /// The inode geometry.
+    pub fn geometry(&self) -> &crate::fs::ext::InodeGeometry {
+        &self.g
+    }
+
+    /// The partition, as the journal leaves it.
+    pub fn device(&self) -> &dyn BlockDev {
+        &self.dev
+    }
+
+    /// Filesystem blocks the journal replaces (0 when it needed no recovery).
+    pub fn replaced(&self) -> usize {
+        self.dev.replaced()
+    }
+
     /// Block size of the filesystem.
     pub fn block_size(&self) -> u64 {
         self.g.block_size

@@ -353,6 +353,33 @@ pub fn inode_geometry(dev: &dyn BlockDev) -> Result<InodeGeometry> {
     })
 }
 
+/// Byte ranges of the ext filesystem's own structures on `dev`: superblock and group
+/// descriptor copies with their reserved growth blocks, bitmaps, and whole inode tables.
+/// A change there changes no entry but through the inodes in the tables.
+pub fn structure(dev: &dyn BlockDev) -> Result<Ranges> {
+    let Some(s) = read_super(dev)? else {
+        return Err(corrupt("ext", 1024, "no superblock magic"));
+    };
+    let descs = read_descs(dev, &s)?;
+    let bs = s.block_size;
+    let table = (u64::from(s.s_inodes_per_group) * s.inode_size).div_ceil(bs);
+    let mut out = vec![(0, bs.max(2048))];
+    let mut add = |first: u64, n: u64| {
+        let end = first.saturating_add(n).min(s.s_blocks_count);
+        if first < end {
+            out.push((first * bs, end * bs));
+        }
+    };
+    for (g, d) in descs.iter().enumerate() {
+        let g = g as u64;
+        add(s.group_first_block(g), s.base_meta_blocks(g));
+        add(d.block_bitmap, 1);
+        add(d.inode_bitmap, 1);
+        add(d.inode_table, table);
+    }
+    Ok(Ranges::from_unsorted(out))
+}
+
 /// Used byte ranges of the ext filesystem on `dev`.
 pub fn used(dev: &dyn BlockDev) -> Result<Ranges> {
     let Some(s) = read_super(dev)? else {

@@ -28,7 +28,7 @@ use crate::blockdev::BlockDev;
 use crate::cache::Units;
 use crate::error::{contain_panics, Error, Result};
 use crate::fs::browse::{
-    Case, DataMap, DirEntry, FileSystem, Metadata, NodeId, NodeKind, PartDev, Stream, Time,
+    Case, Changes, DataMap, DirEntry, FileSystem, Metadata, NodeId, NodeKind, PartDev, Stream, Time,
 };
 use crate::fs::FsKind;
 use ntfs::attribute_value::NtfsAttributeValue;
@@ -43,6 +43,8 @@ use value::{Stored, Value};
 
 /// Record number of the root directory.
 const ROOT: u64 = 5;
+/// Record of `$Extend`, the directory of the newer metadata files.
+const EXTEND: u64 = 11;
 /// Records below this are metadata files, hidden from listings.
 const FIRST_USER_RECORD: u64 = 16;
 
@@ -160,20 +162,18 @@ impl std::io::Seek for Cursor<'_> {
     }
 }
 
-/// Records of `$MFT` that straddle a boundary between two of its data runs.
-fn straddling_records(ntfs: &Ntfs, c: &mut Cursor) -> Result<HashMap<u64, Vec<(u64, u64)>>> {
-    let mut out = HashMap::new();
-    let rs = u64::from(ntfs.file_record_size());
+/// The `$MFT`'s data runs in file order: (first byte in the `$MFT` stream, length,
+/// position on the volume); None when it has no non-resident `$DATA`.
+fn mft_runs(ntfs: &Ntfs, c: &mut Cursor) -> Result<Option<Vec<(u64, u64, u64)>>> {
     let mft = ntfs.file(c, 0).map_err(err)?;
     let Some(item) = mft.data(c, "") else {
-        return Ok(out);
+        return Ok(None);
     };
     let item = item.map_err(err)?;
     let attr = item.to_attribute().map_err(err)?;
     let NtfsAttributeValue::NonResident(v) = attr.value(c).map_err(err)? else {
-        return Ok(out);
+        return Ok(None);
     };
-    // (first byte in the $MFT stream, length, position on the volume)
     let mut runs = Vec::new();
     let mut at = 0u64;
     for r in v.data_runs() {
@@ -182,8 +182,18 @@ fn straddling_records(ntfs: &Ntfs, c: &mut Cursor) -> Result<HashMap<u64, Vec<(u
         if let Some(p) = r.data_position().value() {
             runs.push((at, len, p.get()));
         }
-        at += len;
+        at = at.saturating_add(len);
     }
+    Ok(Some(runs))
+}
+
+/// Records of `$MFT` that straddle a boundary between two of its data runs.
+fn straddling_records(ntfs: &Ntfs, c: &mut Cursor) -> Result<HashMap<u64, Vec<(u64, u64)>>> {
+    let mut out = HashMap::new();
+    let rs = u64::from(ntfs.file_record_size());
+    let Some(runs) = mft_runs(ntfs, c)? else {
+        return Ok(out);
+    };
     for w in runs.windows(2) {
         let ((a_start, a_len, a_pos), (b_start, _, b_pos)) = (w[0], w[1]);
         let boundary = a_start + a_len;
@@ -1029,6 +1039,81 @@ impl FileSystem for NtfsFs {
                 }
             };
             self.read_data(&mut c, &file, &v, (node, stream), offset, buf)
+        })
+    }
+
+    fn changes(&self, changed: &crate::ranges::Ranges) -> Result<Option<Changes>> {
+        contain_panics("NTFS", || {
+            let mut c = self.cursor();
+            let end = self.dev.len();
+            let Some(runs) = mft_runs(&self.ntfs, &mut c)? else {
+                return Ok(None);
+            };
+            let rs = u64::from(self.ntfs.file_record_size()).max(512);
+            // The metadata files (records 0-23, reserved ones included) and those under
+            // $Extend (the change journal, quotas, object ids) change their contents
+            // without their records.
+            let mut nodes: HashSet<NodeId> = (0..24).collect();
+            if let Ok(f) = self.file(&mut c, EXTEND) {
+                for (_, record, _) in self.index_entries(&mut c, &f, None)? {
+                    nodes.insert(record);
+                }
+            }
+            let mut head = [0u8; 0x28];
+            for &(mft_at, len, vol_at) in &runs {
+                let piece = crate::ranges::Ranges::from_unsorted(vec![(
+                    vol_at,
+                    vol_at.saturating_add(len).min(end),
+                )]);
+                for &(a, b) in changed.intersect(&piece).as_slice() {
+                    let first = (a - vol_at + mft_at) / rs;
+                    let last = (b - vol_at + mft_at).div_ceil(rs);
+                    for r in first..last {
+                        // An extension record changes its base record's file.
+                        let pos = vol_at + (r * rs).saturating_sub(mft_at);
+                        let base = match self.dev.read_at(pos, &mut head) {
+                            Ok(()) if head.starts_with(b"FILE") => {
+                                u64::from_le_bytes(head[0x20..0x28].try_into().expect("8"))
+                                    & 0xFFFF_FFFF_FFFF
+                            }
+                            _ => 0,
+                        };
+                        nodes.insert(if base != 0 { base } else { r });
+                    }
+                }
+            }
+            Ok(Some(Changes {
+                nodes,
+                explained: crate::ranges::Ranges::new(),
+            }))
+        })
+    }
+
+    fn footprint(&self, node: NodeId) -> Result<crate::ranges::Ranges> {
+        contain_panics("NTFS", || {
+            let mut c = self.cursor();
+            let end = self.dev.len();
+            let file = self.file(&mut c, node)?;
+            let mut out = Vec::new();
+            // Every non-resident attribute, the attribute list's included (the base
+            // record's own attributes), and those it names in extension records.
+            for a in file.attributes_raw() {
+                let a = a.map_err(err)?;
+                if a.is_resident() {
+                    continue;
+                }
+                super::meta::runs_into(a.value(&mut c).map_err(err)?, end, &mut out);
+            }
+            let mut attrs = file.attributes();
+            while let Some(item) = attrs.next(&mut c) {
+                let a = item.map_err(err)?;
+                let a = a.to_attribute().map_err(err)?;
+                if a.is_resident() {
+                    continue;
+                }
+                super::meta::runs_into(a.value(&mut c).map_err(err)?, end, &mut out);
+            }
+            Ok(crate::ranges::Ranges::from_unsorted(out))
         })
     }
 

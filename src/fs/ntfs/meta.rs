@@ -26,7 +26,7 @@ pub fn metadata(dev: &dyn BlockDev) -> Result<Ranges> {
 }
 
 /// Adds the clusters of a non-resident attribute value to `out`.
-fn runs_into(value: NtfsAttributeValue, end: u64, out: &mut Vec<(u64, u64)>) {
+pub(super) fn runs_into(value: NtfsAttributeValue, end: u64, out: &mut Vec<(u64, u64)>) {
     let NtfsAttributeValue::NonResident(v) = value else {
         return;
     };
