@@ -422,46 +422,73 @@ impl Builder {
         };
         let in_use = match &p.used {
             Some(u) => changed.intersect(&relative(u)),
-            None => changed,
+            None => changed.clone(),
         };
         let mut known: Vec<(u64, u64)> = changes.explained.as_slice().to_vec();
+        // Directories whose record changed but whose listing cannot have: kept outside
+        // the record, in blocks that did not change.
+        let mut kept = HashSet::new();
         for &n in &changes.nodes {
             // A record that no longer holds a file has no blocks in use.
             if let Ok(f) = fs.footprint(n) {
                 known.extend_from_slice(f.as_slice());
+                if !f.as_slice().iter().any(|&(a, b)| overlaps(&changed, a, b))
+                    && !fs.listing_in_record(n)
+                {
+                    kept.insert(n);
+                }
             }
         }
         // A directory's blocks change without its record where the filesystem keeps
         // copies of its children's sizes and times in them (NTFS): such a directory is
-        // listed again, its unchanged children still taken from before.
+        // listed again, its unchanged children still taken from before. The directories
+        // of changed records are looked at first; all of them only if that leaves a
+        // changed block unaccounted for.
         let mut relist = HashSet::new();
-        let mut dirs_seen = HashSet::new();
-        for e in &prev.entries {
-            let (NodeKind::Dir, Some(ino)) = (e.kind, e.ino) else {
-                continue;
-            };
-            if changes.nodes.contains(&ino) || !dirs_seen.insert(ino) {
-                continue;
-            }
-            let f = match fs.footprint(ino) {
-                Ok(f) => f,
-                Err(Error::Interrupted) => return Err(Error::Interrupted),
-                // A directory gone from its record is changed, and in `nodes`.
-                Err(_) => continue,
-            };
-            if f.as_slice().iter().any(|&(a, b)| overlaps(&in_use, a, b)) {
-                relist.insert(ino);
-                known.extend_from_slice(f.as_slice());
-            }
-        }
-        if !in_use
-            .subtract(&Ranges::from_unsorted(known))
-            .as_slice()
-            .is_empty()
+        let mut looked = HashSet::new();
+        let pe = &prev.entries;
+        let parents_of_changed: Vec<u64> = pe
+            .iter()
+            .filter(|e| e.ino.is_some_and(|i| changes.nodes.contains(&i)))
+            .filter_map(|e| pe.get(usize::try_from(e.parent).ok()?)?.ino)
+            .collect();
+        let every_dir = pe
+            .iter()
+            .filter(|e| e.kind == NodeKind::Dir)
+            .filter_map(|e| e.ino);
+        let mut left = in_use.subtract(&Ranges::from_unsorted(known));
+        for (n, dirs) in [
+            Box::new(parents_of_changed.into_iter()) as Box<dyn Iterator<Item = u64>>,
+            Box::new(every_dir),
+        ]
+        .into_iter()
+        .enumerate()
         {
+            if n == 1 && left.as_slice().is_empty() {
+                break;
+            }
+            let mut more = Vec::new();
+            for ino in dirs {
+                if changes.nodes.contains(&ino) || !looked.insert(ino) {
+                    continue;
+                }
+                let f = match fs.footprint(ino) {
+                    Ok(f) => f,
+                    Err(Error::Interrupted) => return Err(Error::Interrupted),
+                    // A directory gone from its record is changed, and in `nodes`.
+                    Err(_) => continue,
+                };
+                if f.as_slice().iter().any(|&(a, b)| overlaps(&in_use, a, b)) {
+                    relist.insert(ino);
+                    more.extend_from_slice(f.as_slice());
+                }
+            }
+            left = left.subtract(&Ranges::from_unsorted(more));
+        }
+        if !left.as_slice().is_empty() {
             return Ok(None);
         }
-        let Some(reuse) = Reuse::new(&prev.entries, changes.nodes, relist) else {
+        let Some(reuse) = Reuse::new(&prev.entries, changes.nodes, relist, kept) else {
             return Ok(None);
         };
         self.walk(fs, start, Some(&reuse)).map(Some)
@@ -669,6 +696,8 @@ struct Reuse<'p> {
     changed: HashSet<NodeId>,
     /// Directories listed again (their blocks changed).
     relist: HashSet<NodeId>,
+    /// Directories among `changed` whose listings did not change.
+    kept: HashSet<NodeId>,
 }
 
 impl<'p> Reuse<'p> {
@@ -678,6 +707,7 @@ impl<'p> Reuse<'p> {
         entries: &'p [Entry],
         changed: HashSet<NodeId>,
         relist: HashSet<NodeId>,
+        kept: HashSet<NodeId>,
     ) -> Option<Reuse<'p>> {
         let mut kids = vec![(0usize, 0usize); entries.len()];
         let mut by_ino = HashMap::with_capacity(entries.len());
@@ -699,6 +729,7 @@ impl<'p> Reuse<'p> {
             by_ino,
             changed,
             relist,
+            kept,
         })
     }
 
@@ -713,8 +744,12 @@ impl<'p> Reuse<'p> {
 
     /// The previous listing of `dir` when nothing of it changed.
     fn listing(&self, dir: NodeId) -> Option<Vec<(String, NodeId, NodeKind)>> {
-        let d = self.same(dir)?;
-        if d.kind != NodeKind::Dir || self.relist.contains(&dir) {
+        let d = &self.entries[*self.by_ino.get(&dir)?];
+        if d.kind != NodeKind::Dir
+            || d.unreadable
+            || self.relist.contains(&dir)
+            || (self.changed.contains(&dir) && !self.kept.contains(&dir))
+        {
             return None;
         }
         let (a, b) = self.kids[self.by_ino[&dir]];

@@ -269,6 +269,15 @@ pub trait FileSystem: Send + Sync {
         Err(Error::Invalid("no footprint on this filesystem".into()))
     }
 
+    /// Whether directory `dir`'s listing is kept, wholly or in part, in its own record
+    /// (NTFS index roots, ext inline directories): then a changed record may mean a
+    /// changed listing, whereas otherwise the listing depends on its
+    /// [`FileSystem::footprint`] alone.
+    fn listing_in_record(&self, dir: NodeId) -> bool {
+        let _ = dir;
+        true
+    }
+
     /// The target of a symbolic link, as stored (NTFS: translated to `/` separators and
     /// made relative to the volume where possible).
     fn read_link(&self, node: NodeId) -> Result<String>;

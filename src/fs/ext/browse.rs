@@ -308,6 +308,12 @@ impl FileSystem for ExtFs {
         }))
     }
 
+    fn listing_in_record(&self, dir: NodeId) -> bool {
+        self.inodes
+            .inode(dir)
+            .map_or(true, |i| Inodes::is_inline(&i))
+    }
+
     fn footprint(&self, node: NodeId) -> Result<crate::ranges::Ranges> {
         let inode = self.inodes.inode(node)?;
         let meta = self.inodes.metadata(node, &inode);
