@@ -2132,6 +2132,49 @@ fn catalog_from_parent_matches_a_walk(
         BTreeSet::new(),
         "i2 against a walk"
     );
+
+    // i1's catalog is stored as a change to i0's: a small part of a whole one.
+    let section = |n: &str| catalog_section(&p(n)).expect("a catalog");
+    let version = |n: &str| {
+        let b = std::fs::read(p(n)).unwrap();
+        let at = section(n).0 as usize + 8;
+        u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
+    };
+    assert_eq!((version("i1"), version("w1"), version("i2")), (2, 1, 1));
+    assert!(
+        section("i1").1 * 10 < section("w1").1,
+        "i1's catalog {:?}, a whole one {:?}",
+        section("i1"),
+        section("w1")
+    );
+
+    // A change to i2's catalog, whose base is then damaged: walked instead, same answer.
+    fill("open('d11/f11.txt', 'ab').write(b'one more line')\n");
+    let (entries3, read3) = create_counted(vol, &p("i3"), Some(&p("i2")));
+    assert!(read3 * 4 < entries3, "{read3} of {entries3} read");
+    assert_eq!(version("i3"), 2);
+    let changes13 = diff_set(&p("i1"), &p("i3"));
+    assert!(changes13.iter().any(|r| r.contains("/d11/f11.txt")));
+    let (off, len) = section("i2");
+    let at = off + 64 + len / 2;
+    flip(&p("i2"), at);
+    let (rows, err) = query_json(&["diff".into(), s(&p("i1")), s(&p("i3"))]);
+    assert!(err.contains("walked instead"), "{err}");
+    let rows: BTreeSet<String> = rows.iter().map(Value::to_string).collect();
+    assert_eq!(
+        rows, changes13,
+        "i3 walked when its base's catalog is damaged"
+    );
+    flip(&p("i2"), at);
+
+    // Merged into its parent, the point keeps its catalog, stored whole.
+    ok(strata()
+        .args(["consolidate", "--quiet"])
+        .arg(p("i3"))
+        .output()
+        .unwrap());
+    assert_eq!(version("i3"), 1);
+    assert_eq!(diff_set(&p("i1"), &p("i3")), changes13);
 }
 
 #[test]

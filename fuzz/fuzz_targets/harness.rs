@@ -42,8 +42,22 @@ pub const TARGETS: &[(&str, Target)] = &[
 /// it decodes, every path built and the queries of `find`, `history` and `diff` run on it.
 pub fn catalog(data: &[u8]) {
     use strata::catalog::query;
-    let Ok(c) = strata::catalog::Catalog::decode(data) else {
-        return;
+    // A catalog stored as a change: applied over a base of one directory of one file,
+    // whatever it gives is then used as a whole catalog is.
+    let c = if let Ok(d) = strata::catalog::delta::Delta::decode(data) {
+        assert_eq!(
+            strata::catalog::delta::Delta::decode(&d.encode()).as_ref(),
+            Ok(&d)
+        );
+        match d.apply(&delta_base()) {
+            Ok(c) => c,
+            Err(_) => return,
+        }
+    } else {
+        let Ok(c) = strata::catalog::Catalog::decode(data) else {
+            return;
+        };
+        c
     };
     let paths = query::all_paths(&c);
     let point = query::Point {
@@ -70,6 +84,30 @@ pub fn catalog(data: &[u8]) {
         strata::catalog::Catalog::decode(&c.encode()).as_ref(),
         Ok(&c)
     );
+}
+
+/// The base [`catalog`] applies changes over: volume `p1` (ext4) of a root, a directory
+/// and a file in it.
+fn delta_base() -> strata::catalog::Catalog {
+    use strata::catalog::{Catalog, Entry, Volume, ROOT_PARENT};
+    use strata::fs::browse::NodeKind;
+    let e = |parent: u32, name: &str, kind: NodeKind, ino: u64| {
+        let mut e = Entry::bare(parent, name, kind, ino * 10);
+        e.ino = Some(ino);
+        e
+    };
+    Catalog {
+        block_size: 4096,
+        volumes: vec![Volume {
+            name: "p1".into(),
+            fs: "ext4".into(),
+            entries: vec![
+                e(ROOT_PARENT, "", NodeKind::Dir, 2),
+                e(0, "d", NodeKind::Dir, 11),
+                e(1, "f", NodeKind::File, 12),
+            ],
+        }],
+    }
 }
 
 /// A whole image file: header, trailer, index checks, then every chunk loaded (as `verify`

@@ -18,6 +18,7 @@
 //! ([`Builder::read_disk`]); otherwise the image is read. The catalog therefore always
 //! describes the image, even when the source changed since.
 
+use super::delta::{Delta, DeltaVolume, MAX_WRITTEN_DEPTH};
 use super::{Catalog, ContentId, Entry, StreamEntry, Volume, ROOT_PARENT};
 use crate::blockdev::{is_zero, BlockDev};
 use crate::chain::{BlockState, Chain};
@@ -120,13 +121,53 @@ pub struct Builder {
 /// The catalog of the point a new point was made from (its parent), and what differs:
 /// a catalog built from it reads again only what the changed blocks touch.
 pub struct Previous {
-    pub catalog: Catalog,
+    pub catalog: Arc<Catalog>,
+    /// The image whose catalog it is, and how many changes it was stored through.
+    pub image: [u8; 16],
+    pub depth: u32,
     /// Disk byte ranges the new point holds on its own (everything else reads as in the
     /// previous point).
     pub changed: Ranges,
     /// Disk byte ranges the new point's filesystems use; None when not known (every
     /// changed range then counts).
     pub used: Option<Ranges>,
+}
+
+impl Previous {
+    /// `catalog` (volumes of which `from` says, for each, the previous volume and entry
+    /// each entry stems from) as a change to this one; None when a whole catalog is due.
+    fn change_to(&self, catalog: &Catalog, from: &[Option<(u32, Vec<u32>)>]) -> Option<Delta> {
+        let depth = self.depth.checked_add(1)?;
+        if depth > MAX_WRITTEN_DEPTH {
+            return None;
+        }
+        let volumes = catalog
+            .volumes
+            .iter()
+            .zip(from)
+            .map(|(v, f)| match f {
+                Some((b, stems)) => match self.catalog.volumes.get(*b as usize) {
+                    Some(base) => DeltaVolume::changes(v, base, *b, stems),
+                    None => DeltaVolume::Whole(v.clone()),
+                },
+                None => DeltaVolume::Whole(v.clone()),
+            })
+            .collect();
+        Some(Delta {
+            base: self.image,
+            depth,
+            block_size: catalog.block_size,
+            volumes,
+        })
+    }
+}
+
+/// A catalog as built.
+pub struct Built {
+    pub catalog: Catalog,
+    pub stats: BuildStats,
+    /// With a previous catalog: the bytes of this one stored as a change to it.
+    pub change: Option<Vec<u8>>,
 }
 
 /// How a catalog was made.
@@ -232,11 +273,12 @@ impl Builder {
     /// Walks every filesystem of the point. Fails only when the partition table cannot be
     /// read; a filesystem or entry that cannot be read is left out or marked unreadable.
     pub fn build(&self) -> Result<Catalog> {
-        self.build_with_stats().map(|(c, _)| c)
+        self.build_with_stats().map(|b| b.catalog)
     }
 
-    /// As [`Builder::build`], with how many entries were read.
-    pub fn build_with_stats(&self) -> Result<(Catalog, BuildStats)> {
+    /// As [`Builder::build`], with how many entries were read and, with a previous
+    /// catalog, the catalog as a change to it.
+    pub fn build_with_stats(&self) -> Result<Built> {
         let dev: Arc<dyn BlockDev> = match (&self.only_source, &self.source) {
             (Some(missed), Some(source)) => Arc::new(SourceDev::new(
                 self.chain.clone(),
@@ -252,7 +294,7 @@ impl Builder {
             .previous
             .as_deref()
             .filter(|p| p.catalog.block_size == self.chain.block_size());
-        let walks: Vec<Result<(Volume, u64)>> = std::thread::scope(|s| {
+        let walks: Vec<Result<(Volume, Walked, Option<u32>)>> = std::thread::scope(|s| {
             crate::threads::join_all(
                 vfs.mounts()
                     .iter()
@@ -260,29 +302,34 @@ impl Builder {
                     .map(|(m, fs, kind)| {
                         let seed = self.seed();
                         let before = previous.and_then(|p| {
-                            let mut v = p.catalog.volumes.iter();
-                            Some((p, v.find(|v| v.name == m.name && v.fs == kind.name())?))
+                            let mut v = p.catalog.volumes.iter().enumerate();
+                            let (i, v) =
+                                v.find(|(_, v)| v.name == m.name && v.fs == kind.name())?;
+                            Some((p, i, v))
                         });
                         s.spawn(move || {
                             let b = Builder::sibling(seed);
                             let from = match before {
-                                Some((p, v)) => match b.walk_from(&**fs, m.start, m.size, v, p) {
-                                    Err(Error::Interrupted) => return Err(Error::Interrupted),
-                                    // Anything the shortcut cannot follow is walked whole.
-                                    r => r.ok().flatten(),
-                                },
+                                Some((p, _, v)) => {
+                                    match b.walk_from(&**fs, m.start, m.size, v, p) {
+                                        Err(Error::Interrupted) => return Err(Error::Interrupted),
+                                        // Anything the shortcut cannot follow is walked whole.
+                                        r => r.ok().flatten(),
+                                    }
+                                }
                                 None => None,
                             };
-                            let (entries, read) = match from {
+                            let mut walked = match from {
                                 Some(done) => done,
                                 None => b.walk(&**fs, m.start, None)?,
                             };
                             let volume = Volume {
                                 name: m.name.clone(),
                                 fs: kind.name().to_string(),
-                                entries,
+                                entries: std::mem::take(&mut walked.entries),
                             };
-                            Ok((volume, read))
+                            let base = before.and_then(|(_, i, _)| u32::try_from(i).ok());
+                            Ok((volume, walked, base))
                         })
                     })
                     .collect(),
@@ -290,11 +337,13 @@ impl Builder {
         });
         let mut stats = BuildStats::default();
         let mut volumes = Vec::new();
+        let mut from = Vec::new();
         for w in walks {
-            let (v, read) = w?;
+            let (v, walked, base) = w?;
             stats.entries += v.entries.len() as u64;
-            stats.read += read;
+            stats.read += walked.read;
             volumes.push(v);
+            from.push(base.zip(walked.from));
         }
         if let Some(missed) = &self.only_source {
             if missed.load(Ordering::Relaxed) {
@@ -305,21 +354,30 @@ impl Builder {
             block_size: self.chain.block_size(),
             volumes,
         };
-        Ok((catalog, stats))
+        let change = match previous {
+            Some(p) if from.iter().any(Option::is_some) => {
+                p.change_to(&catalog, &from).map(|d| d.encode())
+            }
+            _ => None,
+        };
+        Ok(Built {
+            catalog,
+            stats,
+            change,
+        })
     }
 
     /// Every entry of `fs` (at byte `start` of the device), parents before children, with
     /// the number of entries read: all of them, but those `reuse` takes from the previous
     /// point's catalog.
-    fn walk(
-        &self,
-        fs: &dyn FileSystem,
-        start: u64,
-        reuse: Option<&Reuse>,
-    ) -> Result<(Vec<Entry>, u64)> {
+    fn walk(&self, fs: &dyn FileSystem, start: u64, reuse: Option<&Reuse>) -> Result<Walked> {
         let same = |node: NodeId| reuse.and_then(|r| r.same(node));
+        // The previous entry each new one stems from (the same node; for a kept listing,
+        // the same name in it), for storing the catalog as a change.
+        let stem = |node: NodeId| reuse.and_then(|r| r.index_of(node)).unwrap_or(u32::MAX);
         let root = fs.root();
         let mut read = 0u64;
+        let mut from = vec![stem(root)];
         let mut entries = vec![match same(root) {
             Some(e) => e.clone(),
             None => {
@@ -337,7 +395,10 @@ impl Builder {
             let list = match reuse.and_then(|r| r.listing(dir)) {
                 Some(l) => l,
                 None => match fs.read_dir(dir) {
-                    Ok(l) => l.into_iter().map(|d| (d.name, d.node, d.kind)).collect(),
+                    Ok(l) => l
+                        .into_iter()
+                        .map(|d| (d.name, d.node, d.kind, stem(d.node)))
+                        .collect(),
                     Err(Error::Interrupted) => return Err(Error::Interrupted),
                     Err(_) => {
                         entries[at as usize].unreadable = true;
@@ -345,7 +406,8 @@ impl Builder {
                     }
                 },
             };
-            for (name, node, kind) in list {
+            for (name, node, kind, stems_from) in list {
+                from.push(stems_from);
                 let e = match same(node) {
                     Some(old) => {
                         let mut e = old.clone();
@@ -389,7 +451,11 @@ impl Builder {
             }
         }
         self.identify(fs, start, &files, &mut entries)?;
-        Ok((entries, read))
+        Ok(Walked {
+            entries,
+            read,
+            from: reuse.map(|_| from),
+        })
     }
 
     /// Every entry of `fs` (at byte `start` of the device, `len` bytes), as
@@ -405,7 +471,7 @@ impl Builder {
         len: u64,
         prev: &Volume,
         p: &Previous,
-    ) -> Result<Option<(Vec<Entry>, u64)>> {
+    ) -> Result<Option<Walked>> {
         let window = Ranges::from_unsorted(vec![(start, start.saturating_add(len))]);
         let relative = |r: &Ranges| {
             Ranges::from_unsorted(
@@ -685,6 +751,16 @@ impl Builder {
     }
 }
 
+/// One volume's entries, as a walk leaves them.
+struct Walked {
+    entries: Vec<Entry>,
+    /// Entries read from the filesystem (the others were taken from before).
+    read: u64,
+    /// With a previous catalog: for each entry, the previous entry it stems from
+    /// (`u32::MAX`: none).
+    from: Option<Vec<u32>>,
+}
+
 /// What a walk takes from the previous point's catalog of a volume.
 struct Reuse<'p> {
     entries: &'p [Entry],
@@ -743,7 +819,7 @@ impl<'p> Reuse<'p> {
     }
 
     /// The previous listing of `dir` when nothing of it changed.
-    fn listing(&self, dir: NodeId) -> Option<Vec<(String, NodeId, NodeKind)>> {
+    fn listing(&self, dir: NodeId) -> Option<Vec<(String, NodeId, NodeKind, u32)>> {
         let d = &self.entries[*self.by_ino.get(&dir)?];
         if d.kind != NodeKind::Dir
             || d.unreadable
@@ -753,10 +829,17 @@ impl<'p> Reuse<'p> {
             return None;
         }
         let (a, b) = self.kids[self.by_ino[&dir]];
-        let e = &self.entries[a..b.max(a)];
-        e.iter()
-            .map(|e| Some((e.name.to_string(), e.ino?, e.kind)))
+        (a..b.max(a))
+            .map(|k| {
+                let e = &self.entries[k];
+                Some((e.name.to_string(), e.ino?, e.kind, u32::try_from(k).ok()?))
+            })
             .collect()
+    }
+
+    /// The index of an entry of `node`.
+    fn index_of(&self, node: NodeId) -> Option<u32> {
+        u32::try_from(*self.by_ino.get(&node)?).ok()
     }
 }
 

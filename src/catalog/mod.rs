@@ -17,12 +17,14 @@
 )]
 
 pub mod build;
+pub mod delta;
 pub mod query;
 
 use crate::container::catalog::{load, CatalogError};
 use crate::container::reader::Image;
 use crate::fs::browse::{NodeKind, Time};
 use compact_str::CompactString;
+use std::sync::Arc;
 
 /// What one catalog holds: the filesystems of one chain point.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +78,31 @@ pub struct Entry {
     pub unreadable: bool,
 }
 
+impl Entry {
+    /// An entry with none of the optional fields.
+    pub fn bare(parent: u32, name: &str, kind: NodeKind, size: u64) -> Entry {
+        Entry {
+            parent,
+            name: name.into(),
+            kind,
+            size,
+            allocated: None,
+            ino: None,
+            nlink: None,
+            mode: None,
+            uid: None,
+            gid: None,
+            mtime: None,
+            ctime: None,
+            atime: None,
+            crtime: None,
+            id: None,
+            streams: Vec::new(),
+            unreadable: false,
+        }
+    }
+}
+
 /// A named stream of a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamEntry {
@@ -87,17 +114,132 @@ pub struct StreamEntry {
 /// The parent of the root entry.
 pub const ROOT_PARENT: u32 = u32::MAX;
 
-/// The catalog `image` holds: `Ok(None)` when it has none, `Err(why)` inside when its
-/// section or its contents are damaged; the outer error when the image cannot be read.
-pub fn stored(image: &Image) -> crate::error::Result<Result<Option<Catalog>, String>> {
+/// A catalog as an image stores it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stored {
+    Whole(Catalog),
+    /// A change to the catalog of the image's parent ([`delta`]).
+    Delta(delta::Delta),
+}
+
+/// The catalog `image` holds, decoded: `Ok(None)` when it has none, `Err(why)` inside when
+/// its section or its contents are damaged; the outer error when the image cannot be read.
+pub fn stored(image: &Image) -> crate::error::Result<Result<Option<Stored>, String>> {
     match load(image) {
         Ok(None) => Ok(Ok(None)),
+        Ok(Some(raw)) if raw.starts_with(&crate::container::catalog::DELTA_MAGIC) => {
+            Ok(delta::Delta::decode(&raw)
+                .map(|d| Some(Stored::Delta(d)))
+                .map_err(|e| format!("catalog: {e}")))
+        }
         Ok(Some(raw)) => Ok(Catalog::decode(&raw)
-            .map(Some)
+            .map(|c| Some(Stored::Whole(c)))
             .map_err(|e| format!("catalog: {e}"))),
         Err(CatalogError::Damaged(why)) => Ok(Err(why)),
         Err(CatalogError::Io(e)) => Err(e),
     }
+}
+
+/// Whole catalogs of a few images, by image id, so that points of one chain opened one
+/// after the other each apply only their own change.
+#[derive(Default)]
+pub struct Recent(std::sync::Mutex<std::collections::VecDeque<([u8; 16], Arc<Catalog>)>>);
+
+/// Catalogs [`Recent`] keeps: a few times the threads that open points.
+const RECENT: usize = 8;
+
+impl Recent {
+    fn get(&self, id: &[u8; 16]) -> Option<Arc<Catalog>> {
+        let q = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        q.iter().find(|(i, _)| i == id).map(|(_, c)| c.clone())
+    }
+
+    fn put(&self, id: [u8; 16], c: Arc<Catalog>) {
+        let mut q = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if q.len() >= RECENT {
+            q.pop_front();
+        }
+        q.push_back((id, c));
+    }
+}
+
+/// A point's whole catalog and the changes it was stored through (see [`resolved`]), or
+/// None, or why it cannot be had.
+pub type Resolved = Result<Option<(Arc<Catalog>, u32)>, String>;
+
+/// The whole catalog of the point `layers` ends at (its chain's images, full first), and
+/// how many changes it was stored through (0: stored whole): a catalog stored as a change
+/// is applied to its parent's, which must be the layer below it. `Ok(None)` when the top
+/// image has no catalog; `Err(why)` inside when it or one it depends on is damaged or
+/// missing.
+pub fn resolved(layers: &[Image], recent: Option<&Recent>) -> crate::error::Result<Resolved> {
+    let Some(top) = layers.last() else {
+        return Ok(Ok(None));
+    };
+    let top_id = *top.header().image_uuid.as_bytes();
+    if let Some(c) = recent.and_then(|r| r.get(&top_id)) {
+        // (The depth only steers writers, which do not share a cache.)
+        return Ok(Ok(Some((c, 0))));
+    }
+    // The changes down to a whole catalog (or one already at hand), top first.
+    let mut changes = Vec::new();
+    let mut at = layers.len() - 1;
+    let base = loop {
+        let image = &layers[at];
+        let id = *image.header().image_uuid.as_bytes();
+        if at < layers.len() - 1 {
+            if let Some(c) = recent.and_then(|r| r.get(&id)) {
+                break c;
+            }
+        }
+        let d = match stored(image)? {
+            Ok(Some(Stored::Whole(c))) => break Arc::new(c),
+            Ok(Some(Stored::Delta(d))) => d,
+            Ok(None) if at < layers.len() - 1 => {
+                return Ok(Err(format!(
+                    "catalog: it changes the catalog of {}, which has none",
+                    image.path().display()
+                )))
+            }
+            Ok(None) => return Ok(Ok(None)),
+            Err(why) if at < layers.len() - 1 => {
+                return Ok(Err(format!(
+                    "catalog: it changes the catalog of {}, which is damaged ({why})",
+                    image.path().display()
+                )))
+            }
+            Err(why) => return Ok(Err(why)),
+        };
+        let below = at.checked_sub(1).map(|b| &layers[b]);
+        match below {
+            Some(b) if *b.header().image_uuid.as_bytes() == d.base => {}
+            _ => {
+                return Ok(Err(
+                    "catalog: it changes the catalog of an image that is not its parent".into(),
+                ))
+            }
+        }
+        changes.push((id, d));
+        at -= 1;
+    };
+    let depth = changes.first().map_or(0, |(_, d)| d.depth);
+    let mut c = base;
+    for (id, d) in changes.into_iter().rev() {
+        c = match d.apply(&c) {
+            Ok(next) => Arc::new(next),
+            Err(why) => return Ok(Err(format!("catalog: {why}"))),
+        };
+        if let Some(r) = recent {
+            r.put(id, c.clone());
+        }
+    }
+    Ok(Ok(Some((c, depth))))
 }
 
 impl Volume {
@@ -284,54 +426,7 @@ impl Catalog {
             o.str(&v.fs);
             o.u64(v.entries.len() as u64);
             for e in &v.entries {
-                o.u32(e.parent);
-                o.str(&e.name);
-                o.u8(kind_code(e.kind));
-                let mut flags = 0;
-                for (bit, on) in [
-                    (F_ALLOCATED, e.allocated.is_some()),
-                    (F_INO, e.ino.is_some()),
-                    (F_NLINK, e.nlink.is_some()),
-                    (F_MODE, e.mode.is_some()),
-                    (F_UID, e.uid.is_some()),
-                    (F_GID, e.gid.is_some()),
-                    (F_MTIME, e.mtime.is_some()),
-                    (F_CTIME, e.ctime.is_some()),
-                    (F_ATIME, e.atime.is_some()),
-                    (F_CRTIME, e.crtime.is_some()),
-                    (F_ID, e.id.is_some()),
-                    (F_UNREADABLE, e.unreadable),
-                ] {
-                    if on {
-                        flags |= bit;
-                    }
-                }
-                o.u16(flags);
-                o.u64(e.size);
-                for v in [e.allocated, e.ino].into_iter().flatten() {
-                    o.u64(v);
-                }
-                for v in [e.nlink, e.mode, e.uid, e.gid].into_iter().flatten() {
-                    o.u32(v);
-                }
-                for t in [e.mtime, e.ctime, e.atime, e.crtime].into_iter().flatten() {
-                    o.time(t);
-                }
-                if let Some(id) = e.id {
-                    o.0.extend_from_slice(&id);
-                }
-                o.u16(u16::try_from(e.streams.len()).unwrap_or(u16::MAX));
-                for s in e.streams.iter().take(usize::from(u16::MAX)) {
-                    o.str(&s.name);
-                    o.u64(s.size);
-                    match s.id {
-                        Some(id) => {
-                            o.u8(1);
-                            o.0.extend_from_slice(&id);
-                        }
-                        None => o.u8(0),
-                    }
-                }
+                put_entry(&mut o, e);
             }
         }
         o.0
@@ -340,10 +435,6 @@ impl Catalog {
     /// Decodes and checks a catalog: every parent precedes its child and is a directory.
     pub fn decode(buf: &[u8]) -> Result<Catalog, String> {
         let mut r = In { buf, at: 0 };
-        // Paths are built from parents' paths: a damaged catalog of deeply nested names
-        // would make them quadratic. Real trees keep their paths well under this.
-        let max_path_bytes = (buf.len() as u64).saturating_mul(8) + (1 << 20);
-        let mut path_bytes = 0u64;
         let block_size = r.u32()?;
         let n = r.u32()?;
         let n = r.count(u64::from(n), 16)?;
@@ -351,28 +442,56 @@ impl Catalog {
         for _ in 0..n {
             let name = r.str()?.into_string();
             let fs = r.str()?.into_string();
-            let count = r.u64()?;
-            let count = r.count(count, MIN_ENTRY)?;
-            let mut entries: Vec<Entry> = Vec::with_capacity(count);
-            let mut path_len: Vec<u64> = Vec::with_capacity(count);
-            for i in 0..count {
-                let parent = r.u32()?;
+            volumes.push(Volume {
+                name,
+                fs,
+                entries: get_entries(&mut r)?,
+            });
+        }
+        if r.at != buf.len() {
+            return Err(format!("{} bytes follow the last volume", buf.len() - r.at));
+        }
+        let catalog = Catalog {
+            block_size,
+            volumes,
+        };
+        catalog.check()?;
+        Ok(catalog)
+    }
+
+    /// Checks what every reader relies on: each volume's first entry is its root, every
+    /// other entry's parent precedes it and is a directory, and the paths stay within a
+    /// bound of the names' bytes (a damaged catalog of deeply nested names would make
+    /// building them quadratic; real trees keep their paths well under it).
+    pub fn check(&self) -> Result<(), String> {
+        let names: u64 = self
+            .volumes
+            .iter()
+            .flat_map(|v| &v.entries)
+            .map(|e| e.name.len() as u64 + MIN_ENTRY as u64)
+            .sum();
+        let max_path_bytes = names.saturating_mul(8) + (1 << 20);
+        let mut path_bytes = 0u64;
+        for v in &self.volumes {
+            let mut path_len: Vec<u64> = Vec::with_capacity(v.entries.len());
+            for (i, e) in v.entries.iter().enumerate() {
+                let parent = e.parent;
                 let ok = if i == 0 {
                     parent == ROOT_PARENT
                 } else {
                     usize::try_from(parent)
                         .ok()
-                        .and_then(|p| entries.get(p))
+                        .filter(|&p| p < i)
+                        .and_then(|p| v.entries.get(p))
                         .is_some_and(|p| p.kind == NodeKind::Dir)
                 };
                 if !ok {
                     return Err(format!("entry {i} has an impossible parent {parent}"));
                 }
-                let name = r.str()?;
                 let len = usize::try_from(parent)
                     .ok()
                     .and_then(|p| path_len.get(p))
-                    .map_or(name.len() as u64 + 4, |l| l + 1 + name.len() as u64);
+                    .map_or(e.name.len() as u64 + 4, |l| l + 1 + e.name.len() as u64);
                 path_len.push(len);
                 path_bytes += len;
                 if path_bytes > max_path_bytes {
@@ -380,88 +499,133 @@ impl Catalog {
                         "entry {i}: paths add up to more than {max_path_bytes} bytes"
                     ));
                 }
-                let code = r.u8()?;
-                let kind = *KINDS
-                    .get(usize::from(code))
-                    .ok_or_else(|| format!("entry {i} has an unknown type {code}"))?;
-                let flags = r.u16()?;
-                if flags & !F_KNOWN != 0 {
-                    return Err(format!("entry {i} has unknown flags {flags:#x}"));
-                }
-                let has = |bit: u16| flags & bit != 0;
-                let size = r.u64()?;
-                let mut e = Entry {
-                    parent,
-                    name,
-                    kind,
-                    size,
-                    allocated: None,
-                    ino: None,
-                    nlink: None,
-                    mode: None,
-                    uid: None,
-                    gid: None,
-                    mtime: None,
-                    ctime: None,
-                    atime: None,
-                    crtime: None,
-                    id: None,
-                    streams: Vec::new(),
-                    unreadable: has(F_UNREADABLE),
-                };
-                if has(F_ALLOCATED) {
-                    e.allocated = Some(r.u64()?);
-                }
-                if has(F_INO) {
-                    e.ino = Some(r.u64()?);
-                }
-                for (bit, slot) in [
-                    (F_NLINK, &mut e.nlink),
-                    (F_MODE, &mut e.mode),
-                    (F_UID, &mut e.uid),
-                    (F_GID, &mut e.gid),
-                ] {
-                    if has(bit) {
-                        *slot = Some(r.u32()?);
-                    }
-                }
-                for (bit, slot) in [
-                    (F_MTIME, &mut e.mtime),
-                    (F_CTIME, &mut e.ctime),
-                    (F_ATIME, &mut e.atime),
-                    (F_CRTIME, &mut e.crtime),
-                ] {
-                    if has(bit) {
-                        *slot = Some(r.time()?);
-                    }
-                }
-                if has(F_ID) {
-                    e.id = Some(r.id()?);
-                }
-                let ns = r.u16()?;
-                let ns = r.count(u64::from(ns), 4 + 8 + 1)?;
-                for _ in 0..ns {
-                    let name = r.str()?;
-                    let size = r.u64()?;
-                    let id = match r.u8()? {
-                        0 => None,
-                        1 => Some(r.id()?),
-                        b => return Err(format!("entry {i}: a stream with flag {b}")),
-                    };
-                    e.streams.push(StreamEntry { name, size, id });
-                }
-                entries.push(e);
             }
-            volumes.push(Volume { name, fs, entries });
         }
-        if r.at != buf.len() {
-            return Err(format!("{} bytes follow the last volume", buf.len() - r.at));
-        }
-        Ok(Catalog {
-            block_size,
-            volumes,
-        })
+        Ok(())
     }
+}
+
+/// Writes one entry (docs/FORMAT.md, "Catalog section").
+fn put_entry(o: &mut Out, e: &Entry) {
+    o.u32(e.parent);
+    o.str(&e.name);
+    o.u8(kind_code(e.kind));
+    let mut flags = 0;
+    for (bit, on) in [
+        (F_ALLOCATED, e.allocated.is_some()),
+        (F_INO, e.ino.is_some()),
+        (F_NLINK, e.nlink.is_some()),
+        (F_MODE, e.mode.is_some()),
+        (F_UID, e.uid.is_some()),
+        (F_GID, e.gid.is_some()),
+        (F_MTIME, e.mtime.is_some()),
+        (F_CTIME, e.ctime.is_some()),
+        (F_ATIME, e.atime.is_some()),
+        (F_CRTIME, e.crtime.is_some()),
+        (F_ID, e.id.is_some()),
+        (F_UNREADABLE, e.unreadable),
+    ] {
+        if on {
+            flags |= bit;
+        }
+    }
+    o.u16(flags);
+    o.u64(e.size);
+    for v in [e.allocated, e.ino].into_iter().flatten() {
+        o.u64(v);
+    }
+    for v in [e.nlink, e.mode, e.uid, e.gid].into_iter().flatten() {
+        o.u32(v);
+    }
+    for t in [e.mtime, e.ctime, e.atime, e.crtime].into_iter().flatten() {
+        o.time(t);
+    }
+    if let Some(id) = e.id {
+        o.0.extend_from_slice(&id);
+    }
+    o.u16(u16::try_from(e.streams.len()).unwrap_or(u16::MAX));
+    for s in e.streams.iter().take(usize::from(u16::MAX)) {
+        o.str(&s.name);
+        o.u64(s.size);
+        match s.id {
+            Some(id) => {
+                o.u8(1);
+                o.0.extend_from_slice(&id);
+            }
+            None => o.u8(0),
+        }
+    }
+}
+
+/// A count and that many entries (their tree is checked by [`Catalog::check`]).
+fn get_entries(r: &mut In) -> Result<Vec<Entry>, String> {
+    let count = r.u64()?;
+    let count = r.count(count, MIN_ENTRY)?;
+    let mut entries = Vec::with_capacity(count);
+    for i in 0..count {
+        entries.push(get_entry(r, i)?);
+    }
+    Ok(entries)
+}
+
+/// Reads entry `i` (its number for messages).
+fn get_entry(r: &mut In, i: usize) -> Result<Entry, String> {
+    let parent = r.u32()?;
+    let name = r.str()?;
+    let code = r.u8()?;
+    let kind = *KINDS
+        .get(usize::from(code))
+        .ok_or_else(|| format!("entry {i} has an unknown type {code}"))?;
+    let flags = r.u16()?;
+    if flags & !F_KNOWN != 0 {
+        return Err(format!("entry {i} has unknown flags {flags:#x}"));
+    }
+    let has = |bit: u16| flags & bit != 0;
+    let size = r.u64()?;
+    let mut e = Entry::bare(parent, "", kind, size);
+    (e.name, e.unreadable) = (name, has(F_UNREADABLE));
+    if has(F_ALLOCATED) {
+        e.allocated = Some(r.u64()?);
+    }
+    if has(F_INO) {
+        e.ino = Some(r.u64()?);
+    }
+    for (bit, slot) in [
+        (F_NLINK, &mut e.nlink),
+        (F_MODE, &mut e.mode),
+        (F_UID, &mut e.uid),
+        (F_GID, &mut e.gid),
+    ] {
+        if has(bit) {
+            *slot = Some(r.u32()?);
+        }
+    }
+    for (bit, slot) in [
+        (F_MTIME, &mut e.mtime),
+        (F_CTIME, &mut e.ctime),
+        (F_ATIME, &mut e.atime),
+        (F_CRTIME, &mut e.crtime),
+    ] {
+        if has(bit) {
+            *slot = Some(r.time()?);
+        }
+    }
+    if has(F_ID) {
+        e.id = Some(r.id()?);
+    }
+    let ns = r.u16()?;
+    let ns = r.count(u64::from(ns), 4 + 8 + 1)?;
+    for _ in 0..ns {
+        let name = r.str()?;
+        let size = r.u64()?;
+        let id = match r.u8()? {
+            0 => None,
+            1 => Some(r.id()?),
+            b => return Err(format!("entry {i}: a stream with flag {b}")),
+        };
+        e.streams.push(StreamEntry { name, size, id });
+    }
+    Ok(e)
 }
 
 #[cfg(test)]
@@ -469,25 +633,13 @@ mod tests {
     use super::*;
 
     fn sample() -> Catalog {
-        let mut root = Entry {
-            parent: ROOT_PARENT,
-            name: CompactString::default(),
-            kind: NodeKind::Dir,
-            size: 0,
-            allocated: None,
-            ino: Some(2),
-            nlink: Some(3),
-            mode: Some(0o755),
-            uid: Some(0),
-            gid: Some(0),
-            mtime: Some(Time { secs: -5, nanos: 7 }),
-            ctime: None,
-            atime: None,
-            crtime: None,
-            id: None,
-            streams: Vec::new(),
-            unreadable: false,
-        };
+        let mut root = Entry::bare(ROOT_PARENT, "", NodeKind::Dir, 0);
+        root.ino = Some(2);
+        root.nlink = Some(3);
+        root.mode = Some(0o755);
+        root.uid = Some(0);
+        root.gid = Some(0);
+        root.mtime = Some(Time { secs: -5, nanos: 7 });
         let mut file = root.clone();
         file.parent = 0;
         file.name = "a\u{1}b.txt".into();

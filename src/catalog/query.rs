@@ -70,11 +70,12 @@ pub fn map_points<T: Send>(
     notes: &mut Notes,
     f: impl Fn(&Point) -> T + Sync,
 ) -> Result<Vec<(Stamp, T)>> {
+    let recent = super::Recent::default();
     let opened = crate::threads::map_parts(paths, |part| {
         part.iter()
             .map(|p| {
                 let mut n = Notes::default();
-                let r = open_point(p, opts, &mut n).map(|pt| {
+                let r = open_point_with(p, opts, &mut n, Some(&recent)).map(|pt| {
                     let stamp = Stamp {
                         image: pt.image.clone(),
                         created: pt.created,
@@ -104,14 +105,34 @@ pub fn map_points<T: Send>(
 
 /// Opens one point: its catalog, or a walk of its filesystems.
 pub fn open_point(path: &Path, opts: &ResolveOptions, notes: &mut Notes) -> Result<Point> {
+    open_point_with(path, opts, notes, None)
+}
+
+/// [`open_point`], with whole catalogs of points opened before at hand in `recent`: a
+/// catalog stored as a change to its parent's is applied to the parent's.
+fn open_point_with(
+    path: &Path,
+    opts: &ResolveOptions,
+    notes: &mut Notes,
+    recent: Option<&super::Recent>,
+) -> Result<Point> {
     let image = Image::open(path)?;
     let h = image.header();
     let created = Time {
         secs: h.created_unix,
         nanos: h.created_nanos,
     };
-    let stored = super::stored(&image)?;
-    drop(image);
+    let stored = match super::stored(&image)? {
+        Ok(Some(super::Stored::Whole(c))) => Ok(Some(c)),
+        Ok(Some(super::Stored::Delta(_))) => {
+            drop(image);
+            let layers = resolve::resolve(path, opts)?;
+            super::resolved(&layers, recent)?
+                .map(|c| c.map(|(c, _)| Arc::try_unwrap(c).unwrap_or_else(|c| (*c).clone())))
+        }
+        Ok(None) => Ok(None),
+        Err(why) => Err(why),
+    };
     let catalog = match stored {
         Ok(Some(c)) => c,
         Ok(None) => {

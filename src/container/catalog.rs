@@ -22,8 +22,14 @@ use xxhash_rust::xxh3::xxh3_64;
 pub const SECTION_MAGIC: [u8; 8] = *b"STRATCAT";
 /// Bytes of the section header.
 pub const SECTION_HEADER_SIZE: u64 = 64;
-/// The only section version.
-const VERSION: u32 = 1;
+/// Section version of a catalog listing every entry.
+const VERSION_WHOLE: u32 = 1;
+/// Section version of a catalog stored as a change to its parent's, whose uncompressed
+/// bytes start with [`DELTA_MAGIC`] (which no whole catalog's do: those start with the
+/// block size).
+const VERSION_DELTA: u32 = 2;
+/// The first bytes of a catalog stored as a change to its parent's.
+pub const DELTA_MAGIC: [u8; 8] = *b"STRATDLT";
 /// Largest uncompressed catalog a reader accepts: about ten million entries.
 pub const MAX_RAW_LEN: u64 = 1 << 30;
 /// Largest ratio of uncompressed to stored bytes a reader accepts, so a tiny damaged
@@ -57,7 +63,14 @@ fn encode(raw: &[u8], key: Option<&ImageKey>) -> Result<Vec<u8>> {
     let mut head = [0u8; 64];
     let mut w = LeWriter(&mut head);
     w.put(0, &SECTION_MAGIC);
-    w.u32(8, VERSION);
+    w.u32(
+        8,
+        if raw.starts_with(&DELTA_MAGIC) {
+            VERSION_DELTA
+        } else {
+            VERSION_WHOLE
+        },
+    );
     w.u8(12, method);
     w.u64(16, payload.len() as u64);
     w.u64(24, raw_len);
@@ -177,8 +190,9 @@ pub fn load(image: &Image) -> std::result::Result<Option<Vec<u8>>, CatalogError>
     if f.u64(48) != xxh3_64(&head[..48]) {
         return damaged("header checksum mismatch".into());
     }
-    if f.u32(8) != VERSION {
-        return damaged(format!("unknown version {}", f.u32(8)));
+    let version = f.u32(8);
+    if version != VERSION_WHOLE && version != VERSION_DELTA {
+        return damaged(format!("unknown version {version}"));
     }
     let (method, stored_len, raw_len) = (f.u8(12), f.u64(16), f.u64(24));
     let room = image.index().block_hashes_offset - at - SECTION_HEADER_SIZE;
@@ -229,6 +243,11 @@ pub fn load(image: &Image) -> std::result::Result<Option<Vec<u8>>, CatalogError>
     };
     if image.key().is_none() && xxh3_64(&raw) != f.u64(40) {
         return damaged("content checksum mismatch".into());
+    }
+    // (The sealed bytes of an encrypted image carry the form; the header's is not
+    // authenticated.)
+    if raw.starts_with(&DELTA_MAGIC) != (version == VERSION_DELTA) {
+        return damaged(format!("version {version} does not match its contents"));
     }
     Ok(Some(raw))
 }

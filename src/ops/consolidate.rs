@@ -194,8 +194,12 @@ pub fn consolidate(opts: &ConsolidateOptions) -> Result<ConsolidateSummary> {
     let header_bytes = writer.header().encode();
     writer.hold_tail()?;
     let (output, _, mut summary) = writer.finish()?;
-    // The merged image is the top image's point: its catalog describes it unchanged.
-    let catalog = crate::container::catalog::load(chain.top()).ok().flatten();
+    // The merged image is the top image's point: its catalog describes it unchanged,
+    // stored whole (it may have been a change to a catalog merged away here).
+    let catalog = match crate::catalog::resolved(chain.layers(), None) {
+        Ok(Ok(Some((c, _)))) => Some(c.encode()),
+        _ => None,
+    };
     let merged_paths: Vec<PathBuf> = layers[lo..]
         .iter()
         .map(|l| l.path().to_path_buf())

@@ -455,8 +455,9 @@ fn catalog_of(
     only_source: bool,
     used: Option<Ranges>,
 ) -> Result<Option<(Vec<u8>, BuildStats)>> {
-    let previous = match layers.last().map(crate::catalog::stored) {
-        Some(Ok(Ok(Some(catalog)))) => {
+    // The parent's catalog, resolved through the changes it may be stored as.
+    let previous = match crate::catalog::resolved(&layers, None) {
+        Ok(Ok(Some((catalog, depth)))) => {
             let bs = u64::from(image.header().block_size);
             let changed = image
                 .index()
@@ -464,12 +465,16 @@ fn catalog_of(
                 .iter()
                 .map(|e| (e.disk_block * bs, e.end() * bs))
                 .collect();
-            Some(Previous {
+            let parent = layers.last().map(|l| *l.header().image_uuid.as_bytes());
+            parent.map(|image| Previous {
                 catalog,
+                image,
+                depth,
                 changed: Ranges::from_unsorted(changed),
                 used,
             })
         }
+        // Without one the point is walked whole (and its catalog stored whole).
         _ => None,
     };
     layers.push(image);
@@ -482,9 +487,13 @@ fn catalog_of(
     if let Some(p) = previous {
         builder = builder.with_previous(p);
     }
-    let (catalog, stats) = builder.build_with_stats()?;
+    let built = builder.build_with_stats()?;
     // A disk with no filesystem strata reads has nothing to list.
-    Ok((!catalog.volumes.is_empty()).then(|| (catalog.encode(), stats)))
+    if built.catalog.volumes.is_empty() {
+        return Ok(None);
+    }
+    let raw = built.change.unwrap_or_else(|| built.catalog.encode());
+    Ok(Some((raw, built.stats)))
 }
 
 /// The catalog, or None with a warning when it could not be made (the image is complete

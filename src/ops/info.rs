@@ -94,11 +94,15 @@ fn catalog_info(img: &crate::container::reader::Image) -> Result<Option<CatalogI
         error: None,
     };
     match crate::catalog::stored(img)? {
-        Ok(cat) => {
-            let vols = cat.map(|c| c.volumes).unwrap_or_default();
-            c.filesystems = vols.len() as u64;
-            c.entries = vols.iter().map(|v| v.entries.len() as u64).sum();
+        Ok(Some(crate::catalog::Stored::Whole(cat))) => {
+            c.filesystems = cat.volumes.len() as u64;
+            c.entries = cat.volumes.iter().map(|v| v.entries.len() as u64).sum();
         }
+        Ok(Some(crate::catalog::Stored::Delta(d))) => {
+            c.filesystems = d.volumes.len() as u64;
+            c.entries = d.entry_count();
+        }
+        Ok(None) => {}
         Err(e) => c.error = Some(e),
     }
     Ok(Some(c))
