@@ -63,7 +63,7 @@ pub fn catalog(data: &[u8]) {
     let point = query::Point {
         image: PathBuf::from("fuzz.strata"),
         created: strata::fs::browse::Time { secs: 0, nanos: 0 },
-        catalog: c.clone(),
+        catalog: std::sync::Arc::new(c.clone()),
     };
     let pattern = query::Pattern::new("*a*", true).expect("pattern");
     let _ = query::find(&point, &pattern, &query::Filter::default());

@@ -149,7 +149,7 @@ pub struct Recent(std::sync::Mutex<std::collections::VecDeque<([u8; 16], Arc<Cat
 const RECENT: usize = 8;
 
 impl Recent {
-    fn get(&self, id: &[u8; 16]) -> Option<Arc<Catalog>> {
+    pub(crate) fn get(&self, id: &[u8; 16]) -> Option<Arc<Catalog>> {
         let q = self
             .0
             .lock()
@@ -157,7 +157,7 @@ impl Recent {
         q.iter().find(|(i, _)| i == id).map(|(_, c)| c.clone())
     }
 
-    fn put(&self, id: [u8; 16], c: Arc<Catalog>) {
+    pub(crate) fn put(&self, id: [u8; 16], c: Arc<Catalog>) {
         let mut q = self
             .0
             .lock()

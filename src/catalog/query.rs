@@ -21,7 +21,8 @@ pub struct Point {
     pub image: PathBuf,
     /// When the image was made.
     pub created: Time,
-    pub catalog: Catalog,
+    /// Shared with the catalogs kept for the points that follow ([`super::Recent`]).
+    pub catalog: Arc<Catalog>,
 }
 
 /// What happened while points were opened, for the user: each said once.
@@ -123,12 +124,31 @@ fn open_point_with(
         nanos: h.created_nanos,
     };
     let stored = match super::stored(&image)? {
-        Ok(Some(super::Stored::Whole(c))) => Ok(Some(c)),
-        Ok(Some(super::Stored::Delta(_))) => {
-            drop(image);
-            let layers = resolve::resolve(path, opts)?;
-            super::resolved(&layers, recent)?
-                .map(|c| c.map(|(c, _)| Arc::try_unwrap(c).unwrap_or_else(|c| (*c).clone())))
+        Ok(Some(super::Stored::Whole(c))) => Ok(Some(Arc::new(c))),
+        Ok(Some(super::Stored::Delta(d))) => {
+            let h = image.header();
+            let at_hand = recent
+                .filter(|_| *h.parent_uuid.as_bytes() == d.base)
+                .and_then(|r| Some((r, r.get(&d.base)?)));
+            match at_hand {
+                // The parent's catalog was just rebuilt (points of a chain come in order):
+                // its change is applied without opening the chain again.
+                Some((r, base)) => {
+                    let id = *h.image_uuid.as_bytes();
+                    d.apply(&base)
+                        .map(|c| {
+                            let c = Arc::new(c);
+                            r.put(id, c.clone());
+                            Some(c)
+                        })
+                        .map_err(|why| format!("catalog: {why}"))
+                }
+                None => {
+                    drop(image);
+                    let layers = resolve::resolve(path, opts)?;
+                    super::resolved(&layers, recent)?.map(|c| c.map(|(c, _)| c))
+                }
+            }
         }
         Ok(None) => Ok(None),
         Err(why) => Err(why),
@@ -137,14 +157,14 @@ fn open_point_with(
         Ok(Some(c)) => c,
         Ok(None) => {
             notes.walked.push(path.to_path_buf());
-            walk(path, opts)?
+            Arc::new(walk(path, opts)?)
         }
         Err(why) => {
             notes.warnings.push(format!(
                 "{}: the catalog is damaged ({why}); its filesystems are walked instead",
                 path.display()
             ));
-            walk(path, opts)?
+            Arc::new(walk(path, opts)?)
         }
     };
     Ok(Point {
