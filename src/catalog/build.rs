@@ -305,7 +305,7 @@ impl Builder {
                             let mut v = p.catalog.volumes.iter().enumerate();
                             let (i, v) =
                                 v.find(|(_, v)| v.name == m.name && v.fs == kind.name())?;
-                            Some((p, i, v))
+                            Some((p, u32::try_from(i).ok()?, v))
                         });
                         s.spawn(move || {
                             let b = Builder::sibling(seed);
@@ -328,8 +328,7 @@ impl Builder {
                                 fs: kind.name().to_string(),
                                 entries: std::mem::take(&mut walked.entries),
                             };
-                            let base = before.and_then(|(_, i, _)| u32::try_from(i).ok());
-                            Ok((volume, walked, base))
+                            Ok((volume, walked, before.map(|(_, i, _)| i)))
                         })
                     })
                     .collect(),
@@ -512,27 +511,9 @@ impl Builder {
         // changed block unaccounted for.
         let mut relist = HashSet::new();
         let mut looked = HashSet::new();
-        let pe = &prev.entries;
-        let parents_of_changed: Vec<u64> = pe
-            .iter()
-            .filter(|e| e.ino.is_some_and(|i| changes.nodes.contains(&i)))
-            .filter_map(|e| pe.get(usize::try_from(e.parent).ok()?)?.ino)
-            .collect();
-        let every_dir = pe
-            .iter()
-            .filter(|e| e.kind == NodeKind::Dir)
-            .filter_map(|e| e.ino);
         let mut left = in_use.subtract(&Ranges::from_unsorted(known));
-        for (n, dirs) in [
-            Box::new(parents_of_changed.into_iter()) as Box<dyn Iterator<Item = u64>>,
-            Box::new(every_dir),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            if n == 1 && left.as_slice().is_empty() {
-                break;
-            }
+        // Marks the directories among `dirs` whose blocks changed; returns those blocks.
+        let mut look = |dirs: &mut dyn Iterator<Item = u64>| -> Result<Ranges> {
             let mut more = Vec::new();
             for ino in dirs {
                 if changes.nodes.contains(&ino) || !looked.insert(ino) {
@@ -549,7 +530,22 @@ impl Builder {
                     more.extend_from_slice(f.as_slice());
                 }
             }
-            left = left.subtract(&Ranges::from_unsorted(more));
+            Ok(Ranges::from_unsorted(more))
+        };
+        let pe = &prev.entries;
+        left = left.subtract(&look(
+            &mut pe
+                .iter()
+                .filter(|e| e.ino.is_some_and(|i| changes.nodes.contains(&i)))
+                .filter_map(|e| pe.get(usize::try_from(e.parent).ok()?)?.ino),
+        )?);
+        if !left.as_slice().is_empty() {
+            left = left.subtract(&look(
+                &mut pe
+                    .iter()
+                    .filter(|e| e.kind == NodeKind::Dir)
+                    .filter_map(|e| e.ino),
+            )?);
         }
         if !left.as_slice().is_empty() {
             return Ok(None);
@@ -820,7 +816,8 @@ impl<'p> Reuse<'p> {
 
     /// The previous listing of `dir` when nothing of it changed.
     fn listing(&self, dir: NodeId) -> Option<Vec<(String, NodeId, NodeKind, u32)>> {
-        let d = &self.entries[*self.by_ino.get(&dir)?];
+        let j = *self.by_ino.get(&dir)?;
+        let d = &self.entries[j];
         if d.kind != NodeKind::Dir
             || d.unreadable
             || self.relist.contains(&dir)
@@ -828,7 +825,7 @@ impl<'p> Reuse<'p> {
         {
             return None;
         }
-        let (a, b) = self.kids[self.by_ino[&dir]];
+        let (a, b) = self.kids[j];
         (a..b.max(a))
             .map(|k| {
                 let e = &self.entries[k];

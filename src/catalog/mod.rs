@@ -157,7 +157,7 @@ impl Recent {
         q.iter().find(|(i, _)| i == id).map(|(_, c)| c.clone())
     }
 
-    pub(crate) fn put(&self, id: [u8; 16], c: Arc<Catalog>) {
+    fn put(&self, id: [u8; 16], c: Arc<Catalog>) {
         let mut q = self
             .0
             .lock()
@@ -179,36 +179,30 @@ pub type Resolved = Result<Option<(Arc<Catalog>, u32)>, String>;
 /// image has no catalog; `Err(why)` inside when it or one it depends on is damaged or
 /// missing.
 pub fn resolved(layers: &[Image], recent: Option<&Recent>) -> crate::error::Result<Resolved> {
-    let Some(top) = layers.last() else {
+    if layers.is_empty() {
         return Ok(Ok(None));
-    };
-    let top_id = *top.header().image_uuid.as_bytes();
-    if let Some(c) = recent.and_then(|r| r.get(&top_id)) {
-        // (The depth only steers writers, which do not share a cache.)
-        return Ok(Ok(Some((c, 0))));
     }
+    let top_at = layers.len() - 1;
     // The changes down to a whole catalog (or one already at hand), top first.
     let mut changes = Vec::new();
-    let mut at = layers.len() - 1;
+    let mut at = top_at;
     let base = loop {
         let image = &layers[at];
         let id = *image.header().image_uuid.as_bytes();
-        if at < layers.len() - 1 {
-            if let Some(c) = recent.and_then(|r| r.get(&id)) {
-                break c;
-            }
+        if let Some(c) = recent.and_then(|r| r.get(&id)) {
+            break c;
         }
         let d = match stored(image)? {
             Ok(Some(Stored::Whole(c))) => break Arc::new(c),
             Ok(Some(Stored::Delta(d))) => d,
-            Ok(None) if at < layers.len() - 1 => {
+            Ok(None) if at < top_at => {
                 return Ok(Err(format!(
                     "catalog: it changes the catalog of {}, which has none",
                     image.path().display()
                 )))
             }
             Ok(None) => return Ok(Ok(None)),
-            Err(why) if at < layers.len() - 1 => {
+            Err(why) if at < top_at => {
                 return Ok(Err(format!(
                     "catalog: it changes the catalog of {}, which is damaged ({why})",
                     image.path().display()
@@ -228,18 +222,32 @@ pub fn resolved(layers: &[Image], recent: Option<&Recent>) -> crate::error::Resu
         changes.push((id, d));
         at -= 1;
     };
+    // (A catalog found at hand for the top has no depth here: the depth only steers
+    // writers, which keep none at hand.)
     let depth = changes.first().map_or(0, |(_, d)| d.depth);
     let mut c = base;
     for (id, d) in changes.into_iter().rev() {
-        c = match d.apply(&c) {
-            Ok(next) => Arc::new(next),
-            Err(why) => return Ok(Err(format!("catalog: {why}"))),
+        c = match applied(d, &c, id, recent) {
+            Ok(next) => next,
+            Err(why) => return Ok(Err(why)),
         };
-        if let Some(r) = recent {
-            r.put(id, c.clone());
-        }
     }
     Ok(Ok(Some((c, depth))))
+}
+
+/// The catalog of image `id`, whose stored change `d` is applied over `base` (its
+/// parent's), kept in `recent` for the points that follow.
+pub fn applied(
+    d: delta::Delta,
+    base: &Catalog,
+    id: [u8; 16],
+    recent: Option<&Recent>,
+) -> Result<Arc<Catalog>, String> {
+    let c = Arc::new(d.apply(base).map_err(|why| format!("catalog: {why}"))?);
+    if let Some(r) = recent {
+        r.put(id, c.clone());
+    }
+    Ok(c)
 }
 
 impl Volume {

@@ -126,23 +126,13 @@ fn open_point_with(
     let stored = match super::stored(&image)? {
         Ok(Some(super::Stored::Whole(c))) => Ok(Some(Arc::new(c))),
         Ok(Some(super::Stored::Delta(d))) => {
-            let h = image.header();
             let at_hand = recent
                 .filter(|_| *h.parent_uuid.as_bytes() == d.base)
-                .and_then(|r| Some((r, r.get(&d.base)?)));
+                .and_then(|r| r.get(&d.base));
             match at_hand {
                 // The parent's catalog was just rebuilt (points of a chain come in order):
                 // its change is applied without opening the chain again.
-                Some((r, base)) => {
-                    let id = *h.image_uuid.as_bytes();
-                    d.apply(&base)
-                        .map(|c| {
-                            let c = Arc::new(c);
-                            r.put(id, c.clone());
-                            Some(c)
-                        })
-                        .map_err(|why| format!("catalog: {why}"))
-                }
+                Some(base) => super::applied(d, &base, *h.image_uuid.as_bytes(), recent).map(Some),
                 None => {
                     drop(image);
                     let layers = resolve::resolve(path, opts)?;

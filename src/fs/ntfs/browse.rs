@@ -1095,11 +1095,11 @@ impl FileSystem for NtfsFs {
             let end = self.dev.len();
             let file = self.file(&mut c, node)?;
             let mut out = Vec::new();
-            // Every non-resident attribute, the attribute list's included (the base
-            // record's own attributes), and those it names in extension records.
+            // Every non-resident attribute (those an attribute list names in extension
+            // records too), and the attribute list itself, which is not among them.
             for a in file.attributes_raw() {
                 let a = a.map_err(err)?;
-                if a.is_resident() {
+                if a.is_resident() || a.ty().ok() != Some(NtfsAttributeType::AttributeList) {
                     continue;
                 }
                 super::meta::runs_into(a.value(&mut c).map_err(err)?, end, &mut out);
