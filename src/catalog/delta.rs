@@ -14,7 +14,9 @@
     clippy::cast_sign_loss
 )]
 
-use super::{get_entries, get_entry, put_entry, Catalog, Entry, In, Out, Volume, ROOT_PARENT};
+use super::{
+    get_entries, get_entry, put_entry, Catalog, Check, Entry, In, Out, Volume, ROOT_PARENT,
+};
 use crate::container::catalog::DELTA_MAGIC;
 
 /// Catalogs a writer stores as changes in a row before it stores a whole one again, so
@@ -162,8 +164,9 @@ impl DeltaVolume {
         })
     }
 
-    /// The volume this gives over `base` (the base catalog).
-    fn apply(self, base: &Catalog) -> Result<Volume, String> {
+    /// The volume this gives over `base` (the base catalog), each entry checked as it is
+    /// placed (see [`Catalog::check`]).
+    fn apply(self, base: &Catalog, check: &mut Check) -> Result<Volume, String> {
         let Changed {
             name,
             fs,
@@ -172,7 +175,14 @@ impl DeltaVolume {
             entries,
             ops,
         } = match self {
-            DeltaVolume::Whole(v) => return Ok(v),
+            DeltaVolume::Whole(v) => {
+                let mut tree = check.volume();
+                for e in &v.entries {
+                    tree.push(&v.entries, e)?;
+                }
+                check.add(tree);
+                return Ok(v);
+            }
             DeltaVolume::Changed(c) => c,
         };
         let bv = usize::try_from(base_volume)
@@ -181,6 +191,7 @@ impl DeltaVolume {
             .filter(|v| v.name == name && v.fs == fs && v.entries.len() as u64 == base_entries)
             .ok_or_else(|| format!("{name}: its base volume {base_volume} is not there"))?;
         let mut moves = Moves(vec![NONE; bv.entries.len()]);
+        let mut tree = check.volume();
         // `entries` was checked against the bytes it was decoded from.
         let mut out: Vec<Entry> = Vec::with_capacity(usize::try_from(entries).unwrap_or(0));
         for op in ops {
@@ -202,6 +213,7 @@ impl DeltaVolume {
                         moves.0[k] = u32::try_from(out.len()).unwrap_or(NONE);
                         let mut e = b.clone();
                         e.parent = parent;
+                        tree.push(&out, &e)?;
                         out.push(e);
                     }
                 }
@@ -213,6 +225,7 @@ impl DeltaVolume {
                             .ok_or_else(|| format!("{name}: base entry {base} is not there"))?;
                         *slot = u32::try_from(out.len()).unwrap_or(NONE);
                     }
+                    tree.push(&out, &entry)?;
                     out.push(*entry);
                 }
             }
@@ -223,6 +236,7 @@ impl DeltaVolume {
         if out.len() as u64 != entries {
             return Err(format!("{name}: {} entries, not {entries}", out.len()));
         }
+        check.add(tree);
         Ok(Volume {
             name,
             fs,
@@ -371,7 +385,8 @@ impl Delta {
             .sum()
     }
 
-    /// The catalog this gives over `base`, the catalog of the image it names, checked.
+    /// The catalog this gives over `base`, the catalog of the image it names, checked as
+    /// [`Catalog::check`] does.
     pub fn apply(self, base: &Catalog) -> Result<Catalog, String> {
         if base.block_size != self.block_size {
             return Err(format!(
@@ -379,17 +394,17 @@ impl Delta {
                 self.block_size, base.block_size
             ));
         }
+        let mut check = Check::default();
         let volumes = self
             .volumes
             .into_iter()
-            .map(|v| v.apply(base))
+            .map(|v| v.apply(base, &mut check))
             .collect::<Result<Vec<Volume>, String>>()?;
-        let catalog = Catalog {
+        check.finish()?;
+        Ok(Catalog {
             block_size: self.block_size,
             volumes,
-        };
-        catalog.check()?;
-        Ok(catalog)
+        })
     }
 }
 

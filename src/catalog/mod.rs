@@ -472,43 +472,87 @@ impl Catalog {
     /// bound of the names' bytes (a damaged catalog of deeply nested names would make
     /// building them quadratic; real trees keep their paths well under it).
     pub fn check(&self) -> Result<(), String> {
-        let names: u64 = self
-            .volumes
-            .iter()
-            .flat_map(|v| &v.entries)
-            .map(|e| e.name.len() as u64 + MIN_ENTRY as u64)
-            .sum();
-        let max_path_bytes = names.saturating_mul(8) + (1 << 20);
-        let mut path_bytes = 0u64;
+        let mut check = Check::default();
         for v in &self.volumes {
-            let mut path_len: Vec<u64> = Vec::with_capacity(v.entries.len());
-            for (i, e) in v.entries.iter().enumerate() {
-                let parent = e.parent;
-                let ok = if i == 0 {
-                    parent == ROOT_PARENT
-                } else {
-                    usize::try_from(parent)
-                        .ok()
-                        .filter(|&p| p < i)
-                        .and_then(|p| v.entries.get(p))
-                        .is_some_and(|p| p.kind == NodeKind::Dir)
-                };
-                if !ok {
-                    return Err(format!("entry {i} has an impossible parent {parent}"));
-                }
-                let len = usize::try_from(parent)
-                    .ok()
-                    .and_then(|p| path_len.get(p))
-                    .map_or(e.name.len() as u64 + 4, |l| l + 1 + e.name.len() as u64);
-                path_len.push(len);
-                path_bytes += len;
-                if path_bytes > max_path_bytes {
-                    return Err(format!(
-                        "entry {i}: paths add up to more than {max_path_bytes} bytes"
-                    ));
-                }
+            let mut tree = check.volume();
+            for e in &v.entries {
+                tree.push(&v.entries, e)?;
             }
+            check.add(tree);
         }
+        check.finish()
+    }
+}
+
+/// [`Catalog::check`] one entry at a time, so that a catalog being built is checked as its
+/// entries are pushed rather than in a second pass over them.
+#[derive(Default)]
+pub(crate) struct Check {
+    /// Bytes of the names and of the smallest encoded entries so far.
+    names: u64,
+    /// Bytes of the paths so far.
+    path_bytes: u64,
+}
+
+/// The checks of one volume's entries (see [`Check`]).
+pub(crate) struct TreeCheck {
+    /// The length of each entry's path so far.
+    path_len: Vec<u64>,
+    names: u64,
+    path_bytes: u64,
+}
+
+impl Check {
+    pub(crate) fn volume(&self) -> TreeCheck {
+        TreeCheck {
+            path_len: Vec::new(),
+            names: 0,
+            path_bytes: 0,
+        }
+    }
+
+    pub(crate) fn add(&mut self, t: TreeCheck) {
+        self.names += t.names;
+        self.path_bytes += t.path_bytes;
+    }
+
+    /// The bound on paths, over all the volumes added (a deeply nested damaged catalog
+    /// would make building its paths quadratic; real trees keep well under it).
+    pub(crate) fn finish(&self) -> Result<(), String> {
+        let max_path_bytes = self.names.saturating_mul(8) + (1 << 20);
+        if self.path_bytes > max_path_bytes {
+            return Err(format!("paths add up to more than {max_path_bytes} bytes"));
+        }
+        Ok(())
+    }
+}
+
+impl TreeCheck {
+    /// Checks `e`, about to become entry `before.len()` after the entries `before`: the
+    /// first is the root, every other entry's parent precedes it and is a directory.
+    pub(crate) fn push(&mut self, before: &[Entry], e: &Entry) -> Result<(), String> {
+        let i = self.path_len.len();
+        let parent = e.parent;
+        let ok = if i == 0 {
+            parent == ROOT_PARENT
+        } else {
+            usize::try_from(parent)
+                .ok()
+                .filter(|&p| p < i)
+                .and_then(|p| before.get(p))
+                .is_some_and(|p| p.kind == NodeKind::Dir)
+        };
+        if !ok {
+            return Err(format!("entry {i} has an impossible parent {parent}"));
+        }
+        let name = e.name.len() as u64;
+        let len = usize::try_from(parent)
+            .ok()
+            .and_then(|p| self.path_len.get(p))
+            .map_or(name + 4, |l| l + 1 + name);
+        self.path_len.push(len);
+        self.path_bytes += len;
+        self.names += name + MIN_ENTRY as u64;
         Ok(())
     }
 }

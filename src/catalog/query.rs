@@ -61,9 +61,15 @@ pub struct Stamp {
 }
 
 /// Opens each point of `paths` and hands it to `f`, on one thread per core, keeping only
-/// what `f` returns: one catalog per thread is in memory at a time, however many points.
-/// Returns the answers oldest point first. With `skip_bad`, an image that cannot be
-/// opened is noted and left out (a directory may hold broken images); otherwise it fails.
+/// what `f` returns: a few catalogs per thread are in memory at a time, however many
+/// points. Returns the answers oldest point first. With `skip_bad`, an image that cannot
+/// be opened is noted and left out (a directory may hold broken images); otherwise it
+/// fails.
+///
+/// A catalog stored as a change is rebuilt from its parent's: the points are taken in
+/// runs that each start at a catalog stored whole (or at a point whose parent is not among
+/// them) and go on through the points whose catalogs change the one before, and each run
+/// goes to one thread, so that every catalog is rebuilt once.
 pub fn map_points<T: Send>(
     paths: &[PathBuf],
     opts: &ResolveOptions,
@@ -72,24 +78,65 @@ pub fn map_points<T: Send>(
     f: impl Fn(&Point) -> T + Sync,
 ) -> Result<Vec<(Stamp, T)>> {
     let recent = super::Recent::default();
-    let opened = crate::threads::map_parts(paths, |part| {
-        part.iter()
-            .map(|p| {
-                let mut n = Notes::default();
-                let r = open_point_with(p, opts, &mut n, Some(&recent)).map(|pt| {
-                    let stamp = Stamp {
-                        image: pt.image.clone(),
-                        created: pt.created,
-                    };
-                    (stamp, f(&pt))
-                });
-                (r, n)
-            })
-            .collect::<Vec<_>>()
-    });
+    let images: Vec<Result<Image>> = crate::threads::map_parts(paths, |part| {
+        part.iter().map(|p| Image::open(p)).collect::<Vec<_>>()
+    })
+    .into_iter()
+    .flatten()
+    .collect();
+    let mut runs = runs_of_changes(images);
+    // Longest first, so that the last run to finish is a short one.
+    runs.sort_by_key(|r| std::cmp::Reverse(r.len()));
+    let queue = std::sync::Mutex::new(runs.into_iter());
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (recent, queue, f) = (&recent, &queue, &f);
+    let mut opened: Vec<(usize, OpenedPoint<T>)> = std::thread::scope(|s| {
+        crate::threads::join_all(
+            (0..threads)
+                .map(|_| {
+                    s.spawn(move || {
+                        let mut done = Vec::new();
+                        loop {
+                            let next = queue
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                .next();
+                            let Some(run) = next else { break };
+                            for (i, image) in run {
+                                let mut n = Notes::default();
+                                let r = image
+                                    .and_then(|image| {
+                                        open_point_with(
+                                            &paths[i],
+                                            image,
+                                            opts,
+                                            &mut n,
+                                            Some(recent),
+                                        )
+                                    })
+                                    .map(|pt| {
+                                        let stamp = Stamp {
+                                            image: pt.image.clone(),
+                                            created: pt.created,
+                                        };
+                                        (stamp, f(&pt))
+                                    });
+                                done.push((i, (r, n)));
+                            }
+                        }
+                        done
+                    })
+                })
+                .collect(),
+        )
+    })
+    .into_iter()
+    .flatten()
+    .collect();
     // Notes and errors come out in the order of `paths`, as a serial run's would.
+    opened.sort_by_key(|(i, _)| *i);
     let mut out = Vec::new();
-    for (r, mut n) in opened.into_iter().flatten() {
+    for (_, (r, mut n)) in opened {
         notes.walked.append(&mut n.walked);
         notes.warnings.append(&mut n.warnings);
         match r {
@@ -104,20 +151,67 @@ pub fn map_points<T: Send>(
     Ok(out)
 }
 
+/// A point opened by [`map_points`] and what `f` made of it, with its notes.
+type OpenedPoint<T> = (Result<(Stamp, T)>, Notes);
+
+/// `images` (by their place in the list) in runs: each run starts at an image whose
+/// catalog is stored whole, has none, or changes the catalog of an image that is not the
+/// last of a run so far, and goes on through images whose catalogs change the one before.
+/// An image that could not be opened is a run of its own.
+fn runs_of_changes(images: Vec<Result<Image>>) -> Vec<Vec<(usize, Result<Image>)>> {
+    // Oldest first: a parent was made before its children.
+    let mut order: Vec<(usize, Result<Image>)> = images.into_iter().enumerate().collect();
+    order.sort_by_key(|(i, image)| {
+        let created = image.as_ref().ok().map(|im| {
+            let h = im.header();
+            (h.created_unix, h.created_nanos)
+        });
+        (created, *i)
+    });
+    let mut runs: Vec<Vec<(usize, Result<Image>)>> = Vec::new();
+    // The run each image ends, by image id.
+    let mut ends: HashMap<[u8; 16], usize> = HashMap::new();
+    for (i, image) in order {
+        let (id, joins) = match &image {
+            Ok(im) => {
+                let h = im.header();
+                let parent = *h.parent_uuid.as_bytes();
+                let joins = crate::container::catalog::is_change(im)
+                    .then(|| ends.remove(&parent))
+                    .flatten();
+                (Some(*h.image_uuid.as_bytes()), joins)
+            }
+            Err(_) => (None, None),
+        };
+        let run = match joins {
+            Some(r) => r,
+            None => {
+                runs.push(Vec::new());
+                runs.len() - 1
+            }
+        };
+        runs[run].push((i, image));
+        if let Some(id) = id {
+            ends.insert(id, run);
+        }
+    }
+    runs
+}
+
 /// Opens one point: its catalog, or a walk of its filesystems.
 pub fn open_point(path: &Path, opts: &ResolveOptions, notes: &mut Notes) -> Result<Point> {
-    open_point_with(path, opts, notes, None)
+    open_point_with(path, Image::open(path)?, opts, notes, None)
 }
 
 /// [`open_point`], with whole catalogs of points opened before at hand in `recent`: a
 /// catalog stored as a change to its parent's is applied to the parent's.
 fn open_point_with(
     path: &Path,
+    image: Image,
     opts: &ResolveOptions,
     notes: &mut Notes,
     recent: Option<&super::Recent>,
 ) -> Result<Point> {
-    let image = Image::open(path)?;
     let h = image.header();
     let created = Time {
         secs: h.created_unix,

@@ -172,6 +172,18 @@ pub enum CatalogError {
     Io(Error),
 }
 
+/// Whether `image`'s catalog is stored as a change to its parent's, from its section
+/// header alone (false when it has none or the header is damaged: [`load`] says why).
+pub fn is_change(image: &Image) -> bool {
+    let at = image.index().catalog_offset;
+    let mut head = [0u8; 64];
+    at != 0
+        && image.read_exact_at(&mut head, at).is_ok()
+        && head[..8] == SECTION_MAGIC
+        && LeFields(&head).u64(48) == xxh3_64(&head[..48])
+        && LeFields(&head).u32(8) == VERSION_DELTA
+}
+
 /// The uncompressed catalog of `image`, or None when it has none.
 pub fn load(image: &Image) -> std::result::Result<Option<Vec<u8>>, CatalogError> {
     let at = image.index().catalog_offset;

@@ -339,20 +339,32 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary> {
         .map_or(opts.dest.clone(), |o| o.partial_path().to_path_buf());
     let mut writer = ImageWriter::new(output, &written, header)?;
     let progress = Progress::new(src.len(), "imaging", opts.progress);
-    let outcome = pipeline::run(&mut writer, opts.threads, opts.level, |packer| {
-        read_source(
-            &src,
-            &plan.ranges,
-            &Reading {
-                block_size,
-                chunk_size,
-                skip_bad: opts.skip_bad_sectors,
-                meta: plan.meta.as_slice(),
-            },
-            parent.as_ref(),
-            packer,
-            &progress,
-        )
+    let (outcome, parent_catalog) = std::thread::scope(|s| {
+        // The parent's catalog (decoded, and rebuilt through the changes it may be stored
+        // as) is needed only once the image is written: it is made while the source is
+        // read, which leaves a core free in an incremental of few changes.
+        let resolving = parent.as_ref().filter(|_| opts.catalog).map(|chain| {
+            let layers = chain.layers();
+            s.spawn(move || crate::catalog::resolved(layers, None))
+        });
+        let outcome = pipeline::run(&mut writer, opts.threads, opts.level, |packer| {
+            read_source(
+                &src,
+                &plan.ranges,
+                &Reading {
+                    block_size,
+                    chunk_size,
+                    skip_bad: opts.skip_bad_sectors,
+                    meta: plan.meta.as_slice(),
+                },
+                parent.as_ref(),
+                packer,
+                &progress,
+            )
+        });
+        let parent_catalog =
+            resolving.map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+        (outcome, parent_catalog)
     });
     progress.finish();
     let outcome = outcome?;
@@ -390,8 +402,9 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary> {
     match (output, local.take()) {
         (Output::File(mut file), Some(out)) => {
             if opts.catalog {
-                let catalog = Image::open_unfinished(&written)
-                    .and_then(|(image, _)| catalog_of(below, image, src, false, used));
+                let catalog = Image::open_unfinished(&written).and_then(|(image, _)| {
+                    catalog_of(below, parent_catalog, image, src, false, used)
+                });
                 if let Some((raw, stats)) = catalog_or_warning(catalog)? {
                     catalog_stats = stats;
                     let before = summary.file_bytes;
@@ -408,7 +421,7 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary> {
                 // through the image as it will read, with its chunks taken from the source.
                 let image = super::staged_image(&upload, &header_bytes, &opts.dest)?;
                 let catalog = super::staged_image(&upload, &header_bytes, &opts.dest)
-                    .and_then(|i| catalog_of(below, i, src, true, used));
+                    .and_then(|i| catalog_of(below, parent_catalog, i, src, true, used));
                 if let Some((raw, stats)) = catalog_or_warning(catalog)? {
                     catalog_stats = stats;
                     let before = summary.file_bytes;
@@ -445,19 +458,20 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary> {
 /// on top of the parent chain's layers `below` (none for a full image), walked through the
 /// image with `src` read where it agrees with it ([`crate::catalog::build`]); with
 /// `only_source`, every byte of the point comes from `src` (the image's chunks cannot be
-/// read while it is uploaded). Where the parent has a catalog, entries under which nothing
-/// changed are taken from it; `used` (disk byte ranges the filesystems use) says which
+/// read while it is uploaded). Where the parent has a catalog (`parent_catalog`, see
+/// [`crate::catalog::resolved`]), entries under which nothing changed are taken from it;
+/// `used` (disk byte ranges the filesystems use) says which
 /// changed blocks matter.
 fn catalog_of(
     mut layers: Vec<Image>,
+    parent_catalog: Option<Result<crate::catalog::Resolved>>,
     image: Image,
     src: Arc<FileDev>,
     only_source: bool,
     used: Option<Ranges>,
 ) -> Result<Option<(Vec<u8>, BuildStats)>> {
-    // The parent's catalog, resolved through the changes it may be stored as.
-    let previous = match crate::catalog::resolved(&layers, None) {
-        Ok(Ok(Some((catalog, depth)))) => {
+    let previous = match parent_catalog {
+        Some(Ok(Ok(Some((catalog, depth))))) => {
             let bs = u64::from(image.header().block_size);
             let changed = image
                 .index()
