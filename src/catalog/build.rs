@@ -95,16 +95,14 @@ impl StateCache {
 
 /// A [`Builder`]'s chain, source and source-only flag, to be sent to another thread.
 #[derive(Clone)]
-struct Seed(
-    Arc<Chain>,
-    Option<Arc<dyn BlockDev>>,
-    Option<Arc<AtomicBool>>,
-);
+struct Seed(Arc<Chain>, Option<Arc<SourceDev>>, Option<Arc<AtomicBool>>);
 
 /// Computes catalogs for one chain point.
 pub struct Builder {
     chain: Arc<Chain>,
-    source: Option<Arc<dyn BlockDev>>,
+    /// The point's disk read from the source where it agrees with the point (shared by
+    /// the builder's threads, with the source windows it has read and checked).
+    source: Option<Arc<SourceDev>>,
     /// Set when every read must come from the source (the point's own chunks cannot be read
     /// yet, as while it is uploaded): records that a read could not be, which fails the
     /// whole catalog rather than leave entries out of it.
@@ -184,11 +182,20 @@ impl Builder {
     /// A builder for the point `chain` ends at; `source`, when given, is the disk that
     /// point was just made from (read where it agrees with the point).
     pub fn new(chain: Arc<Chain>, source: Option<Arc<dyn BlockDev>>) -> Builder {
+        let source = source.map(|s| Arc::new(SourceDev::new(chain.clone(), s, None)));
+        Builder::with_source(chain, source, None)
+    }
+
+    fn with_source(
+        chain: Arc<Chain>,
+        source: Option<Arc<SourceDev>>,
+        only_source: Option<Arc<AtomicBool>>,
+    ) -> Builder {
         let bs = u64::from(chain.block_size());
         Builder {
             chain,
             source,
-            only_source: None,
+            only_source,
             bs,
             zero_hash: zero_hash(bs),
             states: StateCache::default(),
@@ -207,10 +214,9 @@ impl Builder {
     /// comes from `source`, the disk it was just made from, where it agrees with the
     /// point's block hashes; [`Builder::build`] fails if any byte did not.
     pub fn from_source_only(chain: Arc<Chain>, source: Arc<dyn BlockDev>) -> Builder {
-        Builder {
-            only_source: Some(Arc::new(AtomicBool::new(false))),
-            ..Builder::new(chain, Some(source))
-        }
+        let missed = Arc::new(AtomicBool::new(false));
+        let source = SourceDev::new(chain.clone(), source, Some(missed.clone()));
+        Builder::with_source(chain, Some(Arc::new(source)), Some(missed))
     }
 
     /// What another thread needs to make a builder of the same point ([`Builder::sibling`]);
@@ -224,10 +230,7 @@ impl Builder {
     }
 
     fn sibling(seed: Seed) -> Builder {
-        Builder {
-            only_source: seed.2,
-            ..Builder::new(seed.0, seed.1)
-        }
+        Builder::with_source(seed.0, seed.1, seed.2)
     }
 
     /// The states of blocks `first..first + n` (inside the disk).
@@ -237,12 +240,18 @@ impl Builder {
 
     /// Reads disk bytes of the point: from the source where each block read there has the
     /// point's hash (or is zero where the point has zeros), else from the image.
+    ///
+    /// Not through [`SourceDev`]'s windows: these are the partial blocks of files, one or
+    /// two per file and rarely next to each other, where a window would read 16 blocks to
+    /// use one.
     fn read_disk(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         let end = offset.saturating_add(buf.len() as u64);
         let (Some(src), false) = (&self.source, buf.is_empty() || end > self.chain.len()) else {
             return self.chain.read_at(offset, buf);
         };
-        if read_agreeing(&**src, self.bs, offset, buf, |f, n| self.block_states(f, n))? {
+        if read_agreeing(&*src.source, self.bs, offset, buf, |f, n| {
+            self.block_states(f, n)
+        })? {
             return Ok(());
         }
         match &self.only_source {
@@ -279,13 +288,13 @@ impl Builder {
     /// As [`Builder::build`], with how many entries were read and, with a previous
     /// catalog, the catalog as a change to it.
     pub fn build_with_stats(&self) -> Result<Built> {
-        let dev: Arc<dyn BlockDev> = match (&self.only_source, &self.source) {
-            (Some(missed), Some(source)) => Arc::new(SourceDev::new(
-                self.chain.clone(),
-                source.clone(),
-                missed.clone(),
-            )),
-            _ => self.chain.clone(),
+        // With the source at hand, the filesystems' metadata is read from it where it
+        // agrees with the point: a read of the page cache and a hash per block, where the
+        // image would decompress a chunk for each inode or directory block a walk of
+        // changed records reaches.
+        let dev: Arc<dyn BlockDev> = match &self.source {
+            Some(source) => source.clone(),
+            None => self.chain.clone(),
         };
         let vfs = Vfs::open(dev, self.chain.sector_size(), self.chain.cache())?;
         // Each filesystem is walked on its own thread: the walks read different parts of
@@ -933,12 +942,14 @@ fn source_changed(missed: &AtomicBool) -> Error {
     )
 }
 
-/// The point's disk as its filesystems are read while its own chunks cannot be: from the
-/// source, block by block checked against the point ([`Builder::from_source_only`]).
+/// The point's disk read from the source, block by block checked against the point, and
+/// from the image where the source no longer agrees; or, while the point's own chunks
+/// cannot be read ([`Builder::from_source_only`]), from the source alone.
 struct SourceDev {
     chain: Arc<Chain>,
     source: Arc<dyn BlockDev>,
-    missed: Arc<AtomicBool>,
+    /// With the source alone: records that a read could not be.
+    missed: Option<Arc<AtomicBool>>,
     states: StateCache,
     /// Windows of the source read and checked, by number: a walk reads metadata in small
     /// pieces (an inode, a directory block) next to each other, and each read and hashed
@@ -958,7 +969,11 @@ struct Window {
 }
 
 impl SourceDev {
-    fn new(chain: Arc<Chain>, source: Arc<dyn BlockDev>, missed: Arc<AtomicBool>) -> SourceDev {
+    fn new(
+        chain: Arc<Chain>,
+        source: Arc<dyn BlockDev>,
+        missed: Option<Arc<AtomicBool>>,
+    ) -> SourceDev {
         SourceDev {
             chain,
             source,
@@ -1024,7 +1039,10 @@ impl BlockDev for SourceDev {
             } else if !read_agreeing(&*self.source, bs, pos, head, |f, n| {
                 self.states.get(&self.chain, f, n)
             })? {
-                return Err(source_changed(&self.missed));
+                match &self.missed {
+                    Some(missed) => return Err(source_changed(missed)),
+                    None => self.chain.read_at(pos, head)?,
+                }
             }
             out = rest;
             pos += take as u64;
@@ -1037,12 +1055,12 @@ impl BlockDev for SourceDev {
 mod tests {
     use super::*;
 
-    /// A point's disk read from its source while the image cannot be: every read gives the
-    /// source's bytes where they agree with the point (across windows, inside blocks, over
-    /// zero blocks), and a read touching a block that changed after the point is refused
-    /// and marks the build.
+    /// A point's disk read from its source: every read gives the source's bytes where they
+    /// agree with the point (across windows, inside blocks, over zero blocks). A read
+    /// touching a block that changed after the point gives the image's bytes, or, while
+    /// the image cannot be read, is refused and marks the build.
     #[test]
-    fn the_source_is_read_where_it_agrees_with_the_point_and_refused_where_not() {
+    fn the_source_is_read_where_it_agrees_with_the_point_and_the_image_where_not() {
         let dir = tempfile::tempdir().unwrap();
         let disk = dir.path().join("disk.img");
         let mut data: Vec<u8> = (0..1u32 << 20).map(|i| (i * 7 % 251) as u8).collect();
@@ -1050,15 +1068,15 @@ mod tests {
         std::fs::write(&disk, &data).unwrap();
         let image = dir.path().join("disk.strata");
         crate::ops::create::create(&crate::ops::create::CreateOptions::new(&disk, &image)).unwrap();
+        let imaged = data.clone();
         // Block 122 (bytes 499,712..503,808) changes after the point.
         data[500_000] ^= 1;
         std::fs::write(&disk, &data).unwrap();
-        let chain = Chain::open(&image, &Default::default()).unwrap();
-        let dev = SourceDev::new(
-            Arc::new(chain),
-            Arc::new(crate::blockdev::file::FileDev::open(&disk).unwrap()),
-            Default::default(),
-        );
+        let chain = Arc::new(Chain::open(&image, &Default::default()).unwrap());
+        let source = Arc::new(crate::blockdev::file::FileDev::open(&disk).unwrap());
+        let missed = Arc::new(AtomicBool::new(false));
+        let only_source = SourceDev::new(chain.clone(), source.clone(), Some(missed.clone()));
+        let with_image = SourceDev::new(chain, source, None);
         for (at, len) in [
             (0, 100),
             (4_090, 20),
@@ -1067,20 +1085,30 @@ mod tests {
             (503_808, 500_000),
             (1_048_000, 576),
         ] {
-            let mut buf = vec![1u8; len];
-            dev.read_at(at as u64, &mut buf).unwrap();
-            assert!(buf == data[at..at + len], "{len} bytes at {at}");
-            assert!(!dev.missed.load(Ordering::Relaxed));
+            for dev in [&only_source, &with_image] {
+                let mut buf = vec![1u8; len];
+                dev.read_at(at as u64, &mut buf).unwrap();
+                assert!(buf == data[at..at + len], "{len} bytes at {at}");
+            }
+            assert!(!missed.load(Ordering::Relaxed));
         }
         for (at, len) in [
-            (500_000u64, 1),
+            (500_000usize, 1),
             (495_000, 5_000),
             (499_712, 4_096),
             (0, 1 << 20),
         ] {
             let mut buf = vec![0u8; len];
-            assert!(dev.read_at(at, &mut buf).is_err(), "{len} bytes at {at}");
+            assert!(
+                only_source.read_at(at as u64, &mut buf).is_err(),
+                "{len} bytes at {at}"
+            );
+            with_image.read_at(at as u64, &mut buf).unwrap();
+            assert!(
+                buf == imaged[at..at + len],
+                "{len} bytes at {at} from the image"
+            );
         }
-        assert!(dev.missed.load(Ordering::Relaxed));
+        assert!(missed.load(Ordering::Relaxed));
     }
 }
