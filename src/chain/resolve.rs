@@ -224,14 +224,20 @@ fn find_parent(
         }
         // The header alone says whether this is the parent, and whether it has this
         // image's key, before opening it would ask for a key.
-        let ph = peek_header(&cand).filter(|ph| ph.image_uuid == want)?;
-        if let Err(e) = same_key(child.path(), h, &cand, &ph) {
-            refused.get_or_insert(e);
-            return None;
-        }
-        match Image::open(&cand) {
-            Ok(img) if img.answers_to(want, &digest) => return Some((img, canon)),
-            Ok(img) => {
+        let mut accept = |ph: &Header| {
+            if ph.image_uuid != want {
+                return false;
+            }
+            if let Err(e) = same_key(child.path(), h, &cand, ph) {
+                refused.get_or_insert(e);
+                return false;
+            }
+            true
+        };
+        match Image::open_if(&cand, &mut accept) {
+            Ok(None) => return None,
+            Ok(Some(img)) if img.answers_to(want, &digest) => return Some((img, canon)),
+            Ok(Some(img)) => {
                 impostor.get_or_insert((
                     cand,
                     format!(

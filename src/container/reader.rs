@@ -82,12 +82,36 @@ impl Image {
         Self::open_blob(path, blob, file_len, strict)
     }
 
+    /// Opens `path` as [`Image::open`] does if its header is an image header that `accept`
+    /// takes, before anything else of it is used (an image of another encrypted chain is
+    /// not unlocked); `Ok(None)` when the file cannot be read or its header is no image's
+    /// or is not accepted. Finding a parent opens each candidate once this way.
+    pub fn open_if(path: &Path, accept: &mut dyn FnMut(&Header) -> bool) -> Result<Option<Image>> {
+        refuse_unfinished(path)?;
+        let Ok((blob, file_len)) = Blob::open(path) else {
+            return Ok(None);
+        };
+        Ok(Self::open_blob_if(path, blob, file_len, true, Some(accept))?.map(|(img, _)| img))
+    }
+
     fn open_blob(
         path: &Path,
         blob: Blob,
         file_len: u64,
         strict: bool,
     ) -> Result<(Image, Option<HeaderProblem>)> {
+        Ok(Self::open_blob_if(path, blob, file_len, strict, None)?.expect("accepted"))
+    }
+
+    /// [`Image::open_blob`], with `accept` deciding from the header alone (see
+    /// [`Image::open_if`]): a header that cannot be read or decoded is then `Ok(None)`.
+    fn open_blob_if(
+        path: &Path,
+        blob: Blob,
+        file_len: u64,
+        strict: bool,
+        mut accept: Option<&mut dyn FnMut(&Header) -> bool>,
+    ) -> Result<Option<(Image, Option<HeaderProblem>)>> {
         // The end of the file in one read: the trailer, and the whole index of a small
         // image (and its header too when the file is that small). The images of a long
         // chain are mostly small, and each is opened whenever the chain is.
@@ -95,17 +119,34 @@ impl Image {
             .saturating_sub(TAIL_READ as u64)
             .max(blob.tail_start().min(file_len));
         let mut tail_buf = vec![0u8; crate::le::clamp_len(file_len - tail_at, TAIL_READ)];
-        blob.read_exact_at(&mut tail_buf, tail_at)
-            .map_err(|e| Error::io(path, "cannot read", e))?;
         let mut head = vec![0u8; crate::le::clamp_len(file_len, HEADER_SIZE)];
-        if tail_at == 0 {
-            let n = head.len();
-            head.copy_from_slice(&tail_buf[..n]);
+        // The header first, so that a file `accept` refuses is not read further.
+        let head_read = if tail_at == 0 {
+            blob.read_exact_at(&mut tail_buf, 0).map(|()| {
+                let n = head.len();
+                head.copy_from_slice(&tail_buf[..n]);
+            })
         } else {
             blob.read_exact_at(&mut head, 0)
+        };
+        let decoded = head_read
+            .map_err(|e| Error::io(path, "cannot read", e))
+            .and_then(|()| Header::decode(&head, strict).map_err(|e| e.at(path)));
+        let mut header = match (decoded, accept.as_mut()) {
+            (Ok(h), Some(accept)) => {
+                if !accept(&h) {
+                    return Ok(None);
+                }
+                h
+            }
+            (Ok(h), None) => h,
+            (Err(_), Some(_)) => return Ok(None),
+            (Err(e), None) => return Err(e),
+        };
+        if tail_at > 0 {
+            blob.read_exact_at(&mut tail_buf, tail_at)
                 .map_err(|e| Error::io(path, "cannot read", e))?;
         }
-        let mut header = Header::decode(&head, strict).map_err(|e| e.at(path))?;
         let header_sum = Header::stored_checksum(&head);
         let computed = Header::compute_checksum(&head);
         let mut header_problem = (header_sum != computed).then(|| {
@@ -257,7 +298,7 @@ impl Image {
             }
             header_problem.get_or_insert(problem);
         }
-        Ok((
+        Ok(Some((
             Image {
                 path: path.into(),
                 blob,
@@ -270,7 +311,7 @@ impl Image {
                 last_segment: std::sync::Mutex::new(None),
             },
             header_problem,
-        ))
+        )))
     }
 
     /// The file this image was opened from.

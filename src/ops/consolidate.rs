@@ -65,7 +65,7 @@ pub fn consolidate(opts: &ConsolidateOptions) -> Result<ConsolidateSummary> {
     let top_img = chain.top();
     let (lo, target, force) = match &opts.full_output {
         Some(out) => {
-            if let Some(l) = layers.iter().find(|l| super::same_file(l.path(), out)) {
+            if let Some(l) = super::layer_named(layers, out) {
                 return Err(Error::Invalid(format!(
                     "{}: is part of the chain ({}); choose another output",
                     out.display(),

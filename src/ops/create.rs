@@ -249,17 +249,11 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary> {
                 src.sector_size()
             )));
         }
-        // DEST usually does not exist yet: then no layer can be it (one lookup, not one
-        // per layer of a long chain).
-        let dest_exists =
-            crate::storage::is_remote(&opts.dest) || std::fs::symlink_metadata(&opts.dest).is_ok();
-        for l in chain.layers().iter().filter(|_| dest_exists) {
-            if super::same_file(l.path(), &opts.dest) {
-                return Err(Error::Invalid(format!(
-                    "{}: is part of the parent chain and cannot be replaced by its own child",
-                    opts.dest.display()
-                )));
-            }
+        if super::layer_named(chain.layers(), &opts.dest).is_some() {
+            return Err(Error::Invalid(format!(
+                "{}: is part of the parent chain and cannot be replaced by its own child",
+                opts.dest.display()
+            )));
         }
     }
     let block_size = match &parent {

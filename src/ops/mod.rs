@@ -19,6 +19,19 @@ pub(crate) fn ratio(a: u64, b: u64) -> f64 {
     }
 }
 
+/// The layer of a chain that `target` (an output) names, if any. `target` is looked up
+/// first: it usually does not exist yet, and then no layer can be it (one lookup, not one
+/// per layer of a long chain).
+pub(crate) fn layer_named<'a>(
+    layers: &'a [crate::container::reader::Image],
+    target: &std::path::Path,
+) -> Option<&'a crate::container::reader::Image> {
+    if !crate::storage::is_remote(target) && std::fs::metadata(target).is_err() {
+        return None;
+    }
+    layers.iter().find(|l| same_file(l.path(), target))
+}
+
 /// True when `a` and `b` name the same existing file (so an output never overwrites its input).
 pub(crate) fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
     if crate::storage::is_remote(a) || crate::storage::is_remote(b) {

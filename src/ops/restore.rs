@@ -43,13 +43,11 @@ pub struct RestoreSummary {
 pub fn restore(opts: &RestoreOptions) -> Result<RestoreSummary> {
     let started = Instant::now();
     let chain = Chain::open(&opts.image, &opts.resolve)?;
-    for l in chain.layers() {
-        if super::same_file(l.path(), &opts.target) {
-            return Err(Error::Invalid(format!(
-                "{}: the target is the image itself or one of its parents",
-                opts.target.display()
-            )));
-        }
+    if super::layer_named(chain.layers(), &opts.target).is_some() {
+        return Err(Error::Invalid(format!(
+            "{}: the target is the image itself or one of its parents",
+            opts.target.display()
+        )));
     }
     let image = &chain;
     let disk = chain.top().header().disk_size;
