@@ -171,6 +171,11 @@ fn open_device(path: &Path, disk: u64) -> Result<File> {
     Ok(dev)
 }
 
+/// Chunks a restore worker takes at once when they are small: up to this many bytes…
+const BATCH_BYTES: u64 = 1 << 20;
+/// …or this many chunks.
+const BATCH_CHUNKS: usize = 64;
+
 /// Loads chunks on worker threads and writes each one's extents, in the order the merged
 /// map first needs them (disk order for a full image). Returns the data bytes written.
 fn write_chunks(
@@ -223,6 +228,22 @@ fn write_chunks(
         }
         k
     };
+    // Small chunks (the few blocks of each incremental of a long chain) are taken and
+    // handed over several at a time: one at a time, passing each through the channel
+    // cost more than loading it.
+    let small_batch = |i: usize| -> usize {
+        let mut bytes = 0u64;
+        let mut k = 0;
+        while let Some(&(layer, chunk)) = order.get(i + k) {
+            let raw = chain.layers()[layer as usize].index().chunks[chunk as usize].raw_len;
+            bytes += u64::from(raw);
+            k += 1;
+            if bytes >= BATCH_BYTES || k >= BATCH_CHUNKS {
+                break;
+            }
+        }
+        k.max(1)
+    };
     let next = AtomicUsize::new(0);
     let (tx, rx) = crossbeam_channel::bounded(threads * 2);
     std::thread::scope(|s| {
@@ -233,22 +254,32 @@ fn write_chunks(
                 let Some(&(layer, chunk)) = order.get(i) else {
                     return;
                 };
-                let k = run_at(i);
+                let run = run_at(i);
+                let k = if run > 1 { run } else { small_batch(i) };
                 if next
                     .compare_exchange(i, i + k, Ordering::Relaxed, Ordering::Relaxed)
                     .is_err()
                 {
                     continue;
                 }
-                let img = &chain.layers()[layer as usize];
-                for (j, loaded) in img.load_run(chunk, k as u32).into_iter().enumerate() {
-                    let c = chunk + j as u32;
-                    if tx
-                        .send((i + j, loaded.map_err(|e| img.chunk_error(c, e))))
-                        .is_err()
-                    {
-                        return;
-                    }
+                let batch: Vec<_> = if run > 1 {
+                    let img = &chain.layers()[layer as usize];
+                    (i..)
+                        .zip(img.load_run(chunk, k as u32))
+                        .zip(chunk..)
+                        .map(|((at, loaded), c)| (at, loaded.map_err(|e| img.chunk_error(c, e))))
+                        .collect()
+                } else {
+                    (i..i + k)
+                        .map(|at| {
+                            let (layer, c) = order[at];
+                            let img = &chain.layers()[layer as usize];
+                            (at, img.load_chunk(c).map_err(|e| img.chunk_error(c, e)))
+                        })
+                        .collect()
+                };
+                if tx.send(batch).is_err() {
+                    return;
                 }
             });
         }
@@ -257,8 +288,8 @@ fn write_chunks(
         let mut want = 0usize;
         let mut written = 0u64;
         let result = (|| {
-            for (i, loaded) in rx.iter() {
-                pending.insert(i, loaded);
+            for batch in rx.iter() {
+                pending.extend(batch);
                 while let Some(loaded) = pending.remove(&want) {
                     check_interrupt()?;
                     let data = loaded?;
