@@ -8,10 +8,14 @@
 /// their thread-locals). A panic in a thread goes on in the caller, as the scope would
 /// have it.
 pub fn join_all<T>(workers: Vec<std::thread::ScopedJoinHandle<'_, T>>) -> Vec<T> {
-    workers
-        .into_iter()
-        .map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-        .collect()
+    workers.into_iter().map(join).collect()
+}
+
+/// Joins one scoped thread (see [`join_all`]).
+pub fn join<T>(worker: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    worker
+        .join()
+        .unwrap_or_else(|p| std::panic::resume_unwind(p))
 }
 
 /// Runs `f` on `items` cut into one contiguous part per core, each part on its own

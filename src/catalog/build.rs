@@ -249,15 +249,7 @@ impl Builder {
         let (Some(src), false) = (&self.source, buf.is_empty() || end > self.chain.len()) else {
             return self.chain.read_at(offset, buf);
         };
-        if read_agreeing(&*src.source, self.bs, offset, buf, |f, n| {
-            self.block_states(f, n)
-        })? {
-            return Ok(());
-        }
-        match &self.only_source {
-            Some(missed) => Err(source_changed(missed)),
-            None => self.chain.read_at(offset, buf),
-        }
+        src.read_checked(offset, buf, |f, n| self.block_states(f, n))
     }
 
     /// Reads bytes `from..from + buf.len()` of a file laid out as `map` says, the file's
@@ -983,6 +975,25 @@ impl SourceDev {
         }
     }
 
+    /// Reads `buf` at `offset` (inside the disk) from the source if every block it
+    /// touches there agrees with the point (`states` gives their states), else from the
+    /// image, or fails with the source alone.
+    fn read_checked(
+        &self,
+        offset: u64,
+        buf: &mut [u8],
+        states: impl Fn(u64, u64) -> Result<Vec<BlockState>>,
+    ) -> Result<()> {
+        let bs = u64::from(self.chain.block_size());
+        if read_agreeing(&*self.source, bs, offset, buf, states)? {
+            return Ok(());
+        }
+        match &self.missed {
+            Some(missed) => Err(source_changed(missed)),
+            None => self.chain.read_at(offset, buf),
+        }
+    }
+
     /// Window `w` of the source (inside the disk), read and checked once.
     fn window(&self, w: u64, bs: u64) -> Result<Arc<Window>> {
         self.windows.get_or_insert_with(&w, || {
@@ -1036,13 +1047,8 @@ impl BlockDev for SourceDev {
                 .all(|&a| a);
             if agrees {
                 head.copy_from_slice(&win.bytes[from..from + take]);
-            } else if !read_agreeing(&*self.source, bs, pos, head, |f, n| {
-                self.states.get(&self.chain, f, n)
-            })? {
-                match &self.missed {
-                    Some(missed) => return Err(source_changed(missed)),
-                    None => self.chain.read_at(pos, head)?,
-                }
+            } else {
+                self.read_checked(pos, head, |f, n| self.states.get(&self.chain, f, n))?;
             }
             out = rest;
             pos += take as u64;

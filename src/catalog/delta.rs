@@ -176,11 +176,7 @@ impl DeltaVolume {
             ops,
         } = match self {
             DeltaVolume::Whole(v) => {
-                let mut tree = check.volume();
-                for e in &v.entries {
-                    tree.push(&v.entries, e)?;
-                }
-                check.add(tree);
+                check.whole(&v)?;
                 return Ok(v);
             }
             DeltaVolume::Changed(c) => c,

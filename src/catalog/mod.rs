@@ -474,11 +474,7 @@ impl Catalog {
     pub fn check(&self) -> Result<(), String> {
         let mut check = Check::default();
         for v in &self.volumes {
-            let mut tree = check.volume();
-            for e in &v.entries {
-                tree.push(&v.entries, e)?;
-            }
-            check.add(tree);
+            check.whole(v)?;
         }
         check.finish()
     }
@@ -509,6 +505,16 @@ impl Check {
             names: 0,
             path_bytes: 0,
         }
+    }
+
+    /// Checks every entry of `v`.
+    pub(crate) fn whole(&mut self, v: &Volume) -> Result<(), String> {
+        let mut tree = self.volume();
+        for e in &v.entries {
+            tree.push(&v.entries, e)?;
+        }
+        self.add(tree);
+        Ok(())
     }
 
     pub(crate) fn add(&mut self, t: TreeCheck) {

@@ -175,17 +175,12 @@ pub enum CatalogError {
 /// Whether `image`'s catalog is stored as a change to its parent's, from its section
 /// header alone (false when it has none or the header is damaged: [`load`] says why).
 pub fn is_change(image: &Image) -> bool {
-    let at = image.index().catalog_offset;
-    let mut head = [0u8; 64];
-    at != 0
-        && image.read_exact_at(&mut head, at).is_ok()
-        && head[..8] == SECTION_MAGIC
-        && LeFields(&head).u64(48) == xxh3_64(&head[..48])
-        && LeFields(&head).u32(8) == VERSION_DELTA
+    matches!(section_head(image), Ok(Some((_, _, VERSION_DELTA))))
 }
 
-/// The uncompressed catalog of `image`, or None when it has none.
-pub fn load(image: &Image) -> std::result::Result<Option<Vec<u8>>, CatalogError> {
+/// The header of `image`'s catalog section, its offset and version, checked (signature,
+/// checksum, a known version); None when the image has no catalog.
+fn section_head(image: &Image) -> std::result::Result<Option<([u8; 64], u64, u32)>, CatalogError> {
     let at = image.index().catalog_offset;
     if at == 0 {
         return Ok(None);
@@ -206,6 +201,16 @@ pub fn load(image: &Image) -> std::result::Result<Option<Vec<u8>>, CatalogError>
     if version != VERSION_WHOLE && version != VERSION_DELTA {
         return damaged(format!("unknown version {version}"));
     }
+    Ok(Some((head, at, version)))
+}
+
+/// The uncompressed catalog of `image`, or None when it has none.
+pub fn load(image: &Image) -> std::result::Result<Option<Vec<u8>>, CatalogError> {
+    let Some((head, at, version)) = section_head(image)? else {
+        return Ok(None);
+    };
+    let damaged = |what: String| Err(CatalogError::Damaged(format!("catalog at {at}: {what}")));
+    let f = LeFields(&head);
     let (method, stored_len, raw_len) = (f.u8(12), f.u64(16), f.u64(24));
     let room = image.index().block_hashes_offset - at - SECTION_HEADER_SIZE;
     if stored_len > room {

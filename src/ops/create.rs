@@ -356,8 +356,7 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary> {
                 &progress,
             )
         });
-        let parent_catalog =
-            resolving.map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+        let parent_catalog = resolving.map(crate::threads::join);
         (outcome, parent_catalog)
     });
     progress.finish();
