@@ -47,6 +47,7 @@ pub mod error;
 pub mod fs;
 pub mod layout;
 pub mod le;
+pub mod open_files;
 pub mod ops;
 pub mod partition;
 pub mod point;

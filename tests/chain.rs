@@ -718,6 +718,52 @@ fn a_two_hundred_point_chain_reads_every_byte_and_finds_a_damaged_middle() {
         );
     }
 
+    // Every layer keeps its file open: a chain longer than the soft limit on open files
+    // (1,024 on most desktops; 128 here) is still restored, the limit raised to the hard one.
+    // Under a hard limit that low, the file that could not be opened is named with the
+    // cause, not reported as a missing parent.
+    #[cfg(unix)]
+    for hard_too in [false, true] {
+        use std::os::unix::process::CommandExt;
+        let out = d.path().join("limited.img");
+        let mut c = strata();
+        c.args(["restore", "-q"]).arg(image(200)).arg(&out);
+        // SAFETY: getrlimit and setrlimit are async-signal-safe and touch only the child.
+        unsafe {
+            c.pre_exec(move || {
+                let mut lim = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                lim.rlim_cur = 128;
+                if hard_too {
+                    lim.rlim_max = 128;
+                }
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let o = c.output().unwrap();
+        if hard_too {
+            let (code, _, err) = outcome(&o);
+            assert_ne!(code, 0);
+            assert!(
+                err.contains("cannot open image") && err.contains("os error 24"),
+                "{err}"
+            );
+            assert!(!out.exists(), "no partial output is left");
+        } else {
+            ok(o);
+            assert!(std::fs::read(&out).unwrap() == want[200]);
+            std::fs::remove_file(&out).unwrap();
+        }
+    }
+
     // Point 100's data chunk damaged: opening 200 still works (chunks are checked when
     // read); the block it holds fails naming p100, every other block reads as it was.
     let pristine = std::fs::read(image(100)).unwrap();

@@ -205,6 +205,9 @@ fn find_parent(
     // The parent was found but cannot be used for its key: it could not be unlocked (exit
     // code 4), or it is under another key than this image (exit code 3).
     let mut refused: Option<Error> = None;
+    // A candidate that is there but could not be opened (no permission, too many open
+    // files): the likely parent, so its error, not "not found", when no other is found.
+    let mut unopened: Option<Error> = None;
     // The hint alone first (the usual case, one file opened); the directories only when it
     // does not lead to the parent.
     let hint = (!h.parent_hint.is_empty()).then(|| {
@@ -251,6 +254,9 @@ fn find_parent(
             Err(e @ Error::Key { .. }) => {
                 refused.get_or_insert(e);
             }
+            Err(e @ Error::Io { .. }) => {
+                unopened.get_or_insert(e);
+            }
             Err(e) => {
                 impostor.get_or_insert((cand, format!("it cannot be used: {e}")));
             }
@@ -267,7 +273,7 @@ fn find_parent(
             }
         }
     }
-    if let Some(e) = refused {
+    if let Some(e) = refused.or(unopened) {
         return Err(e);
     }
     if let Some((p, why)) = impostor {

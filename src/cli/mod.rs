@@ -404,6 +404,8 @@ fn threads(n: Option<usize>) -> usize {
 
 /// Parses arguments, runs the command and returns the process exit code.
 pub fn main() -> ExitCode {
+    // Before any thread starts (see there).
+    crate::open_files::prepare();
     let cli = Cli::parse();
     // On Linux `mount` forks before any thread exists and handles its signals itself; the
     // Windows front-end turns the handler's Ctrl-C flag into an unmount.

@@ -84,12 +84,16 @@ impl Image {
 
     /// Opens `path` as [`Image::open`] does if its header is an image header that `accept`
     /// takes, before anything else of it is used (an image of another encrypted chain is
-    /// not unlocked); `Ok(None)` when the file cannot be read or its header is no image's
-    /// or is not accepted. Finding a parent opens each candidate once this way.
+    /// not unlocked); `Ok(None)` when there is no such file or its header is no image's or
+    /// is not accepted, an error when a local file is there but cannot be opened. Finding a parent opens each candidate once this way.
     pub fn open_if(path: &Path, accept: &mut dyn FnMut(&Header) -> bool) -> Result<Option<Image>> {
         refuse_unfinished(path)?;
-        let Ok((blob, file_len)) = Blob::open(path) else {
-            return Ok(None);
+        let (blob, file_len) = match Blob::open(path) {
+            Ok(b) => b,
+            // A local file that is there but cannot be opened (no permission, too many open
+            // files) is reported, not passed over as if it were not the one wanted.
+            Err(e @ Error::Io { .. }) if !crate::storage::is_remote(path) => return Err(e),
+            Err(_) => return Ok(None),
         };
         Ok(Self::open_blob_if(path, blob, file_len, true, Some(accept))?.map(|(img, _)| img))
     }
