@@ -189,47 +189,80 @@ pub fn open_record(
         return Err(ChunkFault::Header("fields disagree with the index".into()));
     }
     let payload = &mut record[CHUNK_RECORD_HEADER..];
-    let computed = xxh3_64(payload);
-    if computed != entry.payload_checksum {
-        return Err(ChunkFault::PayloadChecksum {
-            stored: entry.payload_checksum,
-            computed,
-        });
+    // The payload checksum tells a damaged chunk from a tampered one. When the chunk is
+    // sealed its tag covers every stored byte, so the checksum is computed only if the
+    // chunk does not open.
+    let check_payload = |payload: &[u8]| {
+        let computed = xxh3_64(payload);
+        if computed == entry.payload_checksum {
+            Ok(())
+        } else {
+            Err(ChunkFault::PayloadChecksum {
+                stored: entry.payload_checksum,
+                computed,
+            })
+        }
+    };
+    let not_authentic = |payload: &[u8]| match check_payload(payload) {
+        Err(e) => e,
+        Ok(()) => ChunkFault::NotAuthentic,
+    };
+    if key.is_none() {
+        check_payload(payload)?;
     }
-    let payload: &[u8] = match key {
-        None => payload,
-        Some((key, index)) => {
-            let piece = Piece::Chunk { index };
-            let opened = key
-                .open_in_place(piece, payload)
-                .map_err(|_| ChunkFault::NotAuthentic)?;
-            // The plaintext of a raw chunk is as long as the index says its data is.
-            if entry.method == Method::Raw && opened.len() != entry.raw_len as usize {
-                return Err(ChunkFault::Length {
-                    expected: entry.raw_len,
-                    got: opened.len(),
+    let payload: &[u8] = match (key, entry.method) {
+        (None, Method::Raw) => {
+            // The stored bytes are the data: their checksum, just checked, is the
+            // content hash's value, so the data is not hashed a second time.
+            if entry.content_hash != entry.payload_checksum {
+                return Err(ChunkFault::ContentHash {
+                    stored: entry.content_hash,
+                    computed: entry.payload_checksum,
                 });
             }
-            opened
+            return Ok(Arc::from(&*payload));
+        }
+        (None, Method::Zstd) => payload,
+        (Some((key, index)), Method::Raw) => {
+            // Opened straight into the buffer the cache keeps (no copy after opening). The
+            // tag authenticates these exact bytes, and the sealed index the length: the
+            // content hash would check them a second time.
+            let len = entry.raw_len as usize;
+            if payload.len() != len + super::crypto::SEAL_OVERHEAD {
+                return Err(ChunkFault::Length {
+                    expected: entry.raw_len,
+                    got: payload.len().saturating_sub(super::crypto::SEAL_OVERHEAD),
+                });
+            }
+            let mut raw: Arc<[u8]> = std::iter::repeat_n(0, len).collect();
+            let out = Arc::get_mut(&mut raw).expect("not shared yet");
+            key.open_into(Piece::Chunk { index }, payload, out)
+                .map_err(|_| not_authentic(payload))?;
+            return Ok(raw);
+        }
+        (Some((key, index)), Method::Zstd) => {
+            if key.open_in_place(Piece::Chunk { index }, payload).is_err() {
+                // Opening checks the tag before it changes a byte.
+                return Err(not_authentic(payload));
+            }
+            let len = payload.len() - super::crypto::SEAL_OVERHEAD;
+            &payload[super::crypto::NONCE_LEN..][..len]
         }
     };
     // Decoded straight into the shared buffer the chain's cache keeps, without a copy.
-    let raw: Arc<[u8]> = match entry.method {
-        Method::Raw => Arc::from(payload),
-        Method::Zstd => {
-            // Sized by the index (raw_len <= chunk size), never by the payload.
-            let mut raw: Arc<[u8]> = std::iter::repeat_n(0, entry.raw_len as usize).collect();
-            let out = Arc::get_mut(&mut raw).expect("not shared yet");
-            let n = zstd::bulk::decompress_to_buffer(payload, out)
-                .map_err(|e| ChunkFault::Decompress(e.to_string()))?;
-            if n != raw.len() {
-                return Err(ChunkFault::Length {
-                    expected: entry.raw_len,
-                    got: n,
-                });
-            }
-            raw
+    let raw: Arc<[u8]> = {
+        // Sized by the index (raw_len <= chunk size), never by the payload.
+        let mut raw: Arc<[u8]> = std::iter::repeat_n(0, entry.raw_len as usize).collect();
+        let out = Arc::get_mut(&mut raw).expect("not shared yet");
+        let n = zstd::bulk::decompress_to_buffer(payload, out)
+            .map_err(|e| ChunkFault::Decompress(e.to_string()))?;
+        if n != raw.len() {
+            return Err(ChunkFault::Length {
+                expected: entry.raw_len,
+                got: n,
+            });
         }
+        raw
     };
     if raw.len() != entry.raw_len as usize {
         return Err(ChunkFault::Length {
