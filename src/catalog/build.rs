@@ -385,6 +385,13 @@ impl Builder {
                 entry(ROOT_PARENT, String::new(), &fs.metadata(root)?)
             }
         }];
+        // About as many entries as before: reserved once, not grown by doubling (each
+        // growth copies the entries and touches fresh pages).
+        if let Some(r) = reuse {
+            let n = r.entries.len() + r.entries.len() / 16;
+            entries.reserve(n);
+            from.reserve(n);
+        }
         let mut stack = vec![(0u32, root)];
         let mut seen = HashSet::from([root]);
         // Regular files, by node: their identities are computed after the walk.
