@@ -968,41 +968,64 @@ for top, dirs, files in os.walk('.'):
     );
 }
 
-/// Device nodes, FIFOs and sockets are listed with their type, not read, not copied.
+/// Device nodes, FIFOs and sockets are listed with their type, not read, not copied. The
+/// type comes from each directory entry where the filesystem records it there (`filetype`)
+/// and from the inode where it does not (`-O ^filetype`): both list alike.
 #[test]
 fn ext_special_files_are_listed_not_read() {
     if !require_root("ext_special_files_are_listed_not_read") {
         return;
     }
-    let dir = tempdir();
-    let tree = dir.path().join("tree");
-    std::fs::create_dir(&tree).unwrap();
-    sh(
-        "mknod",
-        &[tree.join("null").to_str().unwrap(), "c", "1", "3"],
-    );
-    sh(
-        "mknod",
-        &[tree.join("loop").to_str().unwrap(), "b", "7", "0"],
-    );
-    sh("mkfifo", &[tree.join("fifo").to_str().unwrap()]);
-    std::fs::write(tree.join("file"), b"x").unwrap();
-    let vol = mkfs(dir.path(), "vol.ext4", &tree, &[], "16M");
-    let img = image_of(&vol, dir.path());
-    let (seen, _) = ls_tree(&img, "/");
-    assert_eq!(seen["/null"].kind, "char");
-    assert_eq!(seen["/loop"].kind, "block");
-    assert_eq!(seen["/fifo"].kind, "fifo");
-    let (code, _, err) = outcome(&run(&[&"cat", &img, &"/null"]));
-    assert_eq!(code, 1);
-    assert!(err.contains("not a regular file"), "{err}");
-    let out = dir.path().join("out");
-    let o = run(&[&"cp", &"-r", &"-q", &img, &"/", &out]);
-    let (code, _, err) = outcome(&o);
-    assert_eq!(code, 0, "{err}");
-    assert!(err.contains("/null: skipped"), "{err}");
-    assert!(out.join("volume/file").exists() || out.join("file").exists());
-    assert!(!out.join("null").exists() && !out.join("volume/null").exists());
+    for args in [&[][..], &["-O", "^filetype"][..]] {
+        let dir = tempdir();
+        let tree = dir.path().join("tree");
+        std::fs::create_dir_all(tree.join("sub")).unwrap();
+        sh(
+            "mknod",
+            &[tree.join("null").to_str().unwrap(), "c", "1", "3"],
+        );
+        sh(
+            "mknod",
+            &[tree.join("loop").to_str().unwrap(), "b", "7", "0"],
+        );
+        sh("mkfifo", &[tree.join("fifo").to_str().unwrap()]);
+        std::fs::write(tree.join("file"), b"x").unwrap();
+        std::os::unix::fs::symlink("file", tree.join("link")).unwrap();
+        let vol = mkfs(dir.path(), "vol.ext4", &tree, args, "16M");
+        let features = sh("dumpe2fs", &["-h", vol.to_str().unwrap()]);
+        let has_filetype = features
+            .lines()
+            .any(|l| l.starts_with("Filesystem features:") && l.contains(" filetype"));
+        assert_eq!(has_filetype, args.is_empty(), "{features}");
+        let img = image_of(&vol, dir.path());
+        let (seen, _) = ls_tree(&img, "/");
+        assert_eq!(seen["/null"].kind, "char", "{args:?}");
+        assert_eq!(seen["/loop"].kind, "block", "{args:?}");
+        assert_eq!(seen["/fifo"].kind, "fifo", "{args:?}");
+        assert_eq!(seen["/file"].kind, "file", "{args:?}");
+        assert_eq!(seen["/link"].kind, "symlink", "{args:?}");
+        assert_eq!(seen["/sub"].kind, "dir", "{args:?}");
+        // The listing itself (what a mount's readdir gives as each entry's type) agrees
+        // with each node's own metadata.
+        let vfs = strata::point::open_vfs(&img, &Default::default(), 64 << 20).unwrap();
+        let fs = vfs.fs(0).unwrap();
+        let listed = fs.read_dir(fs.root()).unwrap();
+        assert!(listed.len() >= 7, "{listed:?}");
+        for e in &listed {
+            let meta = fs.metadata(e.node).unwrap();
+            assert_eq!(e.kind, meta.kind, "{args:?} {}", e.name);
+        }
+        let (code, _, err) = outcome(&run(&[&"cat", &img, &"/null"]));
+        assert_eq!(code, 1);
+        assert!(err.contains("not a regular file"), "{err}");
+        let out = dir.path().join("out");
+        let o = run(&[&"cp", &"-r", &"-q", &img, &"/", &out]);
+        let (code, _, err) = outcome(&o);
+        assert_eq!(code, 0, "{err}");
+        assert!(err.contains("/null: skipped"), "{err}");
+        assert!(out.join("volume/file").exists() || out.join("file").exists());
+        assert!(!out.join("null").exists() && !out.join("volume/null").exists());
+    }
 }
 
 /// Disk blocks `debugfs -R "blocks PATH"` lists for `path` in `vol`.

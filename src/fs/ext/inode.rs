@@ -461,6 +461,16 @@ impl Inodes {
     /// at a time through the directory's own block map, so that a damaged size costs no
     /// memory (holes, which a directory should not have, are skipped).
     pub fn dir_entries(&self, ino: u64) -> Result<Vec<(Vec<u8>, u64)>> {
+        Ok(self
+            .typed_dir_entries(ino)?
+            .into_iter()
+            .map(|(name, child, _)| (name, child))
+            .collect())
+    }
+
+    /// [`Inodes::dir_entries`] with each entry's file type byte (`EXT4_FT_*`; 0 where the
+    /// filesystem has no `filetype` feature).
+    pub fn typed_dir_entries(&self, ino: u64) -> Result<Vec<(Vec<u8>, u64, u8)>> {
         let inode = self.inode(ino)?;
         // A file's contents are not directory records.
         if LeFields(&inode).u16(0) & 0xF000 != 0x4000 {
@@ -475,9 +485,9 @@ impl Inodes {
             // The parent's number, then entries to the end of `i_block`, then entries
             // filling the `system.data` attribute; no `.` or `..` entries.
             let at = self.inode_at(ino)? + 0x28;
-            Self::dir_records(ino, &inode[0x2C..0x28 + INLINE_IBLOCK], at + 4, &mut out)?;
+            self.dir_records(ino, &inode[0x2C..0x28 + INLINE_IBLOCK], at + 4, &mut out)?;
             if let Some(rest) = self.inline_tail(ino, &inode)? {
-                Self::dir_records(ino, &rest, at, &mut out)?;
+                self.dir_records(ino, &rest, at, &mut out)?;
             }
             return Ok(out);
         }
@@ -512,7 +522,11 @@ impl Inodes {
                     }
                     let name = &block[at + 8..at + 8 + name_len];
                     if child != 0 && name != b"." && name != b".." {
-                        out.push((name.to_vec(), u64::from(child)));
+                        out.push((
+                            name.to_vec(),
+                            u64::from(child),
+                            self.file_type(block[at + 7]),
+                        ));
                     }
                     at += rec_len;
                 }
@@ -522,7 +536,23 @@ impl Inodes {
     }
 
     /// Directory records filling `area` (an inline directory's), found at byte `at`.
-    fn dir_records(ino: u64, area: &[u8], at: u64, out: &mut Vec<(Vec<u8>, u64)>) -> Result<()> {
+    /// A directory entry's file type byte, or 0 where the filesystem has none (there the
+    /// byte is the high byte of a 16-bit name length).
+    fn file_type(&self, byte: u8) -> u8 {
+        if self.g.filetype {
+            byte
+        } else {
+            0
+        }
+    }
+
+    fn dir_records(
+        &self,
+        ino: u64,
+        area: &[u8],
+        at: u64,
+        out: &mut Vec<(Vec<u8>, u64, u8)>,
+    ) -> Result<()> {
         let mut o = 0usize;
         while o + 8 <= area.len() {
             let e = LeFields(&area[o..]);
@@ -537,7 +567,11 @@ impl Inodes {
                 ));
             }
             if child != 0 {
-                out.push((area[o + 8..o + 8 + name_len].to_vec(), u64::from(child)));
+                out.push((
+                    area[o + 8..o + 8 + name_len].to_vec(),
+                    u64::from(child),
+                    self.file_type(area[o + 7]),
+                ));
             }
             o += rec_len;
         }

@@ -33,6 +33,7 @@ const EXT4_SUPER_MAGIC: u16 = 0xEF53;
 const COMPAT_HAS_JOURNAL: u32 = 0x4;
 const COMPAT_SPARSE_SUPER2: u32 = 0x200;
 // s_feature_incompat
+const INCOMPAT_FILETYPE: u32 = 0x2;
 const INCOMPAT_RECOVER: u32 = 0x4;
 const INCOMPAT_JOURNAL_DEV: u32 = 0x8;
 const INCOMPAT_META_BG: u32 = 0x10;
@@ -316,6 +317,8 @@ pub struct InodeGeometry {
     pub huge_file: bool,
     /// Bytes of an allocation cluster (the block size but with `bigalloc`).
     pub cluster_size: u64,
+    /// `filetype`: directory entries say what kind of node each names.
+    pub filetype: bool,
 }
 
 /// The inode geometry of the ext filesystem on `dev`.
@@ -350,6 +353,7 @@ pub fn inode_geometry(dev: &dyn BlockDev) -> Result<InodeGeometry> {
         inode_tables: descs.iter().map(|d| d.inode_table).collect(),
         huge_file: s.s_feature_ro_compat & RO_COMPAT_HUGE_FILE != 0,
         cluster_size: s.cluster_size(),
+        filetype: s.s_feature_incompat & INCOMPAT_FILETYPE != 0,
     })
 }
 
