@@ -12,14 +12,11 @@ const RESERVED: i32 = 4096;
 /// (several milliseconds), which each doubling from 64 to 1,024 descriptors would otherwise
 /// pay while a 1,000-point chain opens (27 ms of its 45).
 pub fn prepare() {
+    // Not fatal: a short chain needs no more than the default limit.
     #[cfg(unix)]
-    {
-        // Not fatal: a short chain needs no more than the default limit.
-        let _ = rlimit::increase_nofile_limit(u64::MAX);
-    }
+    let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0);
     #[cfg(target_os = "linux")]
     {
-        let limit = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(0, |(soft, _)| soft);
         let top = RESERVED.min(i32::try_from(limit).unwrap_or(i32::MAX)) - 1;
         if top > 64 {
             for fd in [2, 1, 0] {

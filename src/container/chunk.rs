@@ -212,6 +212,12 @@ pub fn open_record(
     }
     let payload: &[u8] = match (key, entry.method) {
         (None, Method::Raw) => {
+            if payload.len() != entry.raw_len as usize {
+                return Err(ChunkFault::Length {
+                    expected: entry.raw_len,
+                    got: payload.len(),
+                });
+            }
             // The stored bytes are the data: their checksum, just checked, is the
             // content hash's value, so the data is not hashed a second time.
             if entry.content_hash != entry.payload_checksum {
@@ -241,12 +247,11 @@ pub fn open_record(
             return Ok(raw);
         }
         (Some((key, index)), Method::Zstd) => {
-            if key.open_in_place(Piece::Chunk { index }, payload).is_err() {
+            match key.open_in_place(Piece::Chunk { index }, payload) {
+                Ok(body) => body,
                 // Opening checks the tag before it changes a byte.
-                return Err(not_authentic(payload));
+                Err(_) => return Err(not_authentic(payload)),
             }
-            let len = payload.len() - super::crypto::SEAL_OVERHEAD;
-            &payload[super::crypto::NONCE_LEN..][..len]
         }
     };
     // Decoded straight into the shared buffer the chain's cache keeps, without a copy.
@@ -264,12 +269,6 @@ pub fn open_record(
         }
         raw
     };
-    if raw.len() != entry.raw_len as usize {
-        return Err(ChunkFault::Length {
-            expected: entry.raw_len,
-            got: raw.len(),
-        });
-    }
     let computed = xxh3_64(&raw);
     if computed != entry.content_hash {
         return Err(ChunkFault::ContentHash {

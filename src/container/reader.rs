@@ -85,7 +85,8 @@ impl Image {
     /// Opens `path` as [`Image::open`] does if its header is an image header that `accept`
     /// takes, before anything else of it is used (an image of another encrypted chain is
     /// not unlocked); `Ok(None)` when there is no such file or its header is no image's or
-    /// is not accepted, an error when a local file is there but cannot be opened. Finding a parent opens each candidate once this way.
+    /// is not accepted, an error when a local file is there but cannot be opened. Finding
+    /// a parent opens each candidate once this way.
     pub fn open_if(path: &Path, accept: &mut dyn FnMut(&Header) -> bool) -> Result<Option<Image>> {
         refuse_unfinished(path)?;
         let (blob, file_len) = match Blob::open(path) {

@@ -453,8 +453,7 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary> {
 /// `only_source`, every byte of the point comes from `src` (the image's chunks cannot be
 /// read while it is uploaded). Where the parent has a catalog (`parent_catalog`, see
 /// [`crate::catalog::resolved`]), entries under which nothing changed are taken from it;
-/// `used` (disk byte ranges the filesystems use) says which
-/// changed blocks matter.
+/// `used` (disk byte ranges the filesystems use) says which changed blocks matter.
 fn catalog_of(
     mut layers: Vec<Image>,
     parent_catalog: Option<Result<crate::catalog::Resolved>>,

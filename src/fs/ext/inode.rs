@@ -535,7 +535,6 @@ impl Inodes {
         Ok(out)
     }
 
-    /// Directory records filling `area` (an inline directory's), found at byte `at`.
     /// A directory entry's file type byte, or 0 where the filesystem has none (there the
     /// byte is the high byte of a 16-bit name length).
     fn file_type(&self, byte: u8) -> u8 {
@@ -546,6 +545,7 @@ impl Inodes {
         }
     }
 
+    /// Directory records filling `area` (an inline directory's), found at byte `at`.
     fn dir_records(
         &self,
         ino: u64,
